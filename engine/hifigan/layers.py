@@ -1,0 +1,287 @@
+"""HiFi-GAN building blocks with KAN-TTS parameter names.
+
+Weights are stored the way legacy ``torch.nn.utils.weight_norm`` (``dim=0``) stores them: ``bias``,
+``weight_g`` (``[dim0, 1, 1]``), ``weight_v`` (full shape), with ``weight = g * v / ||v||`` where the norm
+runs over every dimension except 0. :meth:`WNConv1d.fold` replaces them by a plain ``weight`` for inference.
+
+Streaming: every layer that looks at the past exposes ``forward_stream(x, cache)``. ``cache`` is a dict owned
+by the caller; each layer keeps its own left context (causal convolutions) or its overlap-add carry (causal
+transposed convolutions) under its own key, so chunk-by-chunk input gives the same output as one call.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+Cache = dict[int, Tensor]
+
+
+class WNConv1d(nn.Module):
+    """1-D (transposed) convolution whose weight is kept in weight-norm form until :meth:`fold` is called."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int = 1,
+        padding: int = 0,
+        dilation: int = 1,
+        bias: bool = True,
+        transposed: bool = False,
+        weight_norm: bool = True,
+    ) -> None:
+        super().__init__()
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size, self.stride, self.padding, self.dilation = kernel_size, stride, padding, dilation
+        self.transposed = transposed
+        shape = (
+            (in_channels, out_channels, kernel_size)
+            if transposed
+            else (out_channels, in_channels, kernel_size)
+        )
+        weight = torch.empty(shape)
+        nn.init.kaiming_uniform_(weight, a=math.sqrt(5))  # torch's default Conv init
+        fan_in = (out_channels if transposed else in_channels) * kernel_size
+        # Registration order matches legacy weight_norm: bias, weight_g, weight_v.
+        if bias:
+            bound = 1.0 / math.sqrt(fan_in)
+            self.bias: Tensor | None = nn.Parameter(torch.empty(shape[1] if transposed else shape[0]))
+            nn.init.uniform_(self.bias, -bound, bound)
+        else:
+            self.register_parameter("bias", None)
+        if weight_norm:
+            self.weight_g = nn.Parameter(_norm_dim0(weight))
+            self.weight_v = nn.Parameter(weight)
+        else:
+            self.weight = nn.Parameter(weight)
+
+    @property
+    def is_weight_norm(self) -> bool:
+        return "weight_v" in self._parameters
+
+    def effective_weight(self) -> Tensor:
+        """The convolution weight: ``g * v / ||v||`` in weight-norm form, else the stored weight."""
+        if self.is_weight_norm:
+            return self.weight_v * (self.weight_g / _norm_dim0(self.weight_v))
+        return self.weight
+
+    @torch.no_grad()
+    def fold(self) -> None:
+        """Replace ``weight_g``/``weight_v`` by the equivalent plain ``weight`` (no-op when folded)."""
+        if not self.is_weight_norm:
+            return
+        weight = self.effective_weight().detach().clone()
+        del self.weight_g, self.weight_v
+        bias = self._parameters.pop("bias")  # re-register so the folded order is bias, weight
+        self.register_parameter("bias", bias)
+        self.weight = nn.Parameter(weight)
+
+    def forward(self, x: Tensor, padding: int | None = None) -> Tensor:
+        pad = self.padding if padding is None else padding
+        if self.transposed:
+            return F.conv_transpose1d(x, self.effective_weight(), self.bias, self.stride, pad)
+        return F.conv1d(x, self.effective_weight(), self.bias, self.stride, pad, self.dilation)
+
+    def extra_repr(self) -> str:
+        kind = "transposed" if self.transposed else "conv"
+        return (
+            f"{kind} {self.in_channels}->{self.out_channels}, k={self.kernel_size}, s={self.stride}, "
+            f"p={self.padding}, d={self.dilation}, weight_norm={self.is_weight_norm}"
+        )
+
+
+def _norm_dim0(v: Tensor) -> Tensor:
+    """L2 norm over every dimension except 0, shaped ``[n, 1, 1]`` (``torch.norm_except_dim(v, 2, 0)``)."""
+    return torch.linalg.vector_norm(v.reshape(v.shape[0], -1), dim=1).reshape(-1, *([1] * (v.dim() - 1)))
+
+
+class CausalConv1d(nn.Module):
+    """Conv1d that left-pads ``(k - 1) * dilation`` zeros: output ``t`` sees inputs ``<= t`` only."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        dilation: int = 1,
+        bias: bool = True,
+        weight_norm: bool = True,
+    ) -> None:
+        super().__init__()
+        self.pad = (kernel_size - 1) * dilation
+        self.conv1d = WNConv1d(
+            in_channels, out_channels, kernel_size, 1, 0, dilation, bias, weight_norm=weight_norm
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv1d(F.pad(x, (self.pad, 0)))
+
+    def forward_stream(self, x: Tensor, cache: Cache) -> Tensor:
+        """Convolve a chunk, using (and updating) the last ``pad`` input samples kept in ``cache``."""
+        if self.pad == 0:
+            return self.conv1d(x)
+        ctx = cache.get(id(self))
+        if ctx is None:
+            ctx = x.new_zeros(x.shape[0], x.shape[1], self.pad)
+        xc = torch.cat((ctx, x), dim=-1)
+        cache[id(self)] = xc[..., -self.pad :]
+        return self.conv1d(xc)
+
+
+class Conv1d(nn.Module):
+    """Non-causal Conv1d with symmetric zero padding ``(k * d - d) // 2``."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        dilation: int = 1,
+        bias: bool = True,
+        weight_norm: bool = True,
+    ) -> None:
+        super().__init__()
+        pad = (kernel_size * dilation - dilation) // 2
+        self.conv1d = WNConv1d(
+            in_channels, out_channels, kernel_size, 1, pad, dilation, bias, weight_norm=weight_norm
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv1d(x)
+
+
+class CausalConvTranspose1d(nn.Module):
+    """ConvTranspose1d (no padding) whose output is trimmed by ``k - stride`` samples on the right."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int,
+        bias: bool = True,
+        weight_norm: bool = True,
+    ) -> None:
+        super().__init__()
+        if kernel_size < stride:
+            raise ValueError(f"transposed conv kernel {kernel_size} is smaller than its stride {stride}")
+        self.stride = stride
+        self.trim = kernel_size - stride
+        self.deconv = WNConv1d(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride,
+            0,
+            bias=bias,
+            transposed=True,
+            weight_norm=weight_norm,
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.deconv(x)
+        return y[..., : y.shape[-1] - self.trim]
+
+    def forward_stream(self, x: Tensor, cache: Cache) -> Tensor:
+        """Overlap-add: the ``k - stride`` tail of a chunk is carried (without bias) into the next chunk."""
+        d = self.deconv
+        y = F.conv_transpose1d(x, d.effective_weight(), None, d.stride)
+        carry = cache.get(id(self))
+        if carry is not None and self.trim:
+            y[..., : self.trim] += carry
+        n = x.shape[-1] * self.stride
+        if self.trim:
+            cache[id(self)] = y[..., n:]
+        y = y[..., :n]
+        return y if d.bias is None else y + d.bias[:, None]
+
+
+class ConvTranspose1d(nn.Module):
+    """Non-causal ConvTranspose1d with padding ``(k - stride) // 2``."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int,
+        bias: bool = True,
+        weight_norm: bool = True,
+    ) -> None:
+        super().__init__()
+        if kernel_size < stride:
+            raise ValueError(f"transposed conv kernel {kernel_size} is smaller than its stride {stride}")
+        self.deconv = WNConv1d(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride,
+            (kernel_size - stride) // 2,
+            bias=bias,
+            transposed=True,
+            weight_norm=weight_norm,
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.deconv(x)
+
+
+AnyConv = CausalConv1d | Conv1d
+
+
+class ResidualBlock(nn.Module):
+    """HiFi-GAN "ResBlock1": per dilation ``x += conv2(act(conv1_dilated(act(x))))``."""
+
+    def __init__(
+        self,
+        channels: int,
+        kernel_size: int,
+        dilations: list[int],
+        activation: nn.Module,
+        causal: bool,
+        bias: bool = True,
+        weight_norm: bool = True,
+    ) -> None:
+        super().__init__()
+        if kernel_size % 2 != 1:
+            raise ValueError(f"resblock kernel size must be odd, got {kernel_size}")
+        cls = CausalConv1d if causal else Conv1d
+        self.convs1 = nn.ModuleList(
+            [cls(channels, channels, kernel_size, d, bias, weight_norm) for d in dilations]
+        )
+        self.convs2 = nn.ModuleList(
+            [cls(channels, channels, kernel_size, 1, bias, weight_norm) for _ in dilations]
+        )
+        self.activation = activation
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """``mask`` ([B, 1, T], 1 inside each item) zeroes conv inputs past an item's end."""
+        for c1, c2 in zip(self.convs1, self.convs2, strict=True):
+            xt = self.activation(x)
+            if mask is not None:
+                xt = xt * mask
+            xt = c1(xt)
+            xt = self.activation(xt)
+            if mask is not None:
+                xt = xt * mask
+            x = c2(xt) + x
+        return x
+
+    def forward_stream(self, x: Tensor, cache: Cache) -> Tensor:
+        for c1, c2 in zip(self.convs1, self.convs2, strict=True):
+            xt = c1.forward_stream(self.activation(x), cache)
+            x = c2.forward_stream(self.activation(xt), cache) + x
+        return x
+
+
+def fold_weight_norm(module: nn.Module) -> nn.Module:
+    """Fold every :class:`WNConv1d` under ``module`` in place; returns ``module``."""
+    for m in module.modules():
+        if isinstance(m, WNConv1d):
+            m.fold()
+    return module

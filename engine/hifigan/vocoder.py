@@ -1,0 +1,244 @@
+"""Inference wrapper: mel [F, n_mels] float32 → waveform float32 [F * hop], batched and streaming.
+
+Weights are loaded strictly in weight-norm form and folded; everything runs under ``torch.inference_mode``.
+``threads`` sets torch's intra-op thread count (process-wide, as torch has no per-module setting).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .generator import Generator
+from .jik876 import Jik876Generator, load_jik876
+from .layers import Cache
+
+
+class VocoderError(ValueError):
+    """Bad vocoder input, config or checkpoint."""
+
+
+def generator_state_dict(checkpoint: Mapping[str, Any]) -> dict[str, Tensor]:
+    """The generator weights inside a KAN-TTS checkpoint.
+
+    Accepts ``{'model': {'generator': sd}}``, ``{'generator': sd}`` or a bare state dict.
+    """
+    state: Any = checkpoint
+    if isinstance(state, Mapping) and "model" in state and isinstance(state["model"], Mapping):
+        state = state["model"]
+    if isinstance(state, Mapping) and "generator" in state:
+        state = state["generator"]
+    if not isinstance(state, Mapping) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise VocoderError("vocoder checkpoint has no generator state dict (expected ['model']['generator'])")
+    return dict(state)
+
+
+def _load_checkpoint_file(path: Path) -> Any:
+    try:  # the model-directory loader's error messages are preferred when available
+        from engine.modeldir import load_checkpoint
+    except ImportError:
+        load_checkpoint = None
+    if load_checkpoint is not None:
+        return load_checkpoint(path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError as e:
+        raise VocoderError(f"vocoder checkpoint not found: {path}") from e
+    except Exception as e:
+        raise VocoderError(f"{path}: cannot be loaded with weights_only=True ({e})") from e
+
+
+class Vocoder:
+    """HiFi-GAN vocoder around a folded, eval-mode generator."""
+
+    def __init__(
+        self,
+        model: Generator | Jik876Generator,
+        sample_rate: int,
+        threads: int | None = None,
+        n_mels: int = 80,
+    ) -> None:
+        if threads is not None and threads < 1:
+            raise VocoderError(f"threads must be >= 1, got {threads}")
+        model.remove_weight_norm()
+        model.eval().requires_grad_(False)
+        self.model = model
+        self.sample_rate = int(sample_rate)
+        self.hop_length = int(model.hop_length)
+        self.n_mels = int(n_mels)
+        self.causal = isinstance(model, Generator) and model.causal
+        self.threads = threads
+        self._apply_threads()
+
+    # ---- construction ----
+    @classmethod
+    def from_config(
+        cls, voc_config: dict[str, Any], state_dict: Mapping[str, Tensor], threads: int | None = None
+    ) -> Vocoder:
+        """Build from a ``voc/config.yaml`` dict and a weight-norm state dict (loaded strictly)."""
+        try:
+            model = Generator.from_config(voc_config)
+        except ValueError as e:
+            raise VocoderError(str(e)) from e
+        try:
+            model.load_state_dict(generator_state_dict(state_dict), strict=True)
+        except RuntimeError as e:
+            raise VocoderError(f"vocoder checkpoint does not match voc/config.yaml: {e}") from e
+        audio = voc_config.get("audio_config") or {}
+        sample_rate = int(audio.get("sampling_rate", 16000))
+        return cls(model, sample_rate, threads, n_mels=model.in_channels)
+
+    @classmethod
+    def from_voice(cls, voice: Any, threads: int | None = None) -> Vocoder:
+        """Build from an ``engine.modeldir.VoiceSpec`` (``voc_config`` dict, ``voc_checkpoint`` path)."""
+        path = Path(voice.voc_checkpoint)
+        try:
+            return cls.from_config(voice.voc_config, _load_checkpoint_file(path), threads)
+        except VocoderError as e:
+            raise VocoderError(f"voice {getattr(voice, 'name', '?')!r}, {path}: {e}") from e
+
+    @classmethod
+    def from_jik876(
+        cls, checkpoint: str | Path, config_json: str | Path, threads: int | None = None
+    ) -> Vocoder:
+        """Load a jik876-format generator (e.g. the universal HiFi-GAN V1) and its ``config.json``."""
+        try:
+            model, config = load_jik876(checkpoint, config_json)
+        except (ValueError, FileNotFoundError) as e:
+            raise VocoderError(str(e)) from e
+        return cls(model, int(config["sampling_rate"]), threads, n_mels=int(config["num_mels"]))
+
+    # ---- inference ----
+    def _apply_threads(self) -> None:
+        if self.threads is not None and torch.get_num_threads() != self.threads:
+            torch.set_num_threads(self.threads)
+
+    def _to_tensor(self, mel: Any, what: str = "mel") -> Tensor:
+        arr = np.asarray(mel)
+        if arr.ndim != 2 or arr.shape[1] != self.n_mels:
+            raise VocoderError(f"{what} must have shape [frames, {self.n_mels}], got {arr.shape}")
+        if not np.issubdtype(arr.dtype, np.floating):
+            raise VocoderError(f"{what} must be floating point, got {arr.dtype}")
+        if not np.all(np.isfinite(arr)):
+            raise VocoderError(f"{what} contains NaN or infinite values")
+        return torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32).T)
+
+    def _run(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
+        if lengths is not None and isinstance(self.model, Generator):
+            return self.model(x, lengths)
+        return self.model(x)
+
+    @torch.inference_mode()
+    def vocode(self, mel: np.ndarray) -> np.ndarray:
+        """Mel [frames, n_mels] → float32 waveform of ``frames * hop_length`` samples."""
+        x = self._to_tensor(mel)
+        if x.shape[1] == 0:
+            raise VocoderError("mel has 0 frames")
+        self._apply_threads()
+        return self._run(x[None]).reshape(-1).numpy().astype(np.float32, copy=False)
+
+    @torch.inference_mode()
+    def vocode_batch(self, mels: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Vocode several mels at once (zero-padded; non-causal KAN-TTS models mask past each item's end).
+
+        Each output equals :meth:`vocode` of that mel to float rounding. jik876 models run one by one.
+        """
+        xs = [self._to_tensor(m, f"mels[{i}]") for i, m in enumerate(mels)]
+        for i, x in enumerate(xs):
+            if x.shape[1] == 0:
+                raise VocoderError(f"mels[{i}] has 0 frames")
+        if not xs:
+            return []
+        self._apply_threads()
+        if isinstance(self.model, Jik876Generator) or len(xs) == 1:
+            return [self._run(x[None]).reshape(-1).numpy() for x in xs]
+        frames = [x.shape[1] for x in xs]
+        batch = torch.zeros(len(xs), self.n_mels, max(frames))
+        for i, x in enumerate(xs):
+            batch[i, :, : x.shape[1]] = x
+        lengths = None if self.causal else torch.tensor(frames)
+        y = self._run(batch, lengths)[:, 0]
+        return [y[i, : f * self.hop_length].numpy().copy() for i, f in enumerate(frames)]
+
+    def stream(self, context_frames: int | None = None) -> StreamingVocoder:
+        """A chunked vocoder whose concatenated output equals :meth:`vocode` of the whole mel.
+
+        Causal models keep every layer's left context (exact, no recomputation). Non-causal models re-run
+        ``context_frames`` of overlap on each side (default: the receptive radius, which makes them exact
+        too).
+        """
+        return StreamingVocoder(self, context_frames)
+
+
+class StreamingVocoder:
+    """``push(mel_chunk) -> audio`` as frames arrive, ``flush() -> audio`` at the end of the utterance."""
+
+    def __init__(self, vocoder: Vocoder, context_frames: int | None = None) -> None:
+        self.vocoder = vocoder
+        self._cache: Cache = {}
+        self._closed = False
+        model = vocoder.model
+        if vocoder.causal:
+            self.context_frames = 0
+        else:
+            radius = model.receptive_radius_frames()
+            self.context_frames = radius if context_frames is None else int(context_frames)
+            if self.context_frames < 0:
+                raise VocoderError(f"context_frames must be >= 0, got {context_frames}")
+        self._buffer = torch.zeros(vocoder.n_mels, 0)  # non-causal: kept frames (left context + pending)
+        self._buffer_start = 0  # absolute index of _buffer[:, 0]
+        self._emitted = 0  # frames whose audio has been returned
+        self._received = 0
+
+    @property
+    def frames_received(self) -> int:
+        return self._received
+
+    @torch.inference_mode()
+    def push(self, mel_chunk: np.ndarray) -> np.ndarray:
+        """Add frames [n, n_mels]; returns the audio that is now final (possibly empty)."""
+        if self._closed:
+            raise VocoderError("push() after flush(): start a new stream per utterance")
+        x = self.vocoder._to_tensor(mel_chunk, "mel_chunk")
+        if x.shape[1] == 0:
+            return np.zeros(0, np.float32)
+        self.vocoder._apply_threads()
+        self._received += x.shape[1]
+        if self.vocoder.causal:
+            assert isinstance(self.vocoder.model, Generator)
+            self._emitted = self._received
+            return self.vocoder.model.forward_stream(x[None], self._cache).reshape(-1).numpy().copy()
+        self._buffer = torch.cat((self._buffer, x), dim=1)
+        return self._emit(self._received - self.context_frames)
+
+    @torch.inference_mode()
+    def flush(self) -> np.ndarray:
+        """Return the remaining audio; the stream is closed afterwards."""
+        if self._closed:
+            return np.zeros(0, np.float32)
+        self._closed = True
+        if self.vocoder.causal:
+            return np.zeros(0, np.float32)
+        self.vocoder._apply_threads()
+        return self._emit(self._received)
+
+    def _emit(self, end: int) -> np.ndarray:
+        """Non-causal: vocode frames [emitted, end) from a window with ``context_frames`` on each side."""
+        if end <= self._emitted:
+            return np.zeros(0, np.float32)
+        hop, c = self.vocoder.hop_length, self.context_frames
+        start = max(self._buffer_start, self._emitted - c)
+        win_end = min(self._received, end + c)
+        window = self._buffer[:, start - self._buffer_start : win_end - self._buffer_start]
+        y = self.vocoder._run(window[None]).reshape(-1)
+        out = y[(self._emitted - start) * hop : (end - start) * hop].numpy().copy()
+        self._emitted = end
+        keep_from = max(self._buffer_start, end - c)
+        self._buffer = self._buffer[:, keep_from - self._buffer_start :]
+        self._buffer_start = keep_from
+        return out
