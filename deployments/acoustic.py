@@ -1,0 +1,105 @@
+"""``SambertAcoustic`` deployment: token ids → mel (batched) or a stream of mel chunks (AR decoder)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import AsyncGenerator
+from typing import Any
+
+import numpy as np
+from ray import serve
+
+from deployments.common import BatchSettings, TorchWorker, replica_threads
+from deployments.payloads import AcousticRequest, AcousticResult, MelChunk
+from engine.modeldir import load_model_dir
+from engine.sambert import AcousticInput, AcousticModel
+
+__all__ = ["SambertAcoustic"]
+
+log = logging.getLogger("tts.acoustic")
+_END = object()
+
+
+@serve.deployment(name="SambertAcoustic", max_ongoing_requests=8, max_queued_requests=32)
+class SambertAcoustic:
+    """Owns one :class:`engine.sambert.AcousticModel` per voice; torch runs on a dedicated thread."""
+
+    def __init__(self, model_dir: str, threads: int | None = None) -> None:
+        directory = load_model_dir(model_dir)
+        self.default_voice = next(iter(directory.voices))
+        self.worker = TorchWorker(replica_threads(threads), "acoustic")
+        self.models: dict[str, AcousticModel] = {
+            name: self.worker.run_sync(AcousticModel.from_voice, spec, self.worker.threads)
+            for name, spec in directory.voices.items()
+        }
+        from serve_app.metrics import StageMetrics
+
+        self.metrics = StageMetrics("acoustic")
+
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """Apply ``max_batch_size`` / ``batch_wait_timeout_s`` from the Serve config without a restart."""
+        cfg = BatchSettings.from_user_config(user_config)
+        self._synthesize_batch.set_max_batch_size(cfg.max_batch_size)
+        self._synthesize_batch.set_batch_wait_timeout_s(cfg.batch_wait_timeout_s)
+
+    @staticmethod
+    def _input(req: AcousticRequest) -> AcousticInput:
+        return AcousticInput(ids=req.ids, speed=req.speed, pitch_shift=req.pitch_shift)
+
+    def _run_batch(self, reqs: list[AcousticRequest]) -> list[AcousticResult]:
+        out: list[AcousticResult | None] = [None] * len(reqs)
+        groups: dict[str, list[int]] = defaultdict(list)
+        for i, r in enumerate(reqs):
+            groups[r.voice or self.default_voice].append(i)
+        for voice, idx in groups.items():
+            results = self.models[voice].synthesize([self._input(reqs[i]) for i in idx])
+            for i, res in zip(idx, results, strict=True):
+                out[i] = AcousticResult(
+                    mel=np.asarray(res.mel, dtype=np.float32), durations=np.asarray(res.durations)
+                )
+        return out  # type: ignore[return-value]
+
+    @serve.batch(max_batch_size=4, batch_wait_timeout_s=0.005)
+    async def _synthesize_batch(self, reqs: list[AcousticRequest]) -> list[AcousticResult]:
+        start = time.perf_counter()
+        try:
+            return await self.worker.run(self._run_batch, reqs)
+        finally:
+            self.metrics.batch(len(reqs))
+            self.metrics.observe("synthesize_batch", time.perf_counter() - start)
+
+    async def synthesize(self, req: AcousticRequest) -> AcousticResult:
+        """Whole-utterance mel and durations (dynamically batched with concurrent callers)."""
+        if (req.voice or self.default_voice) not in self.models:
+            raise ValueError(f"unknown voice {req.voice!r}")
+        return await self._synthesize_batch(req)
+
+    async def stream(self, req: AcousticRequest, chunk_frames: int = 16) -> AsyncGenerator[MelChunk, None]:
+        """Mel chunks straight from the AR decoder; the first item carries durations and frame count.
+
+        Each decoder step runs on the torch thread; cancelling the caller stops the loop between chunks.
+        """
+        model = self.models[req.voice or self.default_voice]
+        start = time.perf_counter()
+        stream = await self.worker.run(model.stream, self._input(req), chunk_frames)
+        iterator = iter(stream)
+        yield MelChunk(
+            mel=np.zeros((0, 80), np.float32),
+            durations=np.asarray(stream.durations),
+            num_frames=int(stream.num_frames),
+        )
+        while True:
+            chunk = await self.worker.run(next, iterator, _END)
+            if chunk is _END:
+                break
+            yield MelChunk(mel=np.asarray(chunk, dtype=np.float32))
+        self.metrics.observe("stream", time.perf_counter() - start)
+
+    async def check_health(self) -> None:
+        """A real tiny inference (two tokens) on the default voice."""
+        ids = np.zeros((2, 6), dtype=np.int64)
+        res = await self.worker.run(self._run_batch, [AcousticRequest(ids=ids)])
+        if res[0].mel.ndim != 2 or res[0].mel.shape[1] != 80:
+            raise RuntimeError(f"acoustic health check produced mel of shape {res[0].mel.shape}")

@@ -1,0 +1,99 @@
+"""Shared helpers for the stage deployments: thread budgets, a one-thread torch executor, batch settings."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+__all__ = ["BatchSettings", "TorchWorker", "replica_threads"]
+
+T = TypeVar("T")
+log = logging.getLogger("tts.deployments")
+
+
+def replica_threads(requested: int | None = None) -> int:
+    """Torch threads for this replica: explicit value, else the replica's CPU reservation (at least 1)."""
+    if requested:
+        return max(1, int(requested))
+    cpus: float | None = None
+    try:
+        import ray
+
+        if ray.is_initialized():
+            cpus = ray.get_runtime_context().get_assigned_resources().get("CPU")
+    except Exception:  # outside a Ray worker
+        cpus = None
+    if not cpus:
+        cpus = float(os.environ.get("OMP_NUM_THREADS", "1") or 1)
+    return max(1, round(cpus))
+
+
+class TorchWorker:
+    """Runs blocking torch work on ONE dedicated thread so the replica's event loop stays responsive.
+
+    One thread per replica serialises model calls (the models are not re-entrant) while ``threads`` sets the
+    intra-op parallelism torch uses inside each call.
+    """
+
+    def __init__(self, threads: int, name: str) -> None:
+        import torch
+
+        self.threads = threads
+        torch.set_num_threads(threads)
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name, initializer=self._init)
+
+    def _init(self) -> None:
+        import torch
+
+        torch.set_num_threads(self.threads)
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, _inference_mode, fn, args)
+
+    def run_sync(self, fn: Callable[..., T], *args: Any) -> T:
+        return self._pool.submit(_inference_mode, fn, args).result()
+
+
+def _inference_mode(fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+    import torch
+
+    with torch.inference_mode():
+        return fn(*args)
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    """``user_config`` keys understood by the batched stages."""
+
+    max_batch_size: int = 4
+    batch_wait_timeout_s: float = 0.005
+
+    @classmethod
+    def from_user_config(cls, cfg: dict[str, Any] | None) -> BatchSettings:
+        cfg = dict(cfg or {})
+        unknown = set(cfg) - {"max_batch_size", "batch_wait_timeout_s"}
+        if unknown:
+            raise ValueError(f"unknown user_config keys: {sorted(unknown)}")
+        out = cls(**cfg)
+        if out.max_batch_size < 1 or not 0 <= out.batch_wait_timeout_s <= 1:
+            raise ValueError("max_batch_size must be >= 1 and batch_wait_timeout_s in [0, 1]")
+        return out
+
+
+class Stopwatch:
+    """``with Stopwatch() as t: ...; t.seconds``."""
+
+    def __enter__(self) -> Stopwatch:
+        self.start = time.perf_counter()
+        self.seconds = 0.0
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds = time.perf_counter() - self.start

@@ -1,0 +1,176 @@
+"""Request/response schemas and the explicit limits every request is checked against."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from engine.audio import FORMATS
+
+__all__ = [
+    "EMOTION_KEYWORDS",
+    "OPENAI_VOICE_ALIASES",
+    "Limits",
+    "OpenAISpeechRequest",
+    "SeedTTSRequest",
+    "TTSJSONResponse",
+    "TTSRequest",
+    "Timestamp",
+    "VoicesResponse",
+    "emotion_from_instructions",
+]
+
+SPEED_MIN, SPEED_MAX = 0.5, 2.0
+PITCH_MIN, PITCH_MAX = -12.0, 12.0  # semitones
+VOLUME_MIN, VOLUME_MAX = 0.0, 4.0  # linear gain
+
+
+class Limits(BaseModel):
+    """Per-deployment request limits (set from ``build_app`` args / the Serve config)."""
+
+    max_text_chars: int = 2000
+    speed: tuple[float, float] = (SPEED_MIN, SPEED_MAX)
+    pitch_semitones: tuple[float, float] = (PITCH_MIN, PITCH_MAX)
+    volume: tuple[float, float] = (VOLUME_MIN, VOLUME_MAX)
+    max_concurrent_units: int = 4
+    request_timeout_s: float = 30.0
+
+
+class TTSRequest(BaseModel):
+    """``POST /api/tts``. Unknown fields are rejected so typos surface as 422 instead of being ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: str = Field(min_length=1, description="Text (Chinese, mixed Chinese/English, or SSML <speak>).")
+    voice: str | None = Field(None, description="Voice name from GET /api/voices; default voice if omitted.")
+    emotion: str | None = Field(None, description="Emotion (see GET /api/voices); 'neutral' if omitted.")
+    speed: float = Field(1.0, ge=SPEED_MIN, le=SPEED_MAX, description="Speaking rate multiplier.")
+    pitch: float = Field(0.0, ge=PITCH_MIN, le=PITCH_MAX, description="Pitch shift in semitones.")
+    volume: float = Field(
+        1.0, ge=VOLUME_MIN, le=VOLUME_MAX, description="Linear gain, clipped to full scale."
+    )
+    format: str = Field("wav", description=f"One of: {', '.join(FORMATS)}.")
+    sample_rate: int | None = Field(
+        None, description="Output rate (resampled with soxr); model rate if omitted."
+    )
+    stream: bool = Field(False, description="Stream audio chunks as they are produced (pcm/wav/mulaw/alaw).")
+
+
+class SeedTTSRequest(BaseModel):
+    """``POST /tts``: the seed services' request shape, answered with WAV bytes."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    text: str = Field(min_length=1)
+    emotion: str | None = "neutral"
+    speed: float = Field(1.0, ge=SPEED_MIN, le=SPEED_MAX)
+    voice: str | None = None
+
+
+class OpenAISpeechRequest(BaseModel):
+    """``POST /v1/audio/speech`` (OpenAI-compatible). Emotion via ``emotion`` or keywords in ``instructions``."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str = Field("sambert-hifigan", description="Accepted and echoed; one model is served.")
+    input: str = Field(min_length=1)
+    voice: str = Field(
+        "default", description="A voice from /api/voices, or an OpenAI voice name (→ default)."
+    )
+    response_format: str = Field("mp3", description="mp3, opus, wav, flac, pcm (24 kHz s16le, as OpenAI's).")
+    speed: float = Field(1.0, ge=SPEED_MIN, le=SPEED_MAX)
+    instructions: str | None = None
+    emotion: str | None = None
+
+
+class Timestamp(BaseModel):
+    """One character or syllable and where it is spoken, from the acoustic model's predicted durations."""
+
+    text: str
+    start_s: float
+    end_s: float
+
+
+class TTSJSONResponse(BaseModel):
+    """``POST /api/tts`` with ``Accept: application/json``."""
+
+    audio_base64: str
+    format: str
+    media_type: str
+    sample_rate: int
+    duration_s: float
+    voice: str
+    emotion: str
+    timestamps: list[Timestamp]
+    timestamp_unit: Literal["syllable", "character"]
+    cached: bool
+    model_version: str
+
+
+class VoiceInfo(BaseModel):
+    name: str
+    default: bool
+    emotions: list[str]
+    speakers: list[str]
+
+
+class FormatInfo(BaseModel):
+    name: str
+    media_type: str
+    streamable: bool
+    fixed_sample_rate: int | None
+
+
+class VoicesResponse(BaseModel):
+    voices: list[VoiceInfo]
+    emotions: list[str]
+    formats: list[FormatInfo]
+    sample_rate: int
+    sample_rates: list[int]
+    limits: Limits
+    model_version: str
+
+
+OPENAI_VOICE_ALIASES = frozenset(
+    {
+        "alloy",
+        "ash",
+        "ballad",
+        "coral",
+        "echo",
+        "fable",
+        "nova",
+        "onyx",
+        "sage",
+        "shimmer",
+        "verse",
+        "default",
+    }
+)
+OPENAI_FORMAT_MAP = {"mp3": "mp3", "opus": "opus", "wav": "wav", "flac": "flac", "pcm": "pcm"}
+OPENAI_PCM_RATE = 24000  # OpenAI's pcm is 24 kHz s16le
+
+EMOTION_KEYWORDS: dict[str, tuple[str, ...]] = {
+    "happy": ("happy", "cheerful", "joyful", "excited", "开心", "高兴", "快乐", "愉快"),
+    "angry": ("angry", "mad", "furious", "生气", "愤怒"),
+    "sad": ("sad", "sorrow", "unhappy", "悲伤", "难过", "伤心"),
+    "fear": ("fear", "afraid", "scared", "害怕", "恐惧"),
+    "surprise": ("surprise", "surprised", "amazed", "惊讶", "吃惊"),
+    "hate": ("hate", "disgust", "disgusted", "厌恶", "讨厌"),
+    "neutral": ("neutral", "calm", "plain", "中性", "平静"),
+}
+
+
+def emotion_from_instructions(instructions: str | None, known: list[str]) -> str | None:
+    """The first known emotion whose keyword occurs in free-text ``instructions`` (None if none)."""
+    if not instructions:
+        return None
+    lowered = instructions.lower()
+    for emotion, words in EMOTION_KEYWORDS.items():
+        if emotion in known and any(w in lowered for w in words):
+            return emotion
+    for emotion in known:
+        if emotion.lower() in lowered:
+            return emotion
+    return None
