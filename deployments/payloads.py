@@ -55,28 +55,13 @@ class MelChunk:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _marks_from_unit(unit: Any) -> tuple[tuple[tuple[str, int, int], ...], str]:
-    """Syllable (or character) → token-range marks from a frontend ``SynthesisUnit``."""
-    syllables = getattr(unit, "syllables", None) or ()
-    marks: list[tuple[str, int, int]] = []
-    for syl in syllables:
-        text = getattr(syl, "text", None) or getattr(syl, "char", None) or getattr(syl, "pinyin", "")
-        start = getattr(syl, "token_start", None)
-        end = getattr(syl, "token_end", None)
-        if start is None and isinstance(syl, tuple) and len(syl) >= 3:
-            text, start, end = syl[0], syl[1], syl[2]
-        if start is not None and end is not None:
-            marks.append((str(text), int(start), int(end)))
-    return tuple(marks), "syllable"
-
-
 def unit_payload(unit: Any) -> UnitPayload:
     """Convert an ``engine.frontend.SynthesisUnit`` to the wire payload."""
-    marks, kind = _marks_from_unit(unit)
+    from engine.synthesizer import unit_marks
+
     return UnitPayload(
         ids=np.ascontiguousarray(np.asarray(unit.ids, dtype=np.int64)),
         text=str(getattr(unit, "text", "")),
         pause_after_s=float(getattr(unit, "pause_after_s", 0.0) or 0.0),
-        marks=marks,
-        mark_unit=kind,
+        marks=unit_marks(unit),
     )

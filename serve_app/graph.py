@@ -46,7 +46,9 @@ def ensure_model_dir(model_dir: str | None, size: str = "full") -> str:
     if not (target / ".complete").exists():
         target.parent.mkdir(parents=True, exist_ok=True)
         subprocess.run(
-            [sys.executable, "-m", "engine.testing.make_model_dir", str(target), "--size", size], check=True
+            [sys.executable, "-m", "engine.testing.make_model_dir", str(target), "--size", size, "--force"],
+            check=True,
+            cwd=REPO_ROOT,
         )
         (target / ".complete").write_text("generated random weights\n")
     print(_NOISE_BANNER, file=sys.stderr, flush=True)
@@ -59,17 +61,23 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
 
     ``args``: ``model_dir`` (null → ``$TTS_MODEL_DIR`` → generated random voice), ``random_size``
     (``full``/``tiny``), ``threads`` (per stage, e.g. ``{acoustic: 1}``; default = the replica's num_cpus),
-    ``ingress`` (:class:`IngressSettings` fields: ``limits``, cache bounds, ``max_inflight``, ``stream``...).
+    ``ingress`` (:class:`IngressSettings` fields: ``limits``, cache bounds, ``max_inflight``, ``stream``...),
+    ``options`` (``{deployment: Deployment.options kwargs}``, for Python-driven runs; YAML wins).
     """
     args = dict(args or {})
-    unknown = set(args) - {"model_dir", "random_size", "threads", "ingress"}
+    unknown = set(args) - {"model_dir", "random_size", "threads", "ingress", "options"}
     if unknown:
         raise ValueError(f"unknown build_app args: {sorted(unknown)}")
     model_dir = ensure_model_dir(args.get("model_dir"), args.get("random_size") or "full")
     threads = dict(args.get("threads") or {})
     settings = args.get("ingress") or {}
     IngressSettings.from_dict(settings)  # fail fast on typos, before any replica starts
-    frontend = TextFrontend.bind(model_dir, threads.get("frontend"))
-    acoustic = SambertAcoustic.bind(model_dir, threads.get("acoustic"))
-    vocoder = HifiGanVocoder.bind(model_dir, threads.get("vocoder"))
-    return TTSIngress.bind(frontend, acoustic, vocoder, model_dir, settings)
+    options = dict(args.get("options") or {})
+    stages = {d.name: d for d in (TextFrontend, SambertAcoustic, HifiGanVocoder, TTSIngress)}
+    if set(options) - set(stages):
+        raise ValueError(f"options for unknown deployments: {sorted(set(options) - set(stages))}")
+    dep = {name: d.options(**options[name]) if name in options else d for name, d in stages.items()}
+    frontend = dep["TextFrontend"].bind(model_dir, threads.get("frontend"))
+    acoustic = dep["SambertAcoustic"].bind(model_dir, threads.get("acoustic"))
+    vocoder = dep["HifiGanVocoder"].bind(model_dir, threads.get("vocoder"))
+    return dep["TTSIngress"].bind(frontend, acoustic, vocoder, model_dir, settings)

@@ -137,7 +137,10 @@ class TTSIngress:
             name: [e for e in TRAINED_EMOTIONS if f"emotion_{e}" in spec.vocab.emotion]
             for name, spec in directory.voices.items()
         }
-        self.speakers = {name: list(spec.vocab.speaker[:-3]) for name, spec in directory.voices.items()}
+        self.speakers = {
+            name: [s for s in spec.vocab.speaker if s not in ("_", "~", "@[MASK]")]
+            for name, spec in directory.voices.items()
+        }
         self.pipeline = Pipeline(
             frontend,
             acoustic,
@@ -365,7 +368,7 @@ class TTSIngress:
             tail = encoder.finish()
             if tail:
                 yield tail
-        except (TimeoutError, asyncio.TimeoutError):
+        except TimeoutError:
             status = "timeout"
             self.metrics.error("timeout")
         except asyncio.CancelledError:
@@ -461,7 +464,7 @@ class TTSIngress:
                     "audio/wav": {},
                     "application/json": {"schema": TTSJSONResponse.model_json_schema()},
                 },
-                "description": "Audio bytes, or JSON (base64 audio + timestamps) with `Accept: application/json`.",
+                "description": "Audio bytes, or JSON on `Accept: application/json`.",
             },
             413: {"description": "Text longer than the configured limit."},
             503: {"description": "At capacity (Retry-After set)."},
@@ -512,7 +515,7 @@ class TTSIngress:
             raise TTSError(
                 400,
                 "unsupported_format",
-                f"response_format {body.response_format!r} not supported; use one of {list(OPENAI_FORMAT_MAP)}",
+                f"response_format {body.response_format!r} not supported; use {list(OPENAI_FORMAT_MAP)}",
             )
         emotion = (
             body.emotion or emotion_from_instructions(body.instructions, self.emotions[voice]) or "neutral"

@@ -22,7 +22,7 @@ __all__ = [
 ]
 
 SPEED_MIN, SPEED_MAX = 0.5, 2.0
-PITCH_MIN, PITCH_MAX = -12.0, 12.0  # semitones
+PITCH_MIN, PITCH_MAX = -3.0, 3.0  # model units: standard deviations of the voice F0
 VOLUME_MIN, VOLUME_MAX = 0.0, 4.0  # linear gain
 
 
@@ -31,7 +31,7 @@ class Limits(BaseModel):
 
     max_text_chars: int = 2000
     speed: tuple[float, float] = (SPEED_MIN, SPEED_MAX)
-    pitch_semitones: tuple[float, float] = (PITCH_MIN, PITCH_MAX)
+    pitch: tuple[float, float] = (PITCH_MIN, PITCH_MAX)
     volume: tuple[float, float] = (VOLUME_MIN, VOLUME_MAX)
     max_concurrent_units: int = 4
     request_timeout_s: float = 30.0
@@ -46,7 +46,12 @@ class TTSRequest(BaseModel):
     voice: str | None = Field(None, description="Voice name from GET /api/voices; default voice if omitted.")
     emotion: str | None = Field(None, description="Emotion (see GET /api/voices); 'neutral' if omitted.")
     speed: float = Field(1.0, ge=SPEED_MIN, le=SPEED_MAX, description="Speaking rate multiplier.")
-    pitch: float = Field(0.0, ge=PITCH_MIN, le=PITCH_MAX, description="Pitch shift in semitones.")
+    pitch: float = Field(
+        0.0,
+        ge=PITCH_MIN,
+        le=PITCH_MAX,
+        description="Pitch shift in model units (std. deviations of the voice F0); 0 = unchanged.",
+    )
     volume: float = Field(
         1.0, ge=VOLUME_MIN, le=VOLUME_MAX, description="Linear gain, clipped to full scale."
     )
@@ -69,7 +74,7 @@ class SeedTTSRequest(BaseModel):
 
 
 class OpenAISpeechRequest(BaseModel):
-    """``POST /v1/audio/speech`` (OpenAI-compatible). Emotion via ``emotion`` or keywords in ``instructions``."""
+    """``POST /v1/audio/speech`` (OpenAI-compatible); emotion via ``emotion`` or ``instructions`` keywords."""
 
     model_config = ConfigDict(extra="allow")
 

@@ -15,6 +15,7 @@ from ray.serve.handle import DeploymentHandle
 
 from deployments.payloads import AcousticRequest, AcousticResult, MelChunk, UnitPayload, VocodeRequest
 from engine.audio import silence
+from engine.synthesizer import timestamps_from_durations
 from serve_app.errors import TTSError
 
 __all__ = ["Pipeline", "Synthesized", "Timestamps", "backpressure"]
@@ -51,15 +52,6 @@ def backpressure(exc: BackPressureError, default_retry_s: float) -> TTSError:
     status = getattr(exc, "_status_code", 503) or 503
     retry = getattr(exc, "_retry_after_s", None) or default_retry_s
     return TTSError(status, "overloaded", "the service is at capacity; retry later", retry_after_s=retry)
-
-
-def _timestamps(unit: UnitPayload, durations: np.ndarray, offset_s: float, frame_s: float) -> Timestamps:
-    cum = np.concatenate([[0], np.cumsum(np.asarray(durations, dtype=np.float64))])
-    out: Timestamps = []
-    for text, start, end in unit.marks:
-        s, e = min(start, len(cum) - 1), min(end, len(cum) - 1)
-        out.append((text, round(offset_s + cum[s] * frame_s, 4), round(offset_s + cum[e] * frame_s, 4)))
-    return out
 
 
 class Pipeline:
@@ -107,7 +99,7 @@ class Pipeline:
     async def synthesize_units(
         self, units: list[UnitPayload], voice: str | None, speed: float, pitch: float
     ) -> Synthesized:
-        """All units concurrently (at most ``max_concurrent_units`` in flight), joined in order with pauses."""
+        """All units concurrently (≤ ``max_concurrent_units`` in flight), joined in order with pauses."""
         info = await self.info()
         sr, frame_s = info["sample_rate"], info["hop_length"] / info["sample_rate"]
         gate = asyncio.Semaphore(self.max_concurrent_units)
@@ -126,7 +118,7 @@ class Pipeline:
         stamps: Timestamps = []
         offset = 0
         for unit, (durations, audio) in zip(units, results, strict=True):
-            stamps.extend(_timestamps(unit, durations, offset / sr, frame_s))
+            stamps.extend(timestamps_from_durations(unit.marks, durations, offset / sr, frame_s))
             pad = silence(unit.pause_after_s, sr)
             pieces += [np.asarray(audio, dtype=np.float32), pad]
             offset += len(audio) + len(pad)

@@ -1,0 +1,128 @@
+"""Shared fixtures. Serve tests share ONE Ray + Serve instance per session (start ≈10 s; ray.shutdown()).
+
+Apps on the shared instance (each with its own route prefix, all on the tiny random model):
+  ``tts``      at ``/``         default settings (the app every endpoint test talks to)
+  ``limited``  at ``/limited``  tiny stage queues (429 + Retry-After), short deadline (504), small text limit
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random model directory (two voices), generated once per session."""
+    from engine.testing.make_model_dir import write_model_dir
+
+    return write_model_dir(tmp_path_factory.mktemp("models") / "tiny", size="tiny")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class ServeInstance:
+    url: str  # http://127.0.0.1:<port>
+    model_dir: Path
+
+    def app_url(self, prefix: str) -> str:
+        return self.url + prefix
+
+
+def _stage(num_cpus: float = 0.1, **extra: Any) -> dict[str, Any]:
+    return {"ray_actor_options": {"num_cpus": num_cpus}, "num_replicas": 1, **extra}
+
+
+def test_apps(model_dir: str) -> list[tuple[str, str, dict[str, Any]]]:
+    """(name, route prefix, build_app args) for every app on the shared instance."""
+    threads = {"frontend": 1, "acoustic": 1, "vocoder": 1}
+    main = {
+        "model_dir": model_dir,
+        "threads": threads,
+        "ingress": {
+            "limits": {"max_text_chars": 600},
+            "stream": {"first_chunk_frames": 4, "chunk_frames": 8},
+        },
+        "options": {
+            name: _stage(max_ongoing_requests=16)
+            for name in ("TTSIngress", "TextFrontend", "SambertAcoustic", "HifiGanVocoder")
+        },
+    }
+    tiny_queue = {"max_ongoing_requests": 1, "max_queued_requests": 1}
+    limited = {
+        "model_dir": model_dir,
+        "threads": threads,
+        "ingress": {"limits": {"max_text_chars": 2000, "request_timeout_s": 0.25}, "cache_max_entries": 0},
+        "options": {
+            "TTSIngress": _stage(max_ongoing_requests=64),
+            "TextFrontend": _stage(max_ongoing_requests=16),
+            "SambertAcoustic": _stage(
+                **tiny_queue, backpressure_config={"status_code": 429, "retry_after_s": 2}
+            ),
+            "HifiGanVocoder": _stage(**tiny_queue),
+        },
+    }
+    return [("tts", "/", main), ("limited", "/limited", limited)]
+
+
+@pytest.fixture(scope="session")
+def serve_instance(tiny_model_dir: Path) -> Iterator[ServeInstance]:
+    """Start Ray (fixed logical CPUs) and Serve once; deploy the test apps; tear down with ray.shutdown()."""
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])
+    import ray
+    from ray import serve
+
+    from serve_app.graph import build_app
+
+    port = _free_port()
+    ray.init(
+        num_cpus=8,  # logical slots for fractional replicas; the box has 2 real cores
+        include_dashboard=False,
+        log_to_driver=False,
+        namespace="tts-tests",
+        runtime_env={"env_vars": {"RAY_AUTH_MODE": "disabled", "PYTHONPATH": str(REPO_ROOT)}},
+    )
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        apps = test_apps(str(tiny_model_dir))
+        for name, prefix, args in apps:
+            serve.run(build_app(args), name=name, route_prefix=prefix, blocking=False)
+        for name, _, _ in apps:
+            _wait_running(name)
+        yield ServeInstance(url=f"http://127.0.0.1:{port}", model_dir=tiny_model_dir)
+    finally:
+        ray.shutdown()
+
+
+def _wait_running(name: str, timeout_s: float = 120.0) -> None:
+    import time
+
+    from ray import serve
+
+    deadline = time.monotonic() + timeout_s
+    status = None
+    while time.monotonic() < deadline:
+        status = serve.status().applications.get(name)
+        if status is not None and status.status == "RUNNING":
+            return
+        if status is not None and status.status in ("DEPLOY_FAILED", "UNHEALTHY"):
+            raise RuntimeError(f"app {name} failed: {status.message}")
+        time.sleep(0.2)
+    print(f"app {name} not running after {timeout_s}s: {status}", file=sys.stderr)
+    raise TimeoutError(f"app {name} did not become RUNNING")
