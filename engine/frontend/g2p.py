@@ -1,0 +1,257 @@
+"""Grapheme-to-phoneme for Mandarin runs: jieba words → pypinyin (phrase dictionaries) → our polyphone layer.
+
+Order of precedence per word: user pronunciation overrides, the project phrase dictionary
+(:mod:`engine.frontend.lexicon`), pypinyin's phrase dictionaries, then our context rules for single-character
+polyphones (还 得 地 了 着 重 调 为 数 只 长 一, written for this project). Erhua merges a suffix 儿 into the
+previous syllable (``huir4``); tone sandhi (3-3, 一, 不) is a separate surface step, :func:`apply_sandhi`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from pypinyin import Style, lazy_pinyin
+
+from engine.frontend import lexicon as lx
+from engine.frontend.errors import FrontendError
+from engine.frontend.phones import ERHUA_FINALS, is_valid_syllable, split_tone, syllable_phones
+from engine.frontend.segment import Segmenter
+
+_NUMERALS = frozenset("零一二三四五六七八九十百千万亿两幺")
+_WARM_LOCK = threading.Lock()
+_CITATION = {"一": "yi1", "不": "bu4"}
+
+
+@dataclass(slots=True)
+class Syl:
+    """One Mandarin syllable of a word: surface ``pinyin`` (after sandhi), ``lexical`` (before), char indices."""
+
+    hanzi: str
+    lexical: str
+    first: int  # index of the first source NChar in the run
+    last: int  # index of the last source NChar (erhua syllables cover two)
+    forced: bool = False
+    pinyin: str = ""
+
+
+@dataclass(slots=True)
+class Word:
+    text: str
+    syllables: list[Syl] = field(default_factory=list)
+
+
+def _pypinyin(words: Sequence[str]) -> list[str]:
+    return lazy_pinyin(
+        list(words), style=Style.TONE3, neutral_tone_with_five=True, errors=lambda s: ["?"] * len(s)
+    )
+
+
+def parse_pinyin_string(py: str | Sequence[str], what: str) -> list[str]:
+    """Validate a user/SSML pinyin reading (``'zhong4 yao4'``) → list of syllables with tone digits."""
+    items = py.replace(",", " ").split() if isinstance(py, str) else list(py)
+    out = []
+    for s in items:
+        base, tone = split_tone(s)
+        if not is_valid_syllable(f"{base}{tone}"):
+            raise FrontendError(f"{what}: {s!r} is not a pinyin syllable of the phone set")
+        out.append(f"{base.replace('ü', 'v').replace('u:', 'v')}{tone}")
+    return out
+
+
+class G2P:
+    """Segmentation + pinyin with polyphone rules; thread-safe after construction."""
+
+    def __init__(
+        self,
+        user_dict: object | None = None,
+        pronunciation_overrides: Mapping[str, str | Sequence[str]] | None = None,
+    ) -> None:
+        self.overrides: dict[str, list[str]] = {}
+        for word, py in (pronunciation_overrides or {}).items():
+            syls = parse_pinyin_string(py, f"pronunciation override for {word!r}")
+            if len(syls) != len(word):
+                raise FrontendError(
+                    f"pronunciation override for {word!r} has {len(syls)} syllables for {len(word)} characters"
+                )
+            self.overrides[word] = syls
+        extra: list[str | tuple[str, int]] = []
+        if user_dict is not None:
+            from engine.frontend.segment import _parse_user_dict
+
+            extra += [(w, f) if f is not None else w for w, f in _parse_user_dict(user_dict)]  # type: ignore[arg-type]
+        extra += list(self.overrides)
+        self.segmenter = Segmenter(extra or None)
+
+    def warm_up(self) -> None:
+        with _WARM_LOCK:
+            self.segmenter.tokenizer()
+            _pypinyin(["预热"])
+
+    def words(self, text: str, forced: Sequence[str | None]) -> list[Word]:
+        """Segment and read a run of hanzi; ``forced[i]`` is a fixed reading for character ``i`` or None."""
+        cut = self.segmenter.cut(text)
+        lookup: list[list[str] | None] = [self.overrides.get(w) or lx.PHRASES.get(w) for w in cut]
+        need = [w for w, py in zip(cut, lookup, strict=True) if py is None]
+        flat = iter(_pypinyin(need)) if need else iter(())
+        words: list[Word] = []
+        pos = 0
+        for w, py in zip(cut, lookup, strict=True):
+            syls = list(py) if py is not None else [next(flat) for _ in w]
+            word = Word(w)
+            for k, (ch, s) in enumerate(zip(w, syls, strict=True)):
+                fix = forced[pos + k]
+                if py is None and ch in _CITATION:
+                    s = _CITATION[ch]  # citation tone; surface 一/不 tones come from apply_sandhi
+                word.syllables.append(Syl(ch, fix or s, pos + k, pos + k, forced=fix is not None))
+            words.append(word)
+            pos += len(w)
+        _context_rules(words)
+        for word in words:
+            _erhua(word)
+        _erhua_across(words)
+        for word in words:
+            word.syllables = [s for s in word.syllables if s.lexical != "?"]
+        return [w for w in words if w.syllables]
+
+
+def _set(s: Syl, py: str) -> None:
+    if not s.forced:
+        s.lexical = py
+
+
+def _context_rules(words: list[Word]) -> None:
+    """Single-character polyphone rules that look at the neighbouring words."""
+    for i, w in enumerate(words):
+        if len(w.text) != 1:
+            continue
+        prev = words[i - 1].text if i > 0 else ""
+        nxt = words[i + 1].text if i + 1 < len(words) else ""
+        s = w.syllables[0]
+        ch = w.text
+        if ch == "还":
+            _set(
+                s, "huan2" if nxt[:1] in ("款", "钱", "贷", "清", "给") or nxt in ("借款", "欠款") else "hai2"
+            )
+        elif ch == "得":
+            if (
+                prev in lx.DEI3_BEFORE
+                and nxt
+                and nxt not in lx.DE5_AFTER_NEXT
+                and nxt[:1] not in ("到", "知")
+            ):
+                _set(s, "dei3")
+            elif prev:
+                _set(s, "de5")
+        elif ch == "地":
+            tail = prev[-1:] if prev else ""
+            if prev and nxt and tail not in lx.DI4_PREV and nxt[:1] not in "上下里面方区址图点址铁":
+                _set(s, "de5")
+            else:
+                _set(s, "di4")
+        elif ch == "了":
+            _set(s, "liao3" if prev[-1:] in lx.LIAO3_PREV and prev and nxt[:1] != "解" else "le5")
+        elif ch == "着":
+            _set(s, "zhao2" if prev[-1:] == "不" or prev in ("睡", "找", "猜", "够") else "zhe5")
+        elif ch == "重":
+            if nxt in lx.CHONG2_NEXT:
+                _set(s, "chong2")
+        elif ch == "调":
+            if nxt in lx.TIAO2_NEXT or nxt[:1] in lx.TIAO2_NEXT:
+                _set(s, "tiao2")
+        elif ch == "为":
+            if prev in lx.WEI2_AFTER or prev[-1:] in lx.WEI2_AFTER:
+                _set(s, "wei2")
+        elif ch == "数":
+            if nxt in lx.SHU3_NEXT:
+                _set(s, "shu3")
+        elif ch == "只":
+            _set(s, "zhi1" if prev[-1:] in lx.ZHI1_PREV else "zhi3")
+        elif ch == "长":
+            _set(s, "chang2")
+        elif ch == "行" and prev[-1:] in ("银", "支", "分", "总", "本", "该", "各"):
+            _set(s, "hang2")
+    # 一 in month/ordinal positions keeps tone 1 lexically; 的 as particle stays neutral.
+    for w in words:
+        for k, s in enumerate(w.syllables):
+            if s.hanzi == "的" and not s.forced and w.text not in lx.PHRASES and s.lexical != "de5":
+                if w.text in ("的", "的话") or (
+                    k == len(w.syllables) - 1 and len(w.text) > 1 and w.text[-2:] != "目的"
+                ):
+                    s.lexical = "de5"
+
+
+def _erhua_ok(py: str) -> bool:
+    base, _ = split_tone(py)
+    try:
+        _, final = syllable_phones(base)
+    except FrontendError:
+        return False
+    f = final[:-2]
+    return f == "e" or f"{f}r" in ERHUA_FINALS
+
+
+def _merge_er(prev: Syl, er: Syl) -> None:
+    base, tone = split_tone(prev.lexical)
+    prev.lexical = f"{base}r{tone}"
+    prev.hanzi += er.hanzi
+    prev.last = er.last
+    er.lexical = "?"  # removed afterwards
+
+
+def _erhua(word: Word) -> None:
+    syls = word.syllables
+    if len(syls) < 2 or word.text in lx.NOT_ERHUA or syls[-1].hanzi != "儿" or syls[-1].forced:
+        return
+    if _erhua_ok(syls[-2].lexical):
+        _merge_er(syls[-2], syls[-1])
+
+
+def _erhua_across(words: list[Word]) -> None:
+    """A lone 儿 word after 这/那/哪/点/会/块/事/玩 merges into it (哪 儿 → nar3)."""
+    for i in range(1, len(words)):
+        w = words[i]
+        if w.text == "儿" and words[i - 1].text[-1:] in "这那哪点会块事玩空味样":
+            prev = words[i - 1].syllables[-1]
+            if prev.lexical != "?" and _erhua_ok(prev.lexical):
+                _merge_er(prev, w.syllables[0])
+
+
+def apply_sandhi(words: list[Word], enabled: bool = True) -> None:
+    """Surface tones: 不 (bu2 before tone 4, bu5 in A不A), 一 (yi2/yi4, yi1 in numbers/ordinals, yi5 in A一A),
+    3-3 (a tone-3 syllable before a lexical tone 3 in the same word, or across a one-syllable word, → tone 2)."""
+    flat = [(wi, s) for wi, w in enumerate(words) for s in w.syllables]
+    for s in (s for _, s in flat):
+        s.pinyin = s.lexical
+    if not enabled:
+        return
+    n = len(flat)
+    for i, (wi, s) in enumerate(flat):
+        if s.forced or s.hanzi not in ("一", "不"):
+            continue
+        prev = flat[i - 1][1] if i > 0 else None
+        nxt = flat[i + 1][1] if i + 1 < n else None
+        if nxt is None:
+            continue
+        ntone = split_tone(nxt.lexical)[1]
+        if prev is not None and prev.hanzi == nxt.hanzi and prev.hanzi not in _NUMERALS:
+            s.pinyin = "yi5" if s.hanzi == "一" else "bu5"
+        elif s.hanzi == "不":
+            if s.lexical == "bu4" and ntone == 4:
+                s.pinyin = "bu2"
+        elif s.lexical == "yi1":
+            if prev is not None and (prev.hanzi in _NUMERALS or prev.hanzi == "第"):
+                continue
+            if nxt.hanzi in _NUMERALS and nxt.hanzi not in "百千万亿":
+                continue
+            if nxt.hanzi in lx.YI1_NEXT or (i + 2 < n and nxt.hanzi + flat[i + 2][1].hanzi in lx.YI1_NEXT):
+                continue
+            s.pinyin = "yi2" if ntone in (4, 5) else "yi4"
+    for i in range(n - 1):
+        (wa, a), (wb, b) = flat[i], flat[i + 1]
+        if split_tone(a.pinyin)[1] != 3 or split_tone(b.lexical)[1] != 3:
+            continue
+        if wa == wb or len(words[wa].syllables) == 1:
+            base, _ = split_tone(a.pinyin)
+            a.pinyin = f"{base}2"
