@@ -6,15 +6,37 @@ PIP := $(VENV)/bin/pip
 MODEL_DIR ?= $(TTS_MODEL_DIR)
 PYTEST_FLAGS ?=
 
-.PHONY: install run test test-full bench bench-engine bench-frontend lint doctor clean \
+.PHONY: install lock lock-upgrade run test test-full bench bench-engine bench-frontend lint doctor clean \
 	loadtest loadtest-spike soak bench-compare autoscale-demo
 
 $(PY):
 	python3.11 -m venv $(VENV)
 
+# Install exactly the lock (hash-checked, no resolution, so no surprise CUDA torch); `make lock` regenerates it.
+# helm-sdkpy's wheel claims Python >=3.12 but works on 3.11: it has its own small lock installed without deps.
+LOCK := requirements.lock
+NODEPS_LOCK := requirements-nodeps.lock
+PIP_INSTALL_FLAGS ?=
+PIP_COMPILE := $(PY) -m piptools compile -q --generate-hashes --allow-unsafe --strip-extras \
+	--no-emit-index-url --no-emit-find-links
+
 install: $(PY)
-	$(PIP) install -q -r requirements.txt -r requirements-dev.txt
-	$(PIP) install -q --no-deps --ignore-requires-python helm-sdkpy
+	$(PIP) install -q --no-deps --require-hashes $(PIP_INSTALL_FLAGS) -r $(LOCK)
+	$(PIP) install -q --no-deps --ignore-requires-python --require-hashes $(PIP_INSTALL_FLAGS) -r $(NODEPS_LOCK)
+	$(PIP) check
+
+lock: $(PY)
+	$(PIP_COMPILE) -o $(LOCK) requirements.txt requirements-dev.txt
+	$(PY) -m compat.lock nodeps requirements-nodeps.txt -o $(NODEPS_LOCK)
+	$(PY) -m compat.lock check
+
+lock-upgrade: $(PY)
+	$(PIP_COMPILE) --upgrade -o $(LOCK) requirements.txt requirements-dev.txt
+	$(PY) -m compat.lock nodeps requirements-nodeps.txt -o $(NODEPS_LOCK)
+	$(PY) -m compat.lock check
+
+doctor: $(PY)
+	$(PY) -m compat doctor $(if $(MODEL_DIR),--model-dir $(MODEL_DIR))
 
 test: $(PY)
 	$(PY) -m pytest -m "not slow" $(PYTEST_FLAGS)

@@ -119,11 +119,27 @@ def _numpy_aliases() -> dict[str, Any]:
     }
 
 
+_numpy_added: set[str] = set()
+
+
+def numpy_aliases_added() -> set[str]:
+    """Names the active ``numpy_scalar_aliases`` shim put on numpy (empty when it is not applied)."""
+    return set(_numpy_added)
+
+
 def _numpy_scalar_aliases() -> Undo:
     import numpy as np
 
     # NumPy 2 defines np.bool/np.long again (as NumPy scalar types): _set_attrs leaves those alone.
-    return _set_attrs(np, _numpy_aliases())
+    aliases = _numpy_aliases()
+    _numpy_added.update(name for name in aliases if name not in vars(np))
+    undo_attrs = _set_attrs(np, aliases)
+
+    def undo() -> None:
+        undo_attrs()
+        _numpy_added.clear()
+
+    return undo
 
 
 def legacy_numpy_globals() -> list[Any]:

@@ -63,16 +63,6 @@ def verify_manifest(model_dir: Path) -> list[str]:
     return problems
 
 
-def _state_dict(checkpoint: Any, *path: str) -> Mapping[str, Any]:
-    node = checkpoint
-    for key in path:
-        if isinstance(node, Mapping) and key in node:
-            node = node[key]
-    if not isinstance(node, Mapping):
-        raise TypeError(f"checkpoint is a {type(node).__name__}, not a state dict")
-    return node
-
-
 def vocab_problems(voice: str, sizes: Mapping[str, int], state: Mapping[str, Any]) -> list[str]:
     """Mismatches between the voice's vocabulary sizes and the AM checkpoint's embedding rows."""
     problems = []
@@ -112,7 +102,7 @@ def check_model_dir(options: DoctorOptions) -> list[CheckResult]:
         return [skip("model-dir", "no model directory given (--model-dir DIR or TTS_MODEL_DIR)")]
     root = Path(options.model_dir)
     try:
-        from engine.modeldir import ModelDirError, load_checkpoint, load_model_dir
+        from engine.modeldir import ModelDirError, load_model_dir
     except ImportError as exc:
         return [fail("model-dir", f"engine.modeldir unavailable: {exc}", "run from the project root / image")]
     try:
@@ -127,12 +117,10 @@ def check_model_dir(options: DoctorOptions) -> list[CheckResult]:
     problems: list[str] = []
     for name, voice in directory.voices.items():
         try:
-            am_state = _state_dict(load_checkpoint(voice.am_checkpoint), "model")
-            problems.extend(vocab_problems(name, voice.vocab.sizes(), am_state))
-            voc_state = _state_dict(load_checkpoint(voice.voc_checkpoint), "model", "generator")
-            problems.extend(vocoder_problems(name, voice.voc_config, voc_state))
-        except Exception as exc:  # unreadable checkpoint: name the file, keep checking other voices
-            problems.append(f"{name}: cannot read checkpoint: {type(exc).__name__}: {exc}")
+            problems.extend(vocab_problems(name, voice.vocab.sizes(), voice.load_am_state()))
+            problems.extend(vocoder_problems(name, voice.voc_config, voice.load_voc_state()))
+        except ModelDirError as exc:  # unreadable checkpoint: name the file, keep checking other voices
+            problems.append(f"{name}: {exc}")
     if problems:
         results.append(
             fail(
@@ -164,14 +152,9 @@ def _checksums(root: Path, directory: Any) -> CheckResult:
         return ok(
             "model-checksums", f"all files match {MANIFEST}", version=str(getattr(directory, "version", ""))
         )
-    digests = {
-        str(Path(p).relative_to(root)): sha256_file(Path(p))[:16]
-        for v in directory.voices.values()
-        for p in (v.am_checkpoint, v.voc_checkpoint)
-    }
     return ok(
         "model-checksums",
         f"no {MANIFEST} to verify against (create one: python -m compat checksums {root}); "
-        f"version {getattr(directory, 'version', '?')}",
-        sha256_prefix=digests,
+        f"fingerprint {directory.version[:16]}",
+        version=directory.version,
     )

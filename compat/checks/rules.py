@@ -60,11 +60,12 @@ def removed_numpy_aliases() -> list[str]:
     """Legacy numpy aliases (np.float, np.NaN, ...) the running numpy no longer has."""
     import numpy as np
 
-    from compat.shims import _numpy_aliases
+    from compat.shims import _numpy_aliases, numpy_aliases_added
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return sorted(name for name in _numpy_aliases() if not hasattr(np, name))
+        missing = {name for name in _numpy_aliases() if not hasattr(np, name)}
+    return sorted(missing | numpy_aliases_added())
 
 
 _SKIP_DIRS = {".venv", "venv", ".git", "node_modules", "models", "__pycache__", "build", "dist"}
