@@ -1,0 +1,563 @@
+"""Fast SAmBERT inference: batched synthesis and streaming (contract in docs/architecture.md).
+
+The PNCA decoder is autoregressive, so its cost is dominated by per-step operator overhead. The decoder here:
+- folds every LayerNorm affine, the √d input scale, the prenet's last Linear and the attention/FFN biases into
+  pre-arranged weight matrices (one ``addmm`` per projection, biases ride on a constant-1 channel);
+- keeps, per layer, one K/V buffer whose first H heads hold the self-attention cache (time t at index t+w) and
+  whose last H heads hold the memory keys/values (time t at index t), so step s attends to a single slice
+  ``[s, s+w]`` with one ``scaled_dot_product_attention`` call covering both bands;
+- computes the memory K/V once, writes only the new frame's K/V per step, and drops finished items from the
+  active batch (items are decoded longest first, so the active batch is always a prefix).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from engine.sambert.model import KanTtsSAMBERT
+from engine.symbols import FIELDS, LinguisticVocab, SymbolError
+
+if TYPE_CHECKING:
+    from engine.modeldir import VoiceSpec
+
+_THREAD_LOCK = threading.Lock()
+
+
+@dataclass
+class AcousticInput:
+    """One utterance: ``ids`` [T, 6] (sy, tone, syllable_flag, word_segment, emotion, speaker) plus controls.
+
+    ``speed`` divides predicted durations before rounding; ``pitch_shift``/``energy_shift`` are added to the
+    predictions (normalised units); ``emotion``/``speaker`` (id or symbol) replace the id columns (the emotion
+    override leaves ``emotion_none`` break tokens alone); ``durations`` [T] gives frames per token, a negative
+    entry keeps the (speed-scaled) prediction.
+    """
+
+    ids: np.ndarray
+    speed: float = 1.0
+    pitch_shift: float = 0.0
+    energy_shift: float = 0.0
+    emotion: int | str | None = None
+    speaker: int | str | None = None
+    durations: np.ndarray | Sequence[float] | None = None
+
+
+@dataclass
+class AcousticOutput:
+    mel: np.ndarray  # [F, num_mels] float32, normalised log-mel for the vocoder
+    durations: np.ndarray  # [T] int64 frames per token
+    pitch: np.ndarray  # [T] float32 (normalised, shift included)
+    energy: np.ndarray  # [T] float32
+
+
+@dataclass
+class _Front:
+    """Everything before the AR decoder, per item."""
+
+    reps: list[Tensor]  # [T_b] long
+    pitch: list[Tensor]
+    energy: list[Tensor]
+    memory: list[Tensor]  # [M_b, d_mem]
+    bands: list[int]
+    frames: list[int] = field(default_factory=list)
+
+
+class AcousticModel:
+    """Inference wrapper around :class:`KanTtsSAMBERT` with batching, streaming and controls."""
+
+    def __init__(
+        self, model: KanTtsSAMBERT, vocab: LinguisticVocab | None = None, threads: int | None = None
+    ):
+        self.model = model.eval()
+        self.vocab = vocab
+        self.threads = threads
+        self.params = model.params
+        self.r, self.num_mels = model.r, model.num_mels
+        self._sizes = [
+            self.params[k] for k in ("sy", "tone", "syllable_flag", "word_segment", "emotion", "speaker")
+        ]
+        with torch.inference_mode():
+            self._dec = _DecoderWeights(model)
+            self._dur = _DurationWeights(model)
+
+    @classmethod
+    def from_voice(cls, voice: VoiceSpec, threads: int | None = None) -> AcousticModel:
+        from engine.sambert.model import load_am_state
+
+        model = KanTtsSAMBERT(voice.am_params())
+        load_am_state(model, voice.load_am_state(), str(voice.am_checkpoint))
+        return cls(model, voice.vocab, threads)
+
+    # ------------------------------------------------------------------ public API
+    def synthesize(self, inputs: Sequence[AcousticInput]) -> list[AcousticOutput]:
+        """Synthesize several utterances at once; each output equals one-by-one synthesis (≤1e-4)."""
+        if not inputs:
+            return []
+        with self._threads(), torch.inference_mode():
+            front = self._front([self._prepare(x) for x in inputs])
+            order = sorted(range(len(inputs)), key=lambda i: -front.memory[i].size(0))
+            dec = self._decode_all([front.memory[i] for i in order], [front.bands[i] for i in order])
+            decs: list[Tensor] = [torch.empty(0)] * len(inputs)
+            for j, i in enumerate(order):
+                decs[i] = dec[j].reshape(-1, self.num_mels)[: front.frames[i]]
+            mels = self._postnet_batch(decs)
+            return [
+                AcousticOutput(
+                    mel=mels[i].numpy(),
+                    durations=front.reps[i].numpy().astype(np.int64),
+                    pitch=front.pitch[i].numpy().astype(np.float32),
+                    energy=front.energy[i].numpy().astype(np.float32),
+                )
+                for i in range(len(inputs))
+            ]
+
+    def stream(self, inp: AcousticInput, chunk_frames: int = 30) -> AcousticStream:
+        """Mel chunks as the AR decoder advances; their concatenation equals ``synthesize([inp])[0].mel``."""
+        if chunk_frames < 1:
+            raise ValueError(f"chunk_frames must be >= 1, got {chunk_frames}")
+        with self._threads(), torch.inference_mode():
+            front = self._front([self._prepare(inp)])
+        return AcousticStream(self, front, chunk_frames)
+
+    # ------------------------------------------------------------------ helpers
+    @contextlib.contextmanager
+    def _threads(self) -> Iterator[None]:
+        if not self.threads:
+            yield
+            return
+        with _THREAD_LOCK:
+            previous = torch.get_num_threads()
+            torch.set_num_threads(self.threads)
+        try:
+            yield
+        finally:
+            with _THREAD_LOCK:
+                torch.set_num_threads(previous)
+
+    def _symbol_id(self, column: int, value: int | str) -> int:
+        name = FIELDS[column]
+        if isinstance(value, str):
+            if self.vocab is None:
+                raise SymbolError(f"{name} override {value!r} given by name but the model has no vocabulary")
+            if name == "emotion" and not value.startswith("emotion_"):
+                value = f"emotion_{value}"
+            return self.vocab.id_of(name, value)
+        if not 0 <= int(value) < self._sizes[column]:
+            raise SymbolError(f"{name} id {value} out of range [0, {self._sizes[column]})")
+        return int(value)
+
+    def _prepare(self, inp: AcousticInput) -> tuple[Tensor, AcousticInput, Tensor | None]:
+        ids = np.asarray(inp.ids)
+        if ids.ndim != 2 or ids.shape[1] != 6 or ids.shape[0] == 0:
+            raise ValueError(f"AcousticInput.ids must have shape [T>0, 6], got {list(ids.shape)}")
+        if not np.issubdtype(ids.dtype, np.integer):
+            raise ValueError(f"AcousticInput.ids must be integers, got {ids.dtype}")
+        for col, size in enumerate(self._sizes):
+            bad = (ids[:, col] < 0) | (ids[:, col] >= size)
+            if bad.any():
+                raise SymbolError(f"{FIELDS[col]} id {int(ids[bad.argmax(), col])} out of range [0, {size})")
+        if not (math.isfinite(inp.speed) and inp.speed > 0):
+            raise ValueError(f"speed must be a positive number, got {inp.speed}")
+        for name in ("pitch_shift", "energy_shift"):
+            if not math.isfinite(getattr(inp, name)):
+                raise ValueError(f"{name} must be finite, got {getattr(inp, name)}")
+        t = torch.from_numpy(ids.astype(np.int64))
+        if inp.emotion is not None:
+            emo = self._symbol_id(4, inp.emotion)
+            none_id = self.vocab.id_of("emotion", "emotion_none") if self.vocab is not None else 0
+            t[:, 4] = torch.where(t[:, 4] == none_id, t[:, 4], torch.tensor(emo))
+        if inp.speaker is not None:
+            t[:, 5] = self._symbol_id(5, inp.speaker)
+        override = None
+        if inp.durations is not None:
+            override = torch.as_tensor(np.asarray(inp.durations, dtype=np.float32))
+            if override.shape != (ids.shape[0],) or not torch.isfinite(override).all():
+                raise ValueError(
+                    f"durations must be {ids.shape[0]} finite numbers, got shape {list(override.shape)}"
+                )
+        return t, inp, override
+
+    def _front(self, items: list[tuple[Tensor, AcousticInput, Tensor | None]]) -> _Front:
+        """Encoder, variance adaptor, length regulator and memory packing for a padded batch."""
+        m = self.model
+        lengths = torch.tensor([t.size(0) for t, _, _ in items])
+        tmax = int(lengths.max())
+        ids = torch.zeros(len(items), tmax, 6, dtype=torch.long)
+        for b, (t, _, _) in enumerate(items):
+            ids[b, : t.size(0)] = t
+        mask = torch.arange(tmax)[None, :] >= lengths[:, None]
+        key_mask = mask if len(items) > 1 else None
+        text_hid = m.text_encoder(ids[..., :4], key_mask)
+        emo_hid, spk_hid = m.emo_tokenizer(ids[..., 4]), m.spk_tokenizer(ids[..., 5])
+        va = m.variance_adaptor
+        x = torch.cat([text_hid, spk_hid, emo_hid], dim=-1)
+        shift_p = torch.tensor([inp.pitch_shift for _, inp, _ in items])[:, None]
+        shift_e = torch.tensor([inp.energy_shift for _, inp, _ in items])[:, None]
+        pitch = (va.pitch_predictor(x, key_mask) + shift_p).masked_fill(mask, 0.0)
+        energy = (va.energy_predictor(x, key_mask) + shift_e).masked_fill(mask, 0.0)
+        text_aug = (
+            text_hid
+            + va.pitch_emb(pitch[:, None]).transpose(1, 2)
+            + va.energy_emb(energy[:, None]).transpose(1, 2)
+        )
+        cond = torch.cat([text_aug, spk_hid, emo_hid], dim=-1)
+        log_dur = self._dur.infer(cond)
+        front = _Front([], [], [], [], [])
+        for b, (t, inp, override) in enumerate(items):
+            n = t.size(0)
+            dur = (torch.exp(log_dur[b, :n]) - 1.0) / inp.speed
+            if override is not None:
+                dur = torch.where(override >= 0, override, dur)
+            reps = (dur + 0.5).long()
+            frames = int(reps.sum())
+            front.reps.append(reps)
+            front.pitch.append(pitch[b, :n])
+            front.energy.append(energy[b, :n])
+            front.frames.append(frames)
+            front.bands.append(int(float(dur.max()) / self.r + 0.5))
+            front.memory.append(self._memory(text_aug[b, :n], spk_hid[b, :n], emo_hid[b, :n], reps, frames))
+        return front
+
+    def _memory(self, text: Tensor, spk: Tensor, emo: Tensor, reps: Tensor, frames: int) -> Tensor:
+        """Length regulation (r-padding), duration position encoding and LFR packing -> [M, d_mem]."""
+        r = self.r
+        steps = -(-frames // r)
+        padded = steps * r
+        starts = torch.cumsum(reps, 0) - reps
+        pos = torch.arange(frames) - torch.repeat_interleave(starts, reps) + 1
+        pos = F.pad(pos.to(torch.float32), (0, padded - frames))
+        lr_text = F.pad(torch.repeat_interleave(text, reps, dim=0), (0, 0, 0, padded - frames))
+        lr_text = lr_text + self.model.variance_adaptor.dur_position_encoder.encode(pos[None])[0]
+        first = torch.repeat_interleave(torch.arange(reps.numel()), reps)[
+            ::r
+        ]  # token of each group's 1st frame
+        return torch.cat([lr_text.reshape(steps, -1), spk[first], emo[first]], dim=-1)
+
+    def _decode_all(self, memories: list[Tensor], bands: list[int]) -> list[Tensor]:
+        """Decode to the end; per item [M_b, r*num_mels] (``memories`` sorted longest first)."""
+        run = _DecoderRun(self._dec, memories, bands)
+        for _ in run:
+            pass
+        return run.outputs()
+
+    def _postnet_batch(self, decs: list[Tensor]) -> list[Tensor]:
+        lengths = torch.tensor([d.size(0) for d in decs])
+        fmax = int(lengths.max())
+        if fmax == 0:
+            return [d.new_zeros(0, self.num_mels) for d in decs]
+        x = torch.zeros(len(decs), fmax, self.num_mels)
+        for b, d in enumerate(decs):
+            x[b, : d.size(0)] = d
+        mask = torch.arange(fmax)[None, :] >= lengths[:, None]
+        post = self.model.mel_postnet(x, mask) + x
+        return [post[b, : int(n)].contiguous() for b, n in enumerate(lengths)]
+
+
+class _DurationWeights:
+    """The AR duration predictor as raw ops (prenet, two LSTM cells, relu(fc))."""
+
+    def __init__(self, model: KanTtsSAMBERT) -> None:
+        dp = model.variance_adaptor.duration_predictor
+        fcs = [mod for mod in dp.prenet.fcs if isinstance(mod, torch.nn.Linear)]
+        self.prenet = [(lin.weight.t().contiguous(), lin.bias.clone()) for lin in fcs]
+        lstm = dp.lstm
+        self.cells = [
+            tuple(
+                getattr(lstm, f"{n}_l{k}").clone() for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+            )
+            for k in range(lstm.num_layers)
+        ]
+        self.hidden = lstm.hidden_size
+        self.fc_w, self.fc_b = dp.fc.weight.t().contiguous(), dp.fc.bias.clone()
+
+    def infer(self, cond: Tensor) -> Tensor:
+        b, t, _ = cond.shape
+        prev = cond.new_zeros(b, 1)
+        states = [(cond.new_zeros(b, self.hidden), cond.new_zeros(b, self.hidden)) for _ in self.cells]
+        out = cond.new_zeros(b, t)
+        for i in range(t):
+            h = prev
+            for w, bias in self.prenet:
+                h = torch.addmm(bias, h, w).relu_()
+            h = torch.cat([h, cond[:, i]], dim=1)
+            for k, (w_ih, w_hh, b_ih, b_hh) in enumerate(self.cells):
+                states[k] = torch.lstm_cell(h, states[k], w_ih, w_hh, b_ih, b_hh)
+                h = states[k][0]
+            prev = torch.addmm(self.fc_b, h, self.fc_w).relu_()
+            out[:, i : i + 1] = prev
+        return out
+
+
+class _DecoderWeights:
+    """Pre-arranged decoder weights (see module docstring). E = d_head + 1 carries a constant-1 channel."""
+
+    def __init__(self, model: KanTtsSAMBERT) -> None:
+        dec = model.mel_decoder.mel_dec
+        d, r, n_mels = dec.d_model, dec.r, dec.n_mels
+        self.d, self.n_mels, self.out_dim = d, n_mels, r * n_mels
+        self.layers = len(dec.pnca)
+        nh = dec.pnca[0].pnca_attn.n_head if self.layers else 1
+        dh = d // nh
+        self.nh, self.dh, self.e = nh, dh, dh + 1
+        self.scale = 1.0 / math.sqrt(dh)
+        lins = [mod for mod in dec.prenet.fcs if isinstance(mod, torch.nn.Linear)]
+        *hidden, last = lins
+        d_mem = dec.dec_in_proj.in_features - d
+        w_mem, w_pre = dec.dec_in_proj.weight[:, :d_mem], dec.dec_in_proj.weight[:, d_mem:]
+        sq = math.sqrt(d)
+        # x_s = memproj[s] + h_last @ w_c  (prenet's last Linear, dec_in_proj and √d folded together)
+        self.w_mem = (w_mem * sq).t().contiguous()
+        self.b_mem = (dec.dec_in_proj.bias + w_pre @ last.bias) * sq
+        self.w_c = (sq * (w_pre @ last.weight)).t().contiguous()
+        self.pre0_w, self.pre0_b = hidden[0].weight, hidden[0].bias
+        self.pre_mid = [(lin.weight.t().contiguous(), lin.bias.clone()) for lin in hidden[1:]]
+        e = self.e
+        self.qkv, self.fc, self.w1, self.w2, self.h_kv = [], [], [], [], []
+        for block in dec.pnca:
+            att, ffn = block.pnca_attn, block.pos_ffn
+            g, beta = att.layer_norm.weight, att.layer_norm.bias
+            w = att.w_x_qkv.weight * g[None, :]
+            bias = att.w_x_qkv.bias + att.w_x_qkv.weight @ beta
+            wq, wk, wv = w.view(3, nh, dh, d).unbind(0)
+            bq, bk, bv = bias.view(3, nh, dh).unbind(0)
+
+            def ext(weight: Tensor, b: Tensor, const: float) -> tuple[Tensor, Tensor]:
+                wz = torch.cat([weight, weight.new_zeros(nh, 1, d)], dim=1)
+                bz = torch.cat([b, b.new_full((nh, 1), const)], dim=1)
+                return wz.reshape(nh * e, d), bz.reshape(nh * e)
+
+            parts = [ext(wq, bq, 0.0), ext(wq, bq, 0.0), ext(wk, bk, 0.0), ext(wv, bv, 1.0)]
+            self.qkv.append(
+                (
+                    torch.cat([p[1] for p in parts]).contiguous(),
+                    torch.cat([p[0] for p in parts]).t().contiguous(),
+                )
+            )
+            # output projection of both branches; the bias rides on head 0's constant channel
+            wfc = torch.zeros(d, 2 * nh, e)
+            wfc[:, :nh, :dh] = att.fc_x.weight.view(d, nh, dh)
+            wfc[:, nh:, :dh] = att.fc_h.weight.view(d, nh, dh)
+            wfc[:, 0, dh] = att.fc_x.bias + att.fc_h.bias
+            self.fc.append(wfc.reshape(d, 2 * nh * e).t().contiguous())
+            self.h_kv.append((att.w_h_kv.weight, att.w_h_kv.bias))
+            # FFN: LN affine folded into w_1; w_2's bias rides on an extra always-1 hidden unit
+            g2, beta2 = ffn.layer_norm.weight, ffn.layer_norm.bias
+            w1 = ffn.w_1.weight.squeeze(-1)
+            w1f = torch.cat([w1 * g2[None, :], w1.new_zeros(1, d)])
+            b1f = torch.cat([ffn.w_1.bias + w1 @ beta2, w1.new_ones(1)])
+            self.w1.append((b1f.contiguous(), w1f.t().contiguous()))
+            w2 = ffn.w_2.weight.squeeze(-1)
+            self.w2.append(torch.cat([w2, ffn.w_2.bias[:, None]], dim=1).t().contiguous())
+        # final LN + dec_out_proj, fused with the next step's first prenet Linear on the last frame
+        g, beta = dec.ln.weight, dec.ln.bias
+        wo = dec.dec_out_proj.weight * g[None, :]
+        bo = dec.dec_out_proj.bias + dec.dec_out_proj.weight @ beta
+        w_last, b_last = wo[-n_mels:], bo[-n_mels:]
+        self.w_out = torch.cat([wo, self.pre0_w @ w_last]).t().contiguous()
+        self.b_out = torch.cat([bo, self.pre0_w @ b_last + self.pre0_b]).contiguous()
+        self.h1_go = torch.relu(self.pre0_b)  # prenet's first layer on the all-zero go frame
+
+
+class _DecoderRun:
+    """One batched AR decoding run; iterate to advance one step (yields the step index)."""
+
+    def __init__(self, w: _DecoderWeights, memories: list[Tensor], bands: list[int]) -> None:
+        self.w = w
+        self.lengths = [int(m.size(0)) for m in memories]
+        if self.lengths != sorted(self.lengths, reverse=True):
+            raise ValueError("memories must be sorted longest first")
+        self.batch = len(memories)
+        self.steps = self.lengths[0] if memories else 0
+        bw = max(bands) if bands else 0
+        self.band = bw
+        n, L = bw + 1, self.steps + bw
+        nh, e, dh, B = w.nh, w.e, w.dh, self.batch
+        d_mem = memories[0].size(1) if memories else 0
+        mem = torch.zeros(B, max(self.steps, 1), d_mem)
+        for b, m in enumerate(memories):
+            mem[b, : m.size(0)] = m
+        # input projection of the memory for every step, step-major: [S, B, d]
+        self.memproj = (
+            torch.addmm(w.b_mem, mem.reshape(-1, d_mem), w.w_mem)
+            .view(B, -1, w.d)
+            .transpose(0, 1)
+            .contiguous()
+        )
+        # K/V buffers [2, layers, B, 2H, L, E]: heads < H self cache, heads >= H memory
+        self.kv = torch.zeros(2, w.layers, B, 2 * nh, L, e)
+        for layer, (wh, bh) in enumerate(w.h_kv):
+            hk, hv = torch.addmm(bh, mem.reshape(-1, d_mem), wh.t()).view(B, -1, 2, nh, dh).unbind(2)
+            s = mem.size(1)
+            self.kv[0, layer, :, nh:, :s, :dh] = hk.transpose(1, 2)
+            self.kv[1, layer, :, nh:, :s, :dh] = hv.transpose(1, 2)
+            self.kv[1, layer, :, nh:, :s, dh] = 1.0
+        # additive masks per step [S, B, 2H, 1, n] and whether a step needs one at all
+        r = torch.arange(n)
+        s_idx = torch.arange(max(self.steps, 1))[:, None, None]
+        wb = torch.tensor(bands)[None, :, None]
+        mb = torch.tensor(self.lengths)[None, :, None]
+        self_ok = (r >= bw - s_idx) & (r >= bw - wb)
+        mem_ok = (s_idx + r <= mb - 1) & (r <= wb)
+        ok = torch.stack([self_ok, mem_ok], dim=2)  # [S, B, 2, n]
+        self.need_mask = (~ok).flatten(1).any(1).tolist()
+        mask = torch.zeros(ok.shape).masked_fill(~ok, float("-inf"))
+        self.mask = (
+            mask[:, :, :, None, None, :]
+            .expand(-1, -1, -1, nh, 1, -1)
+            .reshape(-1, B, 2 * nh, 1, n)
+            .contiguous()
+        )
+        self.active = [sum(1 for m in self.lengths if m > s) for s in range(self.steps)]
+        self.out = torch.zeros(max(self.steps, 1), B, w.w_out.size(1))
+        self.step = 0
+
+    def __iter__(self) -> Iterator[int]:
+        return self
+
+    def __next__(self) -> int:
+        s = self.step
+        if s >= self.steps:
+            raise StopIteration
+        w, ba, bw = self.w, self.active[s], self.band
+        nh, e, d = w.nh, w.e, w.d
+        h = w.h1_go.expand(ba, -1) if s == 0 else self.out[s - 1, :ba, w.out_dim :].relu()
+        for wm, bm in w.pre_mid:
+            h = torch.addmm(bm, h, wm).relu_()
+        x = torch.addmm(self.memproj[s, :ba], h, w.w_c)
+        win = self.kv[:, :, :ba, :, s : s + bw + 1]
+        ks, vs = win[0].unbind(0), win[1].unbind(0)
+        dst = self.kv[:, :, :ba, :nh, s + bw].unbind(1)
+        mask = self.mask[s, :ba] if self.need_mask[s] else None
+        q_shape, q_stride = (ba, 2 * nh, 1, e), (4 * nh * e, e, e, 1)
+        kv_shape, kv_stride = (2, ba, nh, e), (nh * e, 4 * nh * e, e, 1)
+        for layer in range(w.layers):
+            b_qkv, w_qkv = w.qkv[layer]
+            qkv = torch.addmm(b_qkv, F.layer_norm(x, (d,), eps=1e-6), w_qkv)
+            dst[layer].copy_(qkv.as_strided(kv_shape, kv_stride, 2 * nh * e))
+            o = F.scaled_dot_product_attention(
+                qkv.as_strided(q_shape, q_stride), ks[layer], vs[layer], attn_mask=mask, scale=w.scale
+            )
+            x = torch.addmm(x, o.view(ba, -1), w.fc[layer])
+            b1, w1 = w.w1[layer]
+            hid = torch.addmm(b1, F.layer_norm(x, (d,), eps=1e-6), w1).relu_()
+            x = torch.addmm(x, hid, w.w2[layer])
+        torch.addmm(w.b_out, F.layer_norm(x, (d,), eps=1e-6), w.w_out, out=self.out[s, :ba])
+        self.step = s + 1
+        return s
+
+    def frames(self, s: int, b: int = 0) -> Tensor:
+        """The r*num_mels decoder outputs of step ``s`` for item ``b``."""
+        return self.out[s, b, : self.w.out_dim]
+
+    def outputs(self) -> list[Tensor]:
+        return [self.out[:m, b, : self.w.out_dim] for b, m in enumerate(self.lengths)]
+
+
+class _PostnetStream:
+    """Exact incremental PostNet for one utterance (FSMN right look-ahead, carried LSTM state)."""
+
+    def __init__(self, model: KanTtsSAMBERT, frames: int) -> None:
+        post = model.mel_postnet
+        self.frames = frames
+        self.layers = []
+        d_in = model.num_mels
+        for ffn, mem in zip(post.fsmn.ffn_lst, post.fsmn.memory_block_lst, strict=True):
+            c = mem.conv_dw.out_channels
+            buf = torch.zeros(mem.left_padding + frames + mem.right_padding, c)
+            self.layers.append((ffn, mem, buf, d_in == c))
+            d_in = c
+        self.inputs: list[Tensor] = [torch.zeros(frames, model.num_mels)] + [
+            torch.zeros(frames, buf.size(1)) for _, _, buf, _ in self.layers
+        ]
+        self.avail = [0] * (len(self.layers) + 1)
+        self._ctx = [0] * len(self.layers)
+        self.lstm, self.fc = post.lstm, post.fc
+        self.state: tuple[Tensor, Tensor] | None = None
+        self.emitted = 0
+
+    def push(self, dec: Tensor, final: bool = False) -> Tensor:
+        """Add decoder frames (in order); returns the newly finished postnet mel frames."""
+        a = self.avail[0]
+        n = min(dec.size(0), self.frames - a)
+        self.inputs[0][a : a + n] = dec[:n]
+        self.avail[0] = a + n
+        for i, (ffn, mem, buf, residual) in enumerate(self.layers):
+            lp, rp = mem.left_padding, mem.right_padding
+            start, end = self.avail[i + 1], self.avail[i]
+            c0 = self._ctx[i]  # context (pointwise FFN) for input frames not yet transformed
+            if end > c0:
+                buf[lp + c0 : lp + end] = ffn(self.inputs[i][c0:end][None])[0]
+                self._ctx[i] = end
+            stop = self.frames if final else min(self.frames, end - rp)
+            if stop > start:
+                win = buf[start : stop + lp + rp].t()[None]
+                out = mem.conv_dw(win)[0].t() + buf[lp + start : lp + stop]
+                if residual:
+                    out = out + self.inputs[i][start:stop]
+                self.inputs[i + 1][start:stop] = out
+                self.avail[i + 1] = stop
+        start, stop = self.emitted, self.avail[-1]
+        if stop <= start:
+            return torch.zeros(0, self.inputs[0].size(1))
+        h, self.state = self.lstm(self.inputs[-1][start:stop][None], self.state)
+        self.emitted = stop
+        return self.fc(h[0]) + self.inputs[0][start:stop]
+
+
+class AcousticStream:
+    """Mel chunks of one utterance as the AR decoder advances (create with :meth:`AcousticModel.stream`)."""
+
+    def __init__(self, owner: AcousticModel, front: _Front, chunk_frames: int) -> None:
+        self._owner = owner
+        self._front = front
+        self.chunk_frames = chunk_frames
+        self.durations: np.ndarray = front.reps[0].numpy().astype(np.int64)
+        self.pitch: np.ndarray = front.pitch[0].numpy().astype(np.float32)
+        self.energy: np.ndarray = front.energy[0].numpy().astype(np.float32)
+        self.num_frames: int = front.frames[0]
+        self._started = False
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        if self._started:
+            raise RuntimeError("an AcousticStream can be iterated only once")
+        self._started = True
+        return self._run()
+
+    def _run(self) -> Iterator[np.ndarray]:
+        owner, front = self._owner, self._front
+        total = self.num_frames
+        if total == 0:
+            return
+        with owner._threads(), torch.inference_mode():
+            run = _DecoderRun(owner._dec, front.memory, front.bands)
+            post = _PostnetStream(owner.model, total)
+        pending: list[Tensor] = []
+        ready = 0
+        produced = 0
+        for s in range(run.steps):
+            with owner._threads(), torch.inference_mode():
+                next(run)
+                frames = run.frames(s).view(-1, owner.num_mels)
+                produced += frames.size(0)
+                final = s == run.steps - 1
+                new = post.push(frames, final=final)
+            if new.size(0):
+                pending.append(new)
+                ready += new.size(0)
+            while ready >= self.chunk_frames or (final and ready):
+                cat = torch.cat(pending) if len(pending) > 1 else pending[0]
+                take = min(self.chunk_frames, ready)
+                chunk, rest = cat[:take], cat[take:]
+                pending = [rest] if rest.size(0) else []
+                ready -= take
+                yield chunk.numpy().copy()
