@@ -98,7 +98,7 @@ class G2P:
         words: list[Word] = []
         pos = 0
         for w, py in zip(cut, lookup, strict=True):
-            syls = list(py) if py is not None else [next(flat) for _ in w]
+            syls = list(py) if py is not None else _sub_phrases(w, [next(flat) for _ in w])
             word = Word(w)
             for k, (ch, s) in enumerate(zip(w, syls, strict=True)):
                 fix = forced[pos + k]
@@ -114,6 +114,20 @@ class G2P:
         for word in words:
             word.syllables = [s for s in word.syllables if s.lexical != "?"]
         return [w for w in words if w.syllables]
+
+
+def _sub_phrases(word: str, syls: list[str]) -> list[str]:
+    """Project phrases inside a longer jieba word (谢谢您, 处理结果) override pypinyin, longest first."""
+    i, n = 0, len(word)
+    while i < n - 1:
+        for length in range(min(5, n - i), 1, -1):
+            py = lx.PHRASES.get(word[i : i + length])
+            if py is not None and (i, length) != (0, n):
+                syls[i : i + length] = py
+                i += length - 1
+                break
+        i += 1
+    return syls
 
 
 def _set(s: Syl, py: str) -> None:
@@ -161,7 +175,7 @@ def _context_rules(words: list[Word]) -> None:
             if nxt in lx.TIAO2_NEXT or nxt[:1] in lx.TIAO2_NEXT:
                 _set(s, "tiao2")
         elif ch == "为":
-            if prev in lx.WEI2_AFTER or prev[-1:] in lx.WEI2_AFTER:
+            if prev in lx.WEI2_AFTER or prev[-1:] in lx.WEI2_AFTER or (nxt[:1] and nxt[:1] in _NUMERALS):
                 _set(s, "wei2")
         elif ch == "数":
             if nxt in lx.SHU3_NEXT:
@@ -172,6 +186,10 @@ def _context_rules(words: list[Word]) -> None:
             _set(s, "chang2")
         elif ch == "行" and prev[-1:] in ("银", "支", "分", "总", "本", "该", "各"):
             _set(s, "hang2")
+    for i, w in enumerate(words):
+        nxt = words[i + 1].text if i + 1 < len(words) else ""
+        if w.text == "会长" and nxt[:2] in ("一些", "一点", "了", "很多", "许多"):
+            _set(w.syllables[1], "chang2")  # 时间会长一些: 会 + 长, not 会长 (president)
     # 一 in month/ordinal positions keeps tone 1 lexically; 的 as particle stays neutral.
     for w in words:
         for k, s in enumerate(w.syllables):
