@@ -1,6 +1,5 @@
 """``TTSIngress``: the FastAPI app (REST, seed-compatible and OpenAI-compatible APIs, WebUI) on Ray Serve."""
 
-from __future__ import annotations
 
 import asyncio
 import base64
@@ -62,7 +61,7 @@ class IngressSettings:
     stream: StreamSettings = field(default_factory=StreamSettings)
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any] | None) -> IngressSettings:
+    def from_dict(cls, raw: dict[str, Any] | None) -> "IngressSettings":
         raw = dict(raw or {})
         limits = Limits(**raw.pop("limits", {}))
         stream = StreamSettings(**raw.pop("stream", {}))

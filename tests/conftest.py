@@ -96,7 +96,7 @@ def serve_instance(tiny_model_dir: Path) -> Iterator[ServeInstance]:
         include_dashboard=False,
         log_to_driver=False,
         namespace="tts-tests",
-        runtime_env={"env_vars": {"RAY_AUTH_MODE": "disabled", "PYTHONPATH": str(REPO_ROOT)}},
+        runtime_env={"env_vars": {"RAY_AUTH_MODE": "disabled", "PYTHONPATH": os.environ["PYTHONPATH"]}},
     )
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
