@@ -203,6 +203,20 @@ def read_time(h: int, mi: int, sec: int | None) -> str:
     return out
 
 
+def _h_code(m: re.Match[str], text: str) -> list[tuple[str, str | None]]:
+    out: list[tuple[str, str | None]] = []
+    for c in m.group(0):
+        if c == "-":
+            out += _plain("杠")
+        elif c.isdigit():
+            out += digit_chars(c, yao=False)
+    return out
+
+
+def _h_ratio(m: re.Match[str], text: str) -> list[tuple[str, str | None]]:
+    return _plain(f"{read_int(m.group('a'))}比{read_int(m.group('b'))}")
+
+
 def _h_time(m: re.Match[str], text: str) -> list[tuple[str, str | None]]:
     h, mi = int(m.group("h")), int(m.group("mi"))
     sec = int(m.group("sec")) if m.group("sec") else None
@@ -270,7 +284,8 @@ def _number_reading(num: str, text: str, start: int, end: int) -> list[tuple[str
             return digit_chars(bare, yao=True)
         if _context_has(text, start, _CODE_KEYS) and len(bare) >= 2:
             return digit_chars(bare, yao=False)
-        if (len(bare) > 1 and bare.startswith("0")) or len(bare) >= 9:
+        prev = text[max(0, start - 1) : start]
+        if (len(bare) > 1 and bare.startswith("0")) or len(bare) >= 10 or (prev.isascii() and prev.isalpha()):
             return digit_chars(bare, yao=False)
         after = text[end : end + 2]
         if bare == "2" and not text[max(0, start - 1) : start] == "第":
@@ -316,6 +331,8 @@ def _h_symbol(m: re.Match[str], text: str) -> list[tuple[str, str | None]]:
         prev = text[m.start() - 1 : m.start()]
         nxt = text[m.end() : m.end() + 1]
         return _plain("每") if prev and nxt and (is_han(nxt) or nxt.isalpha()) and not prev.isdigit() else []
+    if ch == "#" and text[m.end() : m.end() + 1] == "号":
+        return _plain("井")
     return _plain(_SYMBOLS[ch])
 
 
@@ -327,6 +344,8 @@ _RULES: list[tuple[str, Handler]] = [
         r"(?<!\d)(?P<y>\d{4})(?P<sep>[-/.])(?P<mo>0?[1-9]|1[0-2])(?P=sep)(?P<d>0?[1-9]|[12]\d|3[01])(?!\d)",
         _h_date,
     ),
+    (r"(?:(?<=[码号])|(?<=[码号][:：])|(?<=[码号] )|(?<=[码号]: ))\d[\d\- ]*\d(?![\d.])", _h_code),
+    (r"(?<![\d:])(?P<a>\d{1,2}):(?P<b>\d)(?![\d:])", _h_ratio),
     (r"(?<![\d:])(?P<h>\d{1,2}):(?P<mi>\d{2})(?::(?P<sec>\d{2}))?(?![\d:])", _h_time),
     (r"(?<![\d.])(?:\+?86[-\s]?)?1[3-9]\d(?:[-\s]?\d{4}){2}(?![\d.])", _h_phone),
     (r"(?<![\d.])[48]00[-\s]?\d{3}[-\s]?\d{4}(?![\d.])", _h_phone),
@@ -344,7 +363,7 @@ _RULES: list[tuple[str, Handler]] = [
     (rf"(?<![A-Za-z0-9_.])(?P<neg>-)?(?P<n>{_NUM})\s?(?P<p>[%‰])", _h_percent),
     (rf"(?<![A-Za-z0-9_.])(?P<neg>-)?(?P<n>{_NUM})\s?(?P<u>℃|°C|°F)", _h_temp),
     (r"(?<![\d/.])(?P<a>\d{1,4})/(?P<b>\d{1,4})(?![\d/.])", _h_fraction),
-    (r"(?<!\d)\d{4}(?=年)|(?<!\d)\d{2}(?=年代)", _h_year),
+    (r"(?<!\d)\d{4}(?=年)|(?<!\d)\d{2}(?=年代)|(?<!\d)\d{4}(?=\s?[-~～—–]\s?\d{4}年)", _h_year),
     (r"(?<=[\d%℃])\s?[-~～—–]\s?(?=[\d¥$])", _h_range_sep),
     (rf"(?P<n>(?<![A-Za-z0-9_.])-(?:{_NUM})|{_NUM})(?:\s?(?P<u>{_UNIT_ALT})(?![A-Za-z]))?", _h_number_unit),
     (r"[A-Za-z]+(?:'[A-Za-z]+)?", _h_letters),
