@@ -192,12 +192,41 @@ def random_am_state(config: dict[str, Any], seed: int) -> dict[str, torch.Tensor
     params.update(LinguisticVocab.from_am_config(config).sizes())
     torch.manual_seed(seed)
     model = KanTtsSAMBERT(params)
-    fc = model.variance_adaptor.duration_predictor.fc
-    with torch.no_grad():
-        # log(d + 1) ≈ log(7) ± ~0.15 over the LSTM's [-1, 1] outputs → ≈ 4-8 frames per token.
-        fc.weight.normal_(0.0, 0.3 / math.sqrt(fc.in_features))
-        fc.bias.fill_(math.log(TARGET_FRAMES_PER_TOKEN + 1.0))
+    _tune_duration_head(model, params)
     return {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+
+
+@torch.no_grad()
+def _tune_duration_head(model: torch.nn.Module, params: dict[str, Any], spread: float = 0.15) -> None:
+    """Set the duration fc so log(d+1) ≈ log(7) ± ``spread`` over random sequences (≈ 4-8 frames/token).
+
+    The std is pooled over several sequences: a random LSTM's state drifts per sequence, and a head tuned on
+    one sequence alone would give other sequences 2 or 12 frames per token.
+    """
+    model.eval()
+    b, n = 8, 48
+    cols = [torch.randint(0, params[k], (b, n)) for k in ("sy", "tone", "syllable_flag", "word_segment")]
+    cols[0][: b // 2] = torch.randint(0, 65, (b // 2, n))  # Mandarin phones only in half the batch
+    ids = torch.stack(cols, -1)
+    emo = torch.ones(b, n, dtype=torch.long)
+    spk = torch.zeros(b, n, dtype=torch.long)
+    va = model.variance_adaptor
+    text = model.text_encoder(ids)
+    spk_hid, emo_hid = model.spk_tokenizer(spk), model.emo_tokenizer(emo)
+    x = torch.cat([text, spk_hid, emo_hid], dim=-1)
+    text = text + va.pitch_emb(va.pitch_predictor(x)[:, None]).transpose(1, 2)
+    text = text + va.energy_emb(va.energy_predictor(x)[:, None]).transpose(1, 2)
+    cond = torch.cat([text, spk_hid, emo_hid], dim=-1)
+    target = math.log(TARGET_FRAMES_PER_TOKEN + 1.0)
+    fc = va.duration_predictor.fc
+    fc.weight.normal_(0.0, 0.02 / math.sqrt(fc.in_features))
+    fc.bias.fill_(target)
+    for _ in range(5):  # the AR feedback moves the hidden states: iterate on the real AR output
+        log_dur = va.duration_predictor.infer(cond)
+        std = float(log_dur.std())
+        if std > 1e-6:
+            fc.weight.mul_(min(spread / std, 10.0))
+        fc.bias.add_(target - float(va.duration_predictor.infer(cond).mean()))
 
 
 def random_voc_state(config: dict[str, Any], seed: int) -> dict[str, torch.Tensor]:
