@@ -125,8 +125,8 @@ class Frontend:
             self._check_emotion(vocab, emo)
             words = self._words(sent.items)
             if not words:
-                if units:
-                    units[-1].pause_after_s += sent.pause_after
+                if units:  # an explicit break after a sentence end sets the pause (not added to it)
+                    units[-1].pause_after_s = max(units[-1].pause_after_s, sent.pause_after)
                 continue
             chunks = self._chunk(words)
             for k, chunk in enumerate(chunks):
@@ -198,7 +198,7 @@ class Frontend:
                     close(PARAGRAPH_PAUSE_S if it.kind == "p" else SENTENCE_PAUSE_S)
                 continue
             c, style = it
-            if style != cur.style:
+            if style.voice() != cur.style.voice():
                 if any(x.kind in ("han", "en") for x in cur.items):
                     close(0.0)
                 cur.style = style

@@ -46,6 +46,11 @@ class Style:
     phoneme: tuple[str, ...] | None = None
 
 
+    def voice(self) -> tuple[float, float, float, str | None, float]:
+        """The part of the style that must be constant within a synthesis unit."""
+        return (self.rate, self.pitch, self.volume, self.emotion, self.intensity)
+
+
 @dataclass(slots=True)
 class TextChunk:
     text: str
@@ -60,7 +65,9 @@ class Marker:
 
 
 def looks_like_ssml(text: str) -> bool:
-    return text.lstrip().startswith("<speak")
+    """SSML when the text starts with ``<speak`` (or an XML declaration / DOCTYPE before a ``<speak``)."""
+    head = text.lstrip()
+    return head.startswith("<speak") or (head.startswith(("<?xml", "<!DOCTYPE")) and "<speak" in head)
 
 
 def _float(value: str, what: str, lo: float, hi: float) -> float:
@@ -119,7 +126,7 @@ class _Handler(xml.sax.ContentHandler):
         self.stack: list[tuple[str, Style]] = []
         self.locator: xml.sax.xmlreader.Locator | None = None
         # byte offset of each line start, and byte → char offset mapping
-        self._line_starts = [0] + [m.end() for m in re.finditer(rb"\n", raw)]
+        self._line_starts = [0] + [m.end() for m in re.finditer(rb"\r\n|\r|\n", raw)]
         self._byte_to_char = [0] * (len(raw) + 1)
         b = 0
         for i, ch in enumerate(source):
@@ -143,7 +150,7 @@ class _Handler(xml.sax.ContentHandler):
 
     def _offset(self) -> int:
         line, col = self.where()
-        b = self._line_starts[max(0, line - 1)] + col - 1
+        b = self._line_starts[min(max(0, line - 1), len(self._line_starts) - 1)] + col - 1
         return self._byte_to_char[min(max(b, 0), len(self._byte_to_char) - 1)]
 
     def startElement(self, name: str, attrs: xml.sax.xmlreader.AttributesImpl) -> None:
