@@ -24,11 +24,12 @@ from loadtests.corpus import Corpus, Sentence, load_corpus
 CORPUS: Corpus = load_corpus()
 MAX_RETRY_AFTER_S = 5.0
 
-# Emotion mixes (weights) per channel; unsupported emotions fall back to neutral.
-IVR_EMOTIONS = {"neutral": 55, "gentle": 20, "happy": 15, "sad": 7, "calm": 3}
-CHAT_EMOTIONS = {"neutral": 50, "happy": 25, "gentle": 15, "sad": 5, "surprise": 5}
-NOTICE_EMOTIONS = {"neutral": 70, "calm": 20, "gentle": 10}
-APOLOGY_EMOTIONS = {"sad": 50, "gentle": 50}  # apologies sound apologetic whatever the channel
+# Emotion mixes (weights) per channel, over the emotions the released *_emo voices were trained on;
+# agents never sound angry, fearful or disgusted. Emotions the service does not list fall back to neutral.
+IVR_EMOTIONS = {"neutral": 60, "happy": 25, "sad": 10, "surprise": 5}
+CHAT_EMOTIONS = {"neutral": 50, "happy": 35, "sad": 8, "surprise": 7}
+NOTICE_EMOTIONS = {"neutral": 85, "happy": 10, "sad": 5}
+APOLOGY_EMOTIONS = {"sad": 60, "neutral": 40}  # apologies sound apologetic whatever the channel
 
 # Bytes before the first audio sample in a streamed body (raw formats have none).
 HEADER_BYTES = {"wav": 44, "pcm": 0, "mulaw": 0, "alaw": 0}

@@ -70,10 +70,10 @@ def test_emotion_mix_is_realistic_and_respects_support() -> None:
     rng = random.Random(1)
     picks = [choose_emotion(rng, IVR_EMOTIONS, "status", None) for _ in range(4000)]
     share = picks.count("neutral") / len(picks)
-    assert 0.5 < share < 0.6  # IVR mix: 55 % neutral
+    assert 0.55 < share < 0.65  # IVR mix: 60 % neutral
     assert set(picks) == set(IVR_EMOTIONS)
     apologies = {choose_emotion(rng, CHAT_EMOTIONS, "apology", None) for _ in range(200)}
-    assert apologies == {"sad", "gentle"}
+    assert apologies == {"sad", "neutral"}
     limited = {choose_emotion(rng, CHAT_EMOTIONS, "status", ["neutral", "happy"]) for _ in range(500)}
     assert limited == {"neutral", "happy"}
     assert weighted_choice(rng, {"only": 1.0}) == "only"
