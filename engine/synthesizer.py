@@ -22,21 +22,27 @@ Mark = tuple[str, int, int]  # (syllable/character text, first token, end token 
 
 
 def unit_marks(unit: Any) -> tuple[Mark, ...]:
-    """Syllable → token-range marks of a frontend ``SynthesisUnit`` (used for timestamps)."""
+    """Syllable → token-range marks of a frontend ``SynthesisUnit`` (for timestamps).
+
+    A syllable owns the tokens whose source span (``unit.spans[i]``) overlaps its span; syllables that share
+    one source span (e.g. "2024" read as four syllables) split those tokens in order, evenly.
+    """
+    spans = list(getattr(unit, "spans", None) or ())
+    syllables = list(getattr(unit, "syllables", None) or ())
     marks: list[Mark] = []
-    for syl in getattr(unit, "syllables", None) or ():
-        if isinstance(syl, tuple) and len(syl) >= 3:
-            text, start, end = syl[0], syl[1], syl[2]
-        else:
-            text = next((getattr(syl, a) for a in ("text", "char", "pinyin") if getattr(syl, a, None)), "")
-            start, end = getattr(syl, "token_start", None), getattr(syl, "token_end", None)
-            if start is None and getattr(syl, "tokens", None) is not None:
-                toks = syl.tokens
-                start, end = (
-                    (toks.start, toks.stop) if isinstance(toks, range | slice) else (toks[0], toks[-1] + 1)
-                )
-        if start is not None and end is not None:
-            marks.append((str(text), int(start), int(end)))
+    i = 0
+    while i < len(syllables):
+        span = tuple(syllables[i].span)
+        j = i
+        while j < len(syllables) and tuple(syllables[j].span) == span:
+            j += 1
+        owned = [k for k, sp in enumerate(spans) if sp is not None and sp[0] < span[1] and span[0] < sp[1]]
+        group = syllables[i:j]
+        for n, syl in enumerate(group):
+            part = owned[len(owned) * n // len(group) : len(owned) * (n + 1) // len(group)]
+            if part:
+                marks.append((str(syl.text), part[0], part[-1] + 1))
+        i = j
     return tuple(marks)
 
 

@@ -66,7 +66,10 @@ def test_apps(model_dir: str) -> list[tuple[str, str, dict[str, Any]]]:
     limited = {
         "model_dir": model_dir,
         "threads": threads,
-        "ingress": {"limits": {"max_text_chars": 2000, "request_timeout_s": 0.25}, "cache_max_entries": 0},
+        "ingress": {
+            "limits": {"max_text_chars": 2000, "request_timeout_s": 0.25, "max_concurrent_units": 1},
+            "cache_max_entries": 0,
+        },
         "options": {
             "TTSIngress": _stage(max_ongoing_requests=64),
             "TextFrontend": _stage(max_ongoing_requests=16),
@@ -101,8 +104,8 @@ def serve_instance(tiny_model_dir: Path) -> Iterator[ServeInstance]:
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         apps = test_apps(str(tiny_model_dir))
-        for name, prefix, args in apps:
-            serve.run(build_app(args), name=name, route_prefix=prefix, blocking=False)
+        for name, prefix, args in apps:  # deploy concurrently, then wait for all
+            serve._run(build_app(args), name=name, route_prefix=prefix, _blocking=False)
         for name, _, _ in apps:
             _wait_running(name)
         yield ServeInstance(url=f"http://127.0.0.1:{port}", model_dir=tiny_model_dir)
