@@ -27,7 +27,15 @@ def surface(g2p: G2P, text: str, sandhi: bool = True) -> list[str]:
 def test_pinyin_set_size_and_accuracy(g2p: G2P) -> None:
     rows = load_tsv(DATA_DIR / "pinyin_cs.tsv")
     assert len(rows) >= 300
-    assert {r[0] for r in rows} >= {"greeting", "order", "refund", "logistics", "banking", "telecom", "appointment"}
+    assert {r[0] for r in rows} >= {
+        "greeting",
+        "order",
+        "refund",
+        "logistics",
+        "banking",
+        "telecom",
+        "appointment",
+    }
     score = pinyin_accuracy(g2p)
     assert score.accuracy >= 0.975, score.errors[:20]
 
@@ -104,7 +112,7 @@ def test_erhua_merges_er(g2p: G2P) -> None:
 def test_pronunciation_overrides_and_user_dict() -> None:
     fe = Frontend(pronunciation_overrides={"单田芳": "shan4 tian2 fang1"}, user_dict=["云闪付 100000"])
     unit = fe.process("单田芳", VOCAB)[0]
-    assert [s.pinyin for s in unit.syllables][0] == "shan4"
+    assert unit.syllables[0].pinyin == "shan4"
     assert unit.tokens[0].startswith("{sh_c$tone4$")
     toks = fe.process("云闪付", VOCAB)[0].tokens
     assert sum(t.startswith("{#") for t in toks) == 1  # one word

@@ -123,9 +123,11 @@ def test_ssml_errors_say_where_and_why(ssml: str, why: str) -> None:
 
 
 def test_billion_laughs_is_rejected_quickly() -> None:
-    lol = '<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">' + "".join(
-        f'<!ENTITY lol{i} "{"&lol;" * 10}">' for i in range(1, 8)
-    ) + "]><speak>&lol7;</speak>"
+    lol = (
+        '<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">'
+        + "".join(f'<!ENTITY lol{i} "{"&lol;" * 10}">' for i in range(1, 8))
+        + "]><speak>&lol7;</speak>"
+    )
     with pytest.raises(FrontendError):
         FE.process(lol, VOCAB)
 

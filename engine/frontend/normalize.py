@@ -1,8 +1,9 @@
 """Text normalisation (TN) for customer-service Chinese, keeping source offsets for every output character.
 
-Numbers are read with ``cn2an`` (integers); everything else here is our own rules, written for this project:
-full-width folding, money (¥/元/角/分, $, currency codes), dates, times, phone numbers (digit by digit, 1 → 幺),
-order/ID/verification codes (digit by digit), years, percentages, fractions, ranges, temperatures, units,
+Integers are read with ``cn2an``; everything else here is our own rules, written for this project:
+full-width folding, money (¥/元/角/分, $, currency codes), dates, times, phone numbers (digit by digit,
+1 → 幺), order/ID/verification codes (digit by digit), years, percentages, fractions, ranges,
+temperatures, units,
 symbols, Latin letters/words (kept as ``en`` items for :mod:`engine.frontend.english`), emoji/unknown symbols
 (dropped). Each output :class:`NChar` carries the ``(start, end)`` span of the source text it was read from.
 
@@ -130,28 +131,116 @@ def read_money_yuan(amount: str) -> str:
 
 
 CURRENCY = {
-    "¥": "元", "RMB": "元", "CNY": "元", "$": "美元", "US$": "美元", "USD": "美元", "HK$": "港元", "HKD": "港元",
-    "€": "欧元", "EUR": "欧元", "£": "英镑", "GBP": "英镑", "JPY": "日元", "₩": "韩元", "KRW": "韩元",
-}  # fmt: skip
+    "¥": "元",
+    "RMB": "元",
+    "CNY": "元",
+    "$": "美元",
+    "US$": "美元",
+    "USD": "美元",
+    "HK$": "港元",
+    "HKD": "港元",
+    "€": "欧元",
+    "EUR": "欧元",
+    "£": "英镑",
+    "GBP": "英镑",
+    "JPY": "日元",
+    "₩": "韩元",
+    "KRW": "韩元",
+}
 UNITS = {
-    "km/h": "公里每小时", "km": "公里", "kg": "公斤", "mg": "毫克", "ml": "毫升", "mL": "毫升", "mAh": "毫安时",
-    "kWh": "千瓦时", "kW": "千瓦", "cm": "厘米", "mm": "毫米", "m²": "平方米", "㎡": "平方米", "m2": "平方米",
-    "m³": "立方米", "Mbps": "兆比特每秒", "kHz": "千赫兹", "MHz": "兆赫兹", "GHz": "吉赫兹", "Hz": "赫兹",
-    "ms": "毫秒", "min": "分钟", "g": "克", "m": "米", "L": "升", "W": "瓦", "V": "伏", "h": "小时", "s": "秒",
-    "M": "兆", "T": "T", "G": "G", "GB": "GB", "MB": "MB", "KB": "KB", "TB": "TB", "K": "K", "℃": "摄氏度",
-    "°C": "摄氏度", "°F": "华氏度", "°": "度",
-}  # fmt: skip
+    "km/h": "公里每小时",
+    "km": "公里",
+    "kg": "公斤",
+    "mg": "毫克",
+    "ml": "毫升",
+    "mL": "毫升",
+    "mAh": "毫安时",
+    "kWh": "千瓦时",
+    "kW": "千瓦",
+    "cm": "厘米",
+    "mm": "毫米",
+    "m²": "平方米",
+    "㎡": "平方米",
+    "m2": "平方米",
+    "m³": "立方米",
+    "Mbps": "兆比特每秒",
+    "kHz": "千赫兹",
+    "MHz": "兆赫兹",
+    "GHz": "吉赫兹",
+    "Hz": "赫兹",
+    "ms": "毫秒",
+    "min": "分钟",
+    "g": "克",
+    "m": "米",
+    "L": "升",
+    "W": "瓦",
+    "V": "伏",
+    "h": "小时",
+    "s": "秒",
+    "M": "兆",
+    "T": "T",
+    "G": "G",
+    "GB": "GB",
+    "MB": "MB",
+    "KB": "KB",
+    "TB": "TB",
+    "K": "K",
+    "℃": "摄氏度",
+    "°C": "摄氏度",
+    "°F": "华氏度",
+    "°": "度",
+}
 _UNIT_ALT = "|".join(re.escape(u) for u in sorted(UNITS, key=len, reverse=True))
 LIANG_MEASURE = (
     "个件位次张台天年周岁倍成条只本份家种块元角毛分点杯瓶箱包双套部辆间层遍趟笔单项款封名人页室床晚顿盒袋支根"
 )
 _LIANG_WORDS = ("小时", "分钟", "公里", "公斤", "千米", "千克", "星期", "礼拜", "个月", "秒钟")
 _CODE_KEYS = (
-    "订单号", "单号", "编号", "卡号", "账号", "帐号", "尾号", "验证码", "工号", "号码", "密码", "运单", "快递单",
-    "流水号", "批次", "序列号", "身份证", "车牌", "房间号", "会员号", "动态码", "校验码", "取件码", "提货码", "ID",
-    "编码", "code", "No", "NO", "订单", "工单", "合同号", "保单号", "发票号", "学号", "邮编", "批号", "型号", "航班",
-    "车次", "座位号", "客户号", "凭证号", "交易号",
-)  # fmt: skip
+    "订单号",
+    "单号",
+    "编号",
+    "卡号",
+    "账号",
+    "帐号",
+    "尾号",
+    "验证码",
+    "工号",
+    "号码",
+    "密码",
+    "运单",
+    "快递单",
+    "流水号",
+    "批次",
+    "序列号",
+    "身份证",
+    "车牌",
+    "房间号",
+    "会员号",
+    "动态码",
+    "校验码",
+    "取件码",
+    "提货码",
+    "ID",
+    "编码",
+    "code",
+    "No",
+    "NO",
+    "订单",
+    "工单",
+    "合同号",
+    "保单号",
+    "发票号",
+    "学号",
+    "邮编",
+    "批号",
+    "型号",
+    "航班",
+    "车次",
+    "座位号",
+    "客户号",
+    "凭证号",
+    "交易号",
+)
 _PHONE_KEYS = ("电话", "拨打", "致电", "热线", "手机", "来电", "座机", "客服", "拨", "联系")
 _SKIP_BETWEEN = re.compile(r"[\s:：是为：#＃]*$")
 
@@ -288,9 +377,9 @@ def _number_reading(num: str, text: str, start: int, end: int) -> list[tuple[str
         if (len(bare) > 1 and bare.startswith("0")) or len(bare) >= 10 or (prev.isascii() and prev.isalpha()):
             return digit_chars(bare, yao=False)
         after = text[end : end + 2]
-        if bare == "2" and not text[max(0, start - 1) : start] == "第":
-            if (after[:1] and after[:1] in LIANG_MEASURE) or after in _LIANG_WORDS:
-                return _plain("两")
+        measure = (after[:1] and after[:1] in LIANG_MEASURE) or after in _LIANG_WORDS
+        if bare == "2" and prev != "第" and measure:
+            return _plain("两")
     return _plain(read_number(num))
 
 

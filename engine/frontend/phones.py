@@ -13,8 +13,30 @@ from functools import lru_cache
 from engine.frontend.errors import FrontendError
 
 INITIALS: tuple[str, ...] = (
-    "zh", "ch", "sh", "b", "p", "m", "f", "d", "t", "n", "l", "g", "k", "h", "j", "q", "x", "r", "z", "c", "s", "y", "w",
-)  # fmt: skip
+    "zh",
+    "ch",
+    "sh",
+    "b",
+    "p",
+    "m",
+    "f",
+    "d",
+    "t",
+    "n",
+    "l",
+    "g",
+    "k",
+    "h",
+    "j",
+    "q",
+    "x",
+    "r",
+    "z",
+    "c",
+    "s",
+    "y",
+    "w",
+)
 FINALS: frozenset[str] = frozenset(
     [
         "a",

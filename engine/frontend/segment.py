@@ -1,7 +1,7 @@
 """Word segmentation with jieba: one process-wide dictionary, loaded lazily and quietly, thread-safe.
 
-A :class:`Segmenter` with extra words (user dictionary, pronunciation overrides) shares the base frequency table
-by copying it (no second dictionary load).
+A :class:`Segmenter` with extra words (user dictionary, pronunciation overrides) shares the base frequency
+table by copying it (no second dictionary load).
 """
 
 from __future__ import annotations

@@ -45,7 +45,6 @@ class Style:
     say_as: str | None = None
     phoneme: tuple[str, ...] | None = None
 
-
     def voice(self) -> tuple[float, float, float, str | None, float]:
         """The part of the style that must be constant within a synthesis unit."""
         return (self.rate, self.pitch, self.volume, self.emotion, self.intensity)
