@@ -8,6 +8,7 @@ import sys
 import types
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from compat import doctor
@@ -316,6 +317,22 @@ def test_model_dir_wrong_vocab_size_is_named(tiny_model_dir: Path, tmp_path: Pat
     assert vocab.status == "fail" and not report.ok
     assert f"{voice}: vocab 'speaker' has 8 symbols but spk_tokenizer.weight has 9 rows" in vocab.summary
     assert "speaker_list" in vocab.remedy
+
+
+def test_model_dir_legacy_numpy_checkpoint_points_at_the_shim(tiny_model_dir: Path, tmp_path: Path) -> None:
+    import torch
+
+    from tests.test_compat_shims import to_numpy1_pickle
+
+    model = _copy(tiny_model_dir, tmp_path / "m")
+    ckpt = next(model.glob("voices/*/am/ckpt/checkpoint_0.pth"))
+    voice = ckpt.parents[2].name
+    state = torch.load(ckpt, weights_only=True)
+    to_numpy1_pickle({**state, "steps": np.int64(120000)}, ckpt)
+    vocab = run(DoctorOptions(model_dir=model), only=["model-dir"]).by_name("model-vocab")
+    assert vocab.status == "fail"
+    assert vocab.details["legacy_voices"] == [voice] and "refusing" in vocab.summary
+    assert "compat.apply('torch_load_legacy_numpy')" in vocab.remedy
 
 
 def test_model_dir_bad_layout_is_named(tmp_path: Path) -> None:

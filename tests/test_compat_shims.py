@@ -22,21 +22,13 @@ from compat import shims
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def legacy_checkpoint(path: Path) -> Path:
-    """A KAN-TTS-era AM checkpoint as written under NumPy 1.x: tensors plus numpy arrays/scalars/dtypes.
+def to_numpy1_pickle(obj: object, path: Path) -> Path:
+    """``torch.save`` ``obj`` as NumPy 1.x would have pickled its numpy objects.
 
     NumPy 2 pickles arrays as ``numpy._core.multiarray._reconstruct``; NumPy 1.x wrote
     ``numpy.core.multiarray``. The pickle is rewritten to the 1.x names (protocol 2 GLOBAL opcodes are
     newline-terminated text, so the rename is exact) and the zip is rebuilt.
     """
-    obj = {
-        "model": {"text_encoder.sy_emb.weight": torch.randn(147, 8)},
-        "optimizer": {"state": {}, "param_groups": [{"lr": np.float64(1e-3), "betas": (0.9, 0.98)}]},
-        "scheduler": {"last_epoch": np.int64(120000)},
-        "steps": np.int64(120000),
-        "mvn": np.array([[0.5, 0.25], [1.0, 1.5]], dtype=np.float32),
-        "dtype": np.dtype("float32"),
-    }
     buf = io.BytesIO()
     torch.save(obj, buf)
     src = zipfile.ZipFile(io.BytesIO(buf.getvalue()))
@@ -48,6 +40,19 @@ def legacy_checkpoint(path: Path) -> Path:
                 data = data.replace(b"numpy._core.multiarray\n", b"numpy.core.multiarray\n")
             dst.writestr(info.filename, data)
     return path
+
+
+def legacy_checkpoint(path: Path) -> Path:
+    """A KAN-TTS-era AM checkpoint written under NumPy 1.x: tensors plus numpy arrays/scalars/dtypes."""
+    obj = {
+        "model": {"text_encoder.sy_emb.weight": torch.randn(147, 8)},
+        "optimizer": {"state": {}, "param_groups": [{"lr": np.float64(1e-3), "betas": (0.9, 0.98)}]},
+        "scheduler": {"last_epoch": np.int64(120000)},
+        "steps": np.int64(120000),
+        "mvn": np.array([[0.5, 0.25], [1.0, 1.5]], dtype=np.float32),
+        "dtype": np.dtype("float32"),
+    }
+    return to_numpy1_pickle(obj, path)
 
 
 # Legacy code as found in KAN-TTS / ModelScope-era TTS sources, one snippet per shim.

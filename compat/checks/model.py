@@ -97,6 +97,19 @@ def vocoder_problems(voice: str, voc_config: Mapping[str, Any], state: Mapping[s
     return problems
 
 
+def _loads_with_legacy_shim(voice: Any) -> bool:
+    """Whether the voice's checkpoints load once the minimal numpy allowlist shim is applied."""
+    from compat.shims import shimmed
+
+    try:
+        with shimmed("torch_load_legacy_numpy"):
+            voice.load_am_state()
+            voice.load_voc_state()
+    except Exception:
+        return False
+    return True
+
+
 def check_model_dir(options: DoctorOptions) -> list[CheckResult]:
     if options.model_dir is None:
         return [skip("model-dir", "no model directory given (--model-dir DIR or TTS_MODEL_DIR)")]
@@ -115,13 +128,28 @@ def check_model_dir(options: DoctorOptions) -> list[CheckResult]:
     ]
 
     problems: list[str] = []
+    legacy: list[str] = []
     for name, voice in directory.voices.items():
         try:
             problems.extend(vocab_problems(name, voice.vocab.sizes(), voice.load_am_state()))
             problems.extend(vocoder_problems(name, voice.voc_config, voice.load_voc_state()))
         except ModelDirError as exc:  # unreadable checkpoint: name the file, keep checking other voices
             problems.append(f"{name}: {exc}")
-    if problems:
+            if _loads_with_legacy_shim(voice):
+                legacy.append(name)
+    if legacy:
+        results.append(
+            fail(
+                "model-vocab",
+                f"voice(s) {legacy}: checkpoints pickle numpy arrays/scalars (NumPy 1.x / KAN-TTS era), "
+                "refused under weights_only=True; " + "; ".join(problems),
+                "call compat.apply('torch_load_legacy_numpy') before loading, or re-save the checkpoints "
+                "with tensors and plain Python values only",
+                problems=problems,
+                legacy_voices=legacy,
+            )
+        )
+    elif problems:
         results.append(
             fail(
                 "model-vocab",
