@@ -336,7 +336,8 @@ def test_gateway_config_has_backup_and_idempotent_retries() -> None:
     assert re.search(r"server tts-standby\.example\.com:443 backup ", conf)
     synth = conf[conf.index("location ~ ^(/api/tts|/tts|/v1/audio/speech)$") :]
     synth = synth[: synth.index("}")]
-    assert "non_idempotent" in synth and "http_503" in synth
+    for cond in ("non_idempotent", "error", "timeout", "http_500", "http_503", "http_404"):
+        assert cond in synth, cond
     rest = conf[conf.index("location / {") :]
     assert "non_idempotent" not in rest[: rest.index("}")]
 

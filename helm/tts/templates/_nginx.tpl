@@ -22,14 +22,16 @@ http {
     uwsgi_temp_path /tmp/uwsgi;
     scgi_temp_path /tmp/scgi;
 
-    log_format tts '$remote_addr [$time_iso8601] "$request" $status $body_bytes_sent '
-                   'rt=$request_time upstream="$upstream_addr" ustatus="$upstream_status" '
-                   'urt="$upstream_response_time"';
+    # msec = request end (epoch s); upstream lists every server tried, the last one answered.
+    log_format tts '$time_iso8601 msec=$msec rid=$request_id $remote_addr "$request" $status '
+                   '$body_bytes_sent rt=$request_time upstream="$upstream_addr" '
+                   'ustatus="$upstream_status" urt="$upstream_response_time"';
     access_log /dev/stdout tts;
     server_tokens off;
     client_max_body_size {{ $g.clientMaxBodySize }};
 
     upstream tts_backends {
+        zone tts_backends 64k;   # failure state shared by all worker processes
         server {{ $g.primary.host }}:{{ $g.primary.port }} max_fails={{ $g.maxFails }} fail_timeout={{ $g.failTimeout }};
         server {{ $g.standby.host }}:{{ $g.standby.port }} backup max_fails={{ $g.maxFails }} fail_timeout={{ $g.failTimeout }};
         keepalive 32;
@@ -42,6 +44,8 @@ http {
     proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
     proxy_set_header X-Forwarded-Proto $scheme;
     proxy_set_header X-Request-ID $request_id;
+    proxy_hide_header X-Request-ID;
+    add_header X-Request-ID $request_id always;
     proxy_connect_timeout {{ $g.connectTimeout }};
     proxy_read_timeout {{ $g.readTimeout }};
     proxy_send_timeout {{ $g.readTimeout }};
@@ -62,10 +66,12 @@ http {
             return 200 "ok\n";
         }
 
-        # Idempotent synthesis: replay on the backup even for POST (non_idempotent).
+        # Idempotent synthesis: replay on the backup even for POST (non_idempotent). Also on 500 (a server
+        # fault, never the client's: bad input is 4xx) and 404 (these routes always exist, so a 404 means the
+        # Serve app is not deployed yet, e.g. a cluster coming back; 404s do not count towards max_fails).
         location ~ ^({{ join "|" $g.idempotentPaths }})$ {
             proxy_pass {{ $g.scheme }}://tts_backends;
-            proxy_next_upstream error timeout http_502 http_503 http_504 non_idempotent;
+            proxy_next_upstream error timeout http_500 http_502 http_503 http_504 http_404 non_idempotent;
         }
 
         # Everything else (GET /health, /ready, docs): GET/HEAD are retried, other methods are not.
