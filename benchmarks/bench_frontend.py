@@ -11,7 +11,13 @@ import statistics
 import time
 
 from engine.frontend import Frontend
-from engine.frontend.evaluation import DATA_DIR, load_tsv, pinyin_accuracy, tn_accuracy
+from engine.frontend.evaluation import (
+    DATA_DIR,
+    load_tsv,
+    pinyin_accuracy,
+    plain_pypinyin_accuracy,
+    tn_accuracy,
+)
 from engine.symbols import LinguisticVocab
 
 
@@ -32,10 +38,17 @@ def main() -> None:
         f"pinyin syllable accuracy: {py.accuracy * 100:.2f} % "
         f"({py.correct}/{py.total} syllables, {n_sent} sentences)"
     )
+    held = pinyin_accuracy(fe.g2p, DATA_DIR / "pinyin_cs_heldout.tsv")
+    print(
+        f"held-out set (never used for tuning): {held.accuracy * 100:.2f} % "
+        f"({held.correct}/{held.total} syllables)"
+    )
+    base = plain_pypinyin_accuracy()
+    print(f"plain pypinyin on the main set, for comparison: {base.accuracy * 100:.2f} %")
     tn = tn_accuracy()
     print(f"TN exact-match accuracy:  {tn.accuracy * 100:.2f} % ({tn.correct}/{tn.total} cases)")
     if args.show_errors:
-        for e in py.errors + tn.errors:
+        for e in py.errors + held.errors + tn.errors:
             print("  ", e)
 
     vocab = LinguisticVocab.build()

@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from engine.frontend import Frontend, FrontendError
-from engine.frontend.evaluation import DATA_DIR, load_tsv, pinyin_accuracy, tn_accuracy
+from engine.frontend.evaluation import (
+    DATA_DIR,
+    load_tsv,
+    pinyin_accuracy,
+    plain_pypinyin_accuracy,
+    tn_accuracy,
+)
 from engine.frontend.g2p import G2P, apply_sandhi
 from engine.frontend.normalize import normalize, normalized_text
 from engine.symbols import LinguisticVocab
@@ -38,6 +44,12 @@ def test_pinyin_set_size_and_accuracy(g2p: G2P) -> None:
     }
     score = pinyin_accuracy(g2p)
     assert score.accuracy >= 0.975, score.errors[:20]
+
+
+def test_heldout_pinyin_set_and_beats_plain_pypinyin(g2p: G2P) -> None:
+    held = pinyin_accuracy(g2p, DATA_DIR / "pinyin_cs_heldout.tsv")
+    assert held.total >= 600 and held.accuracy >= 0.975, held.errors
+    assert pinyin_accuracy(g2p).accuracy > plain_pypinyin_accuracy().accuracy
 
 
 def test_tn_set_size_and_accuracy() -> None:

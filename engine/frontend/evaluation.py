@@ -57,6 +57,19 @@ def pinyin_accuracy(g2p: G2P | None = None, path: Path | None = None) -> Score:
     return score
 
 
+def plain_pypinyin_accuracy(path: Path | None = None) -> Score:
+    """Baseline: pypinyin ``lazy_pinyin`` on whole sentences (its own segmentation), same scoring."""
+    from engine.frontend.g2p import reference_pinyin
+
+    score = Score()
+    for _cat, sentence, expected in load_tsv(path or DATA_DIR / "pinyin_cs.tsv"):
+        got = reference_pinyin(["".join(c for c in sentence if is_han(c))])
+        for lab, g in zip(expected.split(), got, strict=True):
+            score.total += 1
+            score.correct += g in lab.split("/")
+    return score
+
+
 def _han_runs(sentence: str) -> list[str]:
     runs, cur = [], ""
     for c in sentence:

@@ -191,9 +191,17 @@ def _context_rules(words: list[Word]) -> None:
         s = w.syllables[0]
         ch = w.text
         if ch == "还":
-            _set(
-                s, "huan2" if nxt[:1] in ("款", "钱", "贷", "清", "给") or nxt in ("借款", "欠款") else "hai2"
+            # verb 还 (huan2): before money words, at clause end, or before 的/了/完/上; else adverb hai2
+            verb_next = nxt[:1] in ("款", "钱", "贷", "给") or nxt in (
+                "清",
+                "的",
+                "了",
+                "完",
+                "上",
+                "借款",
+                "欠款",
             )
+            _set(s, "huan2" if not nxt or verb_next else "hai2")
         elif ch == "得":
             if (
                 prev in lx.DEI3_BEFORE
