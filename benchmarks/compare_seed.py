@@ -1,0 +1,354 @@
+"""Side-by-side benchmark: the seeds' design vs our three-stage Ray Serve pipeline vs a one-deployment
+(monolithic) Ray Serve variant — same engine (``engine.synthesizer.Synthesizer``), same model, same
+machine, one run. Closed-loop clients at 1, 4, 8, 16 concurrency measure throughput, p50/p95/p99
+latency and time to first audio (TTFA: first body byte past the 44-byte WAV header).
+
+    python -m benchmarks.compare_seed [--duration 20] [--levels 1,4,8,16] [--model-dir DIR]
+
+Variants
+  seed             one process, threaded HTTP server, ONE global lock (benchmarks/seed_server.py)
+  monolith         Ray Serve, one deployment = whole engine, 2 replicas × 1 CPU (benchmarks/monolith_app.py)
+  pipeline         our app (serve_app/config/local.yaml as shipped, result cache off), whole-file responses
+  pipeline-stream  the same app, ``stream: true`` (TTFA is what streaming buys)
+
+Prints a table and ratios; writes ``benchmarks/results/compare_seed-YYYY-MM-DD.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import http.client
+import itertools
+import json
+import os
+import platform
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS_DIR = ROOT / "benchmarks" / "results"
+WAV_HEADER = 44
+
+
+@dataclass
+class Measured:
+    """One request's outcome (seconds)."""
+
+    ok: bool
+    latency: float
+    ttfa: float
+    nbytes: int
+    error: str = ""
+
+
+@dataclass
+class LevelResult:
+    variant: str
+    clients: int
+    ok: int
+    errors: int
+    seconds: float
+    rps: float
+    audio_x: float  # seconds of audio produced per wall-clock second
+    p50: float
+    p95: float
+    p99: float
+    ttfa50: float
+    ttfa95: float
+
+
+def post(conn: http.client.HTTPConnection, path: str, body: dict[str, Any]) -> Measured:
+    """POST JSON, read the body incrementally; TTFA = first byte past the WAV header."""
+    start = time.perf_counter()
+    ttfa = None
+    n = 0
+    error = ""
+    try:
+        conn.request(
+            "POST", path, body=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+        )
+        resp = conn.getresponse()
+        while chunk := resp.read1(65536):
+            n += len(chunk)
+            if ttfa is None and n > WAV_HEADER:
+                ttfa = time.perf_counter() - start
+        ok = resp.status == 200 and n > WAV_HEADER
+        if not ok:
+            error = f"HTTP {resp.status}, {n} bytes"
+    except (OSError, http.client.HTTPException) as exc:
+        conn.close()
+        ok, error = False, f"{type(exc).__name__}: {exc}"
+    end = time.perf_counter() - start
+    return Measured(ok, end, ttfa if ttfa is not None else end, n, error)
+
+
+def run_level(
+    host: str, port: int, path: str, make_body: Callable[[str], dict[str, Any]], texts: list[str],
+    variant: str, clients: int, duration: float,
+) -> LevelResult:  # fmt: skip
+    """``clients`` closed-loop clients for ``duration`` seconds (requests in flight at the end complete)."""
+    counter = itertools.count()
+    lock = threading.Lock()
+    results: list[Measured] = []
+    deadline = time.perf_counter() + duration
+
+    def client() -> None:
+        conn = http.client.HTTPConnection(host, port, timeout=300)
+        while time.perf_counter() < deadline:
+            with lock:
+                text = texts[next(counter) % len(texts)]
+            m = post(conn, path, make_body(text))
+            with lock:
+                results.append(m)
+        conn.close()
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=client, daemon=True) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    seconds = time.perf_counter() - t0
+    good = [m for m in results if m.ok]
+    errors = sorted({m.error for m in results if not m.ok})
+    if errors:
+        print(f"  {variant} @{clients}: errors seen: {errors[:3]}", flush=True)
+    lat = np.array([m.latency for m in good]) * 1000 if good else np.array([np.nan])
+    ttfa = np.array([m.ttfa for m in good]) * 1000 if good else np.array([np.nan])
+    audio_s = sum(max(m.nbytes - WAV_HEADER, 0) for m in good) / 2 / 16000  # 16-bit mono at 16 kHz
+    return LevelResult(
+        variant, clients, len(good), len(results) - len(good), seconds, len(good) / seconds,
+        audio_s / seconds, *np.percentile(lat, [50, 95, 99]).tolist(),
+        *np.percentile(ttfa, [50, 95]).tolist(),
+    )  # fmt: skip
+
+
+def wait_http(
+    url_host: str, port: int, path: str, timeout: float, proc: subprocess.Popen[Any] | None = None
+) -> None:
+    start = time.time()
+    while time.time() - start < timeout:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server process exited with {proc.returncode}")
+        try:
+            conn = http.client.HTTPConnection(url_host, port, timeout=10)
+            conn.request("GET", path)
+            if conn.getresponse().status == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(2)
+    raise TimeoutError(f"http://{url_host}:{port}{path} not ready after {timeout:.0f} s")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def measure_variant(
+    variant: str, port: int, path: str, make_body: Callable[[str], dict[str, Any]],
+    texts: list[str], levels: list[int], duration: float,
+) -> list[LevelResult]:  # fmt: skip
+    for text in texts[:3]:  # warm-up: first-call allocations, JIT-free but cache-cold
+        post(http.client.HTTPConnection("127.0.0.1", port, timeout=300), path, make_body(text))
+    out = []
+    for clients in levels:
+        r = run_level("127.0.0.1", port, path, make_body, texts, variant, clients, duration)
+        print(
+            f"{variant:<16}{clients:>3} clients: {r.rps:6.2f} req/s  p50 {r.p50:7.0f}  p95 {r.p95:7.0f}  "
+            f"p99 {r.p99:7.0f}  TTFA p50 {r.ttfa50:7.0f} ms  errors {r.errors}",
+            flush=True,
+        )
+        out.append(r)
+    return out
+
+
+def run_seed(model_dir: str, texts: list[str], levels: list[int], duration: float) -> list[LevelResult]:
+    port = free_port()
+    cmd = [sys.executable, "-m", "benchmarks.seed_server", "--model-dir", model_dir, "--port", str(port)]
+    proc = subprocess.Popen(cmd, cwd=ROOT)
+    try:
+        wait_http("127.0.0.1", port, "/health", 600, proc)
+        body = lambda text: {"text": text, "emotion": "neutral", "speed": 1.0}  # noqa: E731
+        return measure_variant("seed", port, "/tts", body, texts, levels, duration)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def start_ray(port: int) -> Any:
+    import ray
+    from ray.serve._private import api as serve_api
+
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    return serve_api.serve_start(http_options={"host": "127.0.0.1", "port": port})
+
+
+def run_ray_variants(
+    model_dir: str, texts: list[str], levels: list[int], duration: float, config: Path
+) -> list[LevelResult]:
+    import ray
+    import yaml
+    from ray import serve
+    from ray.serve.schema import ServeDeploySchema
+
+    from benchmarks.monolith_app import build as build_monolith
+
+    port = free_port()
+    client = start_ray(port)
+    results: list[LevelResult] = []
+    try:
+        raw = yaml.safe_load(config.read_text())
+        raw["http_options"] = {**raw.get("http_options", {}), "host": "127.0.0.1", "port": port}
+        app = raw["applications"][0]
+        app["args"] = {**(app.get("args") or {}), "model_dir": model_dir}
+        app["args"]["ingress"] = {**(app["args"].get("ingress") or {}), "cache_max_entries": 0}
+        client.deploy_apps(ServeDeploySchema.model_validate(raw), _blocking=False)
+        wait_http("127.0.0.1", port, "/ready", 900)
+
+        def body(stream: bool) -> Callable[[str], dict[str, Any]]:
+            return lambda text: {
+                "text": text,
+                "emotion": "neutral",
+                "speed": 1.0,
+                "format": "wav",
+                "stream": stream,
+            }
+
+        results += measure_variant("pipeline", port, "/api/tts", body(False), texts, levels, duration)
+        results += measure_variant("pipeline-stream", port, "/api/tts", body(True), texts, levels, duration)
+        serve.delete(app["name"])
+        serve.run(build_monolith(model_dir), name="monolith", route_prefix="/")
+        body_seed = lambda text: {"text": text, "emotion": "neutral", "speed": 1.0}  # noqa: E731
+        results += measure_variant("monolith", port, "/", body_seed, texts, levels, duration)
+    finally:
+        ray.shutdown()
+    return results
+
+
+def machine_description() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = "?"
+    try:
+        kb = int(Path("/proc/meminfo").read_text().split()[1])
+        mem = f"{kb / 1024**2:.1f} GiB"
+    except (OSError, ValueError, IndexError):
+        pass
+    import ray
+    import torch
+
+    return (
+        f"{platform.platform()}; {cpu}; {os.cpu_count()} logical CPUs; {mem} RAM; "
+        f"Python {platform.python_version()}; "
+        f"torch {torch.__version__}; ray {ray.__version__}; load average at start {os.getloadavg()[0]:.2f}"
+    )
+
+
+def format_tables(results: list[LevelResult]) -> str:
+    lines = [
+        "| variant | clients | req/s | audio s/s | p50 ms | p95 ms | p99 ms | TTFA p50 ms | TTFA p95 ms "
+        "| errors |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r.variant} | {r.clients} | {r.rps:.2f} | {r.audio_x:.2f} | {r.p50:.0f} | {r.p95:.0f} "
+            f"| {r.p99:.0f} "
+            f"| {r.ttfa50:.0f} | {r.ttfa95:.0f} | {r.errors} |"
+        )
+    by = {(r.variant, r.clients): r for r in results}
+    lines += [
+        "",
+        "| clients | variant | throughput × seed | p95 × seed | TTFA p95 × seed |",
+        "|---:|---|---:|---:|---:|",
+    ]
+    for clients in sorted({r.clients for r in results}):
+        seed = by.get(("seed", clients))
+        if seed is None:
+            continue
+        for variant in ("monolith", "pipeline", "pipeline-stream"):
+            r = by.get((variant, clients))
+            if r is None:
+                continue
+            lines.append(
+                f"| {clients} | {variant} | {r.rps / seed.rps if seed.rps else float('nan'):.2f} "
+                f"| {r.p95 / seed.p95:.2f} | {r.ttfa95 / seed.ttfa95:.2f} |"
+            )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument(
+        "--model-dir", default=None, help="default: $TTS_MODEL_DIR, else the generated full random voice"
+    )
+    p.add_argument("--levels", default="1,4,8,16")
+    p.add_argument("--duration", type=float, default=20.0, help="seconds per concurrency level")
+    p.add_argument("--config", type=Path, default=ROOT / "serve_app" / "config" / "local.yaml")
+    p.add_argument("--variants", default="seed,ray", help="comma list of: seed, ray (pipeline+monolith)")
+    p.add_argument(
+        "--out", type=Path, default=None, help="results markdown (default: dated file in results/)"
+    )
+    args = p.parse_args(argv)
+    try:
+        levels = [int(x) for x in args.levels.split(",") if x.strip()]
+    except ValueError:
+        p.error(f"--levels must be comma-separated integers, got {args.levels!r}")
+    if not levels or min(levels) < 1:
+        p.error("--levels must be positive integers")
+
+    from loadtests.corpus import load_corpus
+    from serve_app.graph import ensure_model_dir
+
+    model_dir = ensure_model_dir(args.model_dir, "full")
+    texts = [s.text for s in load_corpus().of("medium")]
+    machine = machine_description()
+    print(f"machine: {machine}\nmodel: {model_dir}\ntexts: {len(texts)} medium corpus sentences", flush=True)
+    variants = set(args.variants.split(","))
+    started = dt.datetime.now(dt.UTC)
+    results: list[LevelResult] = []
+    if "seed" in variants:
+        results += run_seed(model_dir, texts, levels, args.duration)
+    if "ray" in variants:
+        results += run_ray_variants(model_dir, texts, levels, args.duration, args.config)
+    tables = format_tables(results)
+    print("\n" + tables)
+    out = args.out or RESULTS_DIR / f"compare_seed-{started:%Y-%m-%d}.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    config_name = args.config.relative_to(ROOT) if args.config.is_relative_to(ROOT) else args.config
+    out.write_text(
+        f"# Seed design vs pipeline vs monolith — {started:%Y-%m-%d %H:%M} UTC\n\n"
+        f"Command: `python -m benchmarks.compare_seed --levels {args.levels} "
+        f"--duration {args.duration:g}`\n\n"
+        f"Machine: {machine}; load average at end {os.getloadavg()[0]:.2f}\n\n"
+        f"Model: `{model_dir}` (full-size random weights unless TTS_MODEL_DIR is set). Texts: {len(texts)} "
+        f"medium customer-service sentences, cycled identically for every variant. Pipeline config: "
+        f"`{config_name}` with the result cache off.\n\n{tables}\n"
+    )
+    print(f"\nwrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
