@@ -6,7 +6,7 @@ PIP := $(VENV)/bin/pip
 MODEL_DIR ?= $(TTS_MODEL_DIR)
 PYTEST_FLAGS ?=
 
-.PHONY: install lock lock-upgrade run test test-full bench bench-engine bench-frontend lint doctor clean \
+.PHONY: install lock lock-upgrade run test test-full bench bench-engine bench-frontend bench-serve lint doctor clean \
 	loadtest loadtest-spike soak bench-compare autoscale-demo
 
 $(PY):
@@ -55,6 +55,15 @@ bench-engine: $(PY)
 
 bench-frontend: $(PY)
 	$(PY) -m benchmarks.bench_frontend
+
+# Served pipeline (full-size random model unless MODEL_DIR/TTS_MODEL_DIR): RTF, streamed TTFA, 1/4/8/16 clients.
+bench-serve: $(PY)
+	RAY_AUTH_MODE=disabled $(PY) -m benchmarks.bench_serve $(if $(MODEL_DIR),--model-dir $(MODEL_DIR))
+
+# Local single-node Ray + Serve with serve_app/config/local.yaml on :8000. MODEL_DIR=/path or TTS_MODEL_DIR;
+# without one a full-size RANDOM voice is generated (models/_generated, git-ignored) and the audio is noise.
+run: $(PY)
+	RAY_AUTH_MODE=disabled TTS_MODEL_DIR=$(MODEL_DIR) PYTHONPATH=$(CURDIR) $(VENV)/bin/serve run serve_app/config/local.yaml
 
 # Load tests (locust) against a running service (`make run`); reports in loadtests/reports/ (git-ignored).
 LOADTEST_HOST ?= http://127.0.0.1:8000

@@ -1,0 +1,191 @@
+"""Served-pipeline benchmark (``make bench-serve``): RTF, streamed time-to-first-audio, throughput vs clients,
+and served ÷ raw-engine throughput, with the full-size random model on this machine.
+
+Usage: ``python -m benchmarks.bench_serve [--model-dir DIR] [--seconds 15] [--clients 1 4 8 16]``.
+The Serve deployment options come from ``serve_app/config/local.yaml`` (the ``make run`` config).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+SENTENCES = [
+    "您好，这里是智能客服中心，请问有什么可以帮您？",
+    "您的订单已经发货，预计明天下午三点前送达。",
+    "今天天气晴朗，最高气温二十六度，适合外出散步。",
+    "为了保障您的账户安全，请不要向任何人透露验证码。",
+    "感谢您的耐心等待，我们会尽快为您处理这个问题。",
+    "会议将在下午两点半开始，请各位提前十分钟到场。",
+]
+LONG_200 = (
+    "欢迎使用中文语音合成服务。本系统采用声学模型与神经声码器相结合的方案，能够将任意中文文本转换为自然流畅的语音。"
+    "在客服、导航、有声读物和智能助手等场景中，低延迟的流式合成尤为重要：用户希望在提交请求后立刻听到声音，"
+    "而不是等待整段文本全部合成完毕。因此我们在服务端逐帧输出音频，让第一段声音尽快到达客户端，同时保证整体吞吐量。"
+)
+
+
+def _pct(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def raw_engine(model_dir: str, seconds: float, threads: int) -> dict[str, float]:
+    """Ray-free Synthesizer throughput (audio seconds per wall second) on the same sentences."""
+    from engine.synthesizer import Synthesizer
+
+    synth = Synthesizer(model_dir, threads=threads)
+    synth.synthesize(SENTENCES[0])  # warm-up (jieba, allocator)
+    audio_s, n, start = 0.0, 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        audio_s += synth.synthesize(SENTENCES[n % len(SENTENCES)]).duration_s
+        n += 1
+    wall = time.perf_counter() - start
+    return {"requests": n, "audio_s": audio_s, "wall_s": wall, "throughput": audio_s / wall, "rtf": wall / audio_s}
+
+
+def _serve_args(model_dir: str) -> dict[str, Any]:
+    cfg = yaml.safe_load((REPO / "serve_app/config/local.yaml").read_text("utf-8"))
+    app = cfg["applications"][0]
+    args = dict(app["args"])
+    args["model_dir"] = model_dir
+    args.setdefault("ingress", {})["cache_max_entries"] = 0  # measure synthesis, not the cache
+    options = {}
+    for dep in app["deployments"]:
+        opts = {k: v for k, v in dep.items() if k != "name"}
+        options[dep["name"]] = opts
+    args["options"] = options
+    return args
+
+
+async def _one(client: httpx.AsyncClient, url: str, text: str) -> tuple[float, float]:
+    start = time.perf_counter()
+    r = await client.post(url + "/api/tts", json={"text": text, "format": "pcm"})
+    r.raise_for_status()
+    return time.perf_counter() - start, len(r.content) / 2 / 16000
+
+
+async def _ttfa(client: httpx.AsyncClient, url: str, text: str) -> tuple[float, float]:
+    start = time.perf_counter()
+    first = None
+    async with client.stream("POST", url + "/api/tts", json={"text": text, "format": "pcm", "stream": True}) as r:
+        r.raise_for_status()
+        async for chunk in r.aiter_raw():
+            if chunk and first is None:
+                first = time.perf_counter() - start
+    return first or float("nan"), time.perf_counter() - start
+
+
+async def _load(url: str, clients: int, seconds: float) -> dict[str, float]:
+    lat: list[float] = []
+    audio = 0.0
+    stop = time.perf_counter() + seconds
+
+    async def worker(k: int) -> None:
+        nonlocal audio
+        i = k
+        async with httpx.AsyncClient(timeout=120) as client:
+            while time.perf_counter() < stop:
+                t, a = await _one(client, url, SENTENCES[i % len(SENTENCES)] + f"第{i}号。")
+                lat.append(t)
+                audio += a
+                i += clients
+
+    start = time.perf_counter()
+    await asyncio.gather(*[worker(k) for k in range(clients)])
+    wall = time.perf_counter() - start
+    return {"clients": clients, "requests": len(lat), "rps": len(lat) / wall, "throughput": audio / wall,
+            "p50": _pct(lat, 50), "p95": _pct(lat, 95)}  # fmt: skip
+
+
+async def served(url: str, seconds: float, client_levels: list[int], ttfa_runs: int) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    async with httpx.AsyncClient(timeout=120) as client:
+        for i in range(2):  # warm-up
+            await _one(client, url, SENTENCES[i])
+        rtfs = []
+        for i in range(len(SENTENCES)):
+            t, a = await _one(client, url, SENTENCES[i] + "好的。")
+            rtfs.append(t / a)
+        out["rtf"] = statistics.median(rtfs)
+        firsts, totals = [], []
+        for i in range(ttfa_runs):
+            f, t = await _ttfa(client, url, LONG_200[i:] + LONG_200[:i])
+            firsts.append(f)
+            totals.append(t)
+        out["ttfa_p50"], out["ttfa_p95"] = _pct(firsts, 50), _pct(firsts, 95)
+        out["stream_total_p50"] = _pct(totals, 50)
+    out["load"] = [await _load(url, c, seconds) for c in client_levels]
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model-dir", default=os.environ.get("TTS_MODEL_DIR"))
+    parser.add_argument("--seconds", type=float, default=15.0, help="per concurrency level")
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 8, 16])
+    parser.add_argument("--ttfa-runs", type=int, default=10)
+    parser.add_argument("--raw-threads", type=int, default=2)
+    args = parser.parse_args(argv)
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
+    sys.path.insert(0, str(REPO))
+    from serve_app.graph import build_app, ensure_model_dir
+
+    model_dir = ensure_model_dir(args.model_dir, "full")
+    print(f"model: {model_dir}  cores: {os.cpu_count()}", flush=True)
+    raw = raw_engine(model_dir, args.seconds, args.raw_threads)
+    print(f"raw engine ({args.raw_threads} threads): RTF {raw['rtf']:.3f}, {raw['throughput']:.2f} audio-s/s", flush=True)
+
+    import ray
+    from ray import serve
+
+    port = _free_port()
+    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"RAY_AUTH_MODE": "disabled", "PYTHONPATH": os.environ["PYTHONPATH"]}})  # fmt: skip
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        serve.run(build_app(_serve_args(model_dir)), name="tts", route_prefix="/")
+        res = asyncio.run(served(f"http://127.0.0.1:{port}", args.seconds, args.clients, args.ttfa_runs))
+    finally:
+        ray.shutdown()
+
+    best = max(level["throughput"] for level in res["load"])
+    print()
+    print("| metric | value | target |")
+    print("|---|---|---|")
+    print(f"| end-to-end RTF, 1 client (median) | {res['rtf']:.3f} | ≤ 0.15 |")
+    print(f"| streamed TTFA p50 / p95, 200 chars | {res['ttfa_p50'] * 1000:.0f} / {res['ttfa_p95'] * 1000:.0f} ms"
+          f" | p50 ≤ 250 ms |")  # fmt: skip
+    print(f"| streamed total p50, 200 chars | {res['stream_total_p50']:.2f} s | |")
+    print(f"| raw engine throughput ({args.raw_threads} thr) | {raw['throughput']:.2f} audio-s/s | |")
+    print(f"| served ÷ raw throughput (best level) | {best / raw['throughput']:.2f} | ≥ 0.9 |")
+    print()
+    print("| clients | requests | req/s | audio-s/s | p50 s | p95 s |")
+    print("|---|---|---|---|---|---|")
+    for lv in res["load"]:
+        print(f"| {lv['clients']} | {lv['requests']} | {lv['rps']:.2f} | {lv['throughput']:.2f} | "
+              f"{lv['p50']:.2f} | {lv['p95']:.2f} |")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
