@@ -123,6 +123,7 @@ def griffin_lim_from_log_mel(
         mel, sr=cfg.sample_rate, n_fft=cfg.n_fft, power=1.0, fmin=cfg.fmin, fmax=cfg.fmax
     )
     n = mel.shape[1] * cfg.hop_length
+    mag = np.concatenate([mag, mag[:, -1:]], axis=1)  # centred STFT of n samples has n // hop + 1 frames
     y = librosa.griffinlim(
         mag,
         n_iter=n_iter,

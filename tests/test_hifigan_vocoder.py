@@ -1,0 +1,187 @@
+"""Vocoder wrapper: input checks, batched == one-by-one, streaming == whole utterance, loaders."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from engine.hifigan import Generator, Jik876Generator, Vocoder, VocoderError
+
+# Released kernels, dilations and upsampling (hop 200); 32 channels keep the tests fast.
+CAUSAL = {
+    "channels": 32,
+    "upsample_scales": [10, 5, 2, 2],
+    "upsample_kernal_sizes": [20, 10, 4, 4],
+    "resblock_kernel_sizes": [3, 7, 11],
+    "resblock_dilations": [[1, 3, 5, 7]] * 3,
+    "causal": True,
+    "nonlinear_activation": "LeakyReLU",
+    "nonlinear_activation_params": {"negative_slope": 0.1},
+}
+NONCAUSAL = {**CAUSAL, "causal": False, "upsample_kernal_sizes": [20, 11, 4, 4]}
+ODD_NONCAUSAL = {**NONCAUSAL, "upsample_kernal_sizes": [21, 11, 5, 4]}  # (k - u) odd: output longer, trimmed
+
+
+def make_vocoder(params: dict, seed: int = 0) -> Vocoder:
+    torch.manual_seed(seed)
+    cfg = {"Model": {"Generator": {"params": params}}, "audio_config": {"sampling_rate": 16000}}
+    return Vocoder.from_config(cfg, {"model": {"generator": Generator(**params).state_dict()}}, threads=2)
+
+
+def mels(*frames: int, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal((n, 80)).astype(np.float32) for n in frames]
+
+
+@pytest.fixture(scope="module", params=[CAUSAL, NONCAUSAL, ODD_NONCAUSAL], ids=["causal", "noncausal", "odd"])
+def vocoder(request: pytest.FixtureRequest) -> Vocoder:
+    return make_vocoder(request.param)
+
+
+def test_vocode_shape_dtype_and_threads(vocoder: Vocoder) -> None:
+    (m,) = mels(17)
+    y = vocoder.vocode(m)
+    assert y.dtype == np.float32 and y.shape == (17 * 200,)
+    assert np.all(np.abs(y) <= 1.0) and y.std() > 0
+    assert torch.get_num_threads() == 2
+    assert vocoder.sample_rate == 16000 and vocoder.hop_length == 200
+    assert not any(p.requires_grad for p in vocoder.model.parameters())
+    assert not any(n.endswith(("weight_g", "weight_v")) for n in vocoder.model.state_dict())
+
+
+def test_batch_equals_one_by_one(vocoder: Vocoder) -> None:
+    batch = mels(14, 5, 9, 14, 1)
+    outs = vocoder.vocode_batch(batch)
+    assert [len(o) for o in outs] == [len(m) * 200 for m in batch]
+    for m, o in zip(batch, outs, strict=True):
+        np.testing.assert_allclose(o, vocoder.vocode(m), rtol=0, atol=1e-4)
+    assert vocoder.vocode_batch([]) == []
+
+
+def test_unmasked_noncausal_batch_would_leak() -> None:
+    """Guards the masking: without lengths a padded non-causal batch differs near each item's end."""
+    v = make_vocoder(NONCAUSAL)
+    short, long_ = mels(6, 30)
+    batch = torch.zeros(2, 80, 30)
+    batch[0, :, :6] = torch.from_numpy(short.T)
+    batch[1] = torch.from_numpy(long_.T)
+    with torch.inference_mode():
+        unmasked = v.model(batch)[0, 0, : 6 * 200].numpy()
+    assert np.abs(unmasked - v.vocode(short)).max() > 1e-3
+
+
+@pytest.mark.parametrize("chunks", [[1] * 6 + [14], [7, 3, 10], [2, 0, 18]])
+def test_causal_stream_is_exact(chunks: list[int]) -> None:
+    v = make_vocoder(CAUSAL, seed=1)
+    (m,) = mels(20, seed=1)
+    full = v.vocode(m)
+    s, pos, out = v.stream(), 0, []
+    for n in chunks:
+        piece = s.push(m[pos : pos + n])
+        assert len(piece) == n * 200  # causal: every pushed frame is final at once
+        out.append(piece)
+        pos += n
+    out.append(s.flush())
+    np.testing.assert_allclose(np.concatenate(out), full, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("params", [NONCAUSAL, ODD_NONCAUSAL], ids=["noncausal", "odd"])
+def test_noncausal_stream_with_default_context_is_exact(params: dict) -> None:
+    v = make_vocoder(params, seed=2)
+    (m,) = mels(50, seed=2)
+    full = v.vocode(m)
+    s = v.stream()
+    assert s.context_frames == v.model.receptive_radius_frames()
+    out = [s.push(m[i : i + 9]) for i in range(0, 50, 9)]
+    assert sum(len(o) for o in out) == (50 - s.context_frames) * 200  # the last context frames await flush
+    out.append(s.flush())
+    np.testing.assert_allclose(np.concatenate(out), full, rtol=0, atol=1e-5)
+
+
+def test_noncausal_stream_short_context_is_approximate() -> None:
+    """Less context than the receptive radius trades accuracy for latency (documented, not exact)."""
+    v = make_vocoder(NONCAUSAL, seed=2)
+    (m,) = mels(30, seed=2)
+    s = v.stream(context_frames=2)
+    y = np.concatenate([*(s.push(m[i : i + 9]) for i in range(0, 30, 9)), s.flush()])
+    err = np.abs(y - v.vocode(m)).max()
+    assert y.shape == (30 * 200,) and 1e-4 < err < 2.0
+
+
+def test_stream_lifecycle_and_input_errors() -> None:
+    v = make_vocoder(CAUSAL)
+    s = v.stream()
+    assert s.push(np.zeros((0, 80), np.float32)).shape == (0,)
+    s.push(np.zeros((3, 80), np.float32))
+    assert s.flush().shape == (0,)
+    with pytest.raises(VocoderError, match="after flush"):
+        s.push(np.zeros((3, 80), np.float32))
+    with pytest.raises(VocoderError, match=r"shape \[frames, 80\]"):
+        v.vocode(np.zeros((80, 10), np.float32))
+    with pytest.raises(VocoderError, match="floating"):
+        v.vocode(np.zeros((10, 80), np.int64))
+    with pytest.raises(VocoderError, match="NaN"):
+        v.vocode(np.full((10, 80), np.nan, np.float32))
+    with pytest.raises(VocoderError, match="0 frames"):
+        v.vocode(np.zeros((0, 80), np.float32))
+    with pytest.raises(VocoderError, match=r"mels\[1\]"):
+        v.vocode_batch([np.zeros((4, 80), np.float32), np.zeros((4, 81), np.float32)])
+    with pytest.raises(VocoderError, match="threads"):
+        Vocoder(Generator(**CAUSAL), 16000, threads=0)
+
+
+def test_from_voice_loads_checkpoint(tmp_path: Path) -> None:
+    torch.manual_seed(5)
+    g = Generator(**CAUSAL)
+    ckpt = tmp_path / "checkpoint_1000.pth"
+    torch.save({"model": {"generator": g.state_dict(), "discriminator": {}}, "steps": 1000}, ckpt)
+    cfg = {"Model": {"Generator": {"params": CAUSAL}}, "audio_config": {"sampling_rate": 16000}}
+    voice = SimpleNamespace(name="v", voc_config=cfg, voc_checkpoint=ckpt)
+    v = Vocoder.from_voice(voice)
+    (m,) = mels(5)
+    with torch.inference_mode():
+        expected = g.remove_weight_norm().eval()(torch.from_numpy(m.T)[None]).reshape(-1).numpy()
+    np.testing.assert_allclose(v.vocode(m), expected, rtol=0, atol=1e-6)
+    missing = SimpleNamespace(name="v", voc_config=cfg, voc_checkpoint=tmp_path / "nope.pth")
+    with pytest.raises(Exception, match=r"nope\.pth"):
+        Vocoder.from_voice(missing)
+
+
+JIK_SMALL = {
+    "resblock": "1",
+    "upsample_rates": [4, 4],
+    "upsample_kernel_sizes": [8, 8],
+    "upsample_initial_channel": 32,
+    "resblock_kernel_sizes": [3, 7, 11],
+    "resblock_dilation_sizes": [[1, 3, 5]] * 3,
+    "num_mels": 80,
+    "hop_size": 16,
+    "sampling_rate": 22050,
+}
+
+
+def test_jik876_loader(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    g = Jik876Generator(JIK_SMALL)
+    keys = list(g.state_dict())
+    assert keys[:3] == ["conv_pre.bias", "conv_pre.weight_g", "conv_pre.weight_v"]
+    assert "ups.1.weight_v" in keys and "resblocks.5.convs2.2.weight_g" in keys
+    (tmp_path / "config.json").write_text(json.dumps(JIK_SMALL))
+    torch.save({"generator": g.state_dict()}, tmp_path / "g.pth")
+    v = Vocoder.from_jik876(tmp_path / "g.pth", tmp_path / "config.json")
+    assert v.sample_rate == 22050 and v.hop_length == 16 and not v.causal
+    batch = mels(9, 4)
+    for m, o in zip(batch, v.vocode_batch(batch), strict=True):
+        assert o.shape == (len(m) * 16,)
+        np.testing.assert_allclose(o, v.vocode(m), atol=1e-6)
+    (tmp_path / "bad.json").write_text(json.dumps({**JIK_SMALL, "upsample_initial_channel": 64}))
+    with pytest.raises(VocoderError, match="does not match"):
+        Vocoder.from_jik876(tmp_path / "g.pth", tmp_path / "bad.json")
+    with pytest.raises(VocoderError, match="lacks"):
+        (tmp_path / "short.json").write_text(json.dumps({"resblock": "1"}))
+        Vocoder.from_jik876(tmp_path / "g.pth", tmp_path / "short.json")
