@@ -1,0 +1,93 @@
+"""engine.synthesizer (Ray-free pipeline) and the ``python -m engine synth`` CLI on the tiny random model."""
+
+from __future__ import annotations
+
+import io
+import itertools
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from engine.synthesizer import Synthesizer, timestamps_from_durations, unit_marks
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def synth(tiny_model_dir: Path) -> Synthesizer:
+    return Synthesizer(tiny_model_dir, threads=1)
+
+
+def test_synthesize_returns_audio_with_ordered_timestamps(synth: Synthesizer) -> None:
+    res = synth.synthesize("你好，世界。今天天气不错！")
+    assert res.sample_rate == 16000 and res.num_units == 2
+    assert res.audio.dtype == np.float32 and res.duration_s > 0.5
+    texts = [t for t, _, _ in res.timestamps]
+    assert texts == list("你好世界今天天气不错")
+    starts = [s for _, s, _ in res.timestamps]
+    assert starts == sorted(starts) and res.timestamps[-1][2] <= res.duration_s
+
+
+def test_batch_size_does_not_change_audio(synth: Synthesizer) -> None:
+    text = "第一句。第二句话。第三句话更长一些。"
+    a = synth.synthesize(text, batch_size=1).audio
+    b = synth.synthesize(text, batch_size=4).audio
+    assert a.shape == b.shape
+    np.testing.assert_allclose(a, b, atol=1e-3)
+
+
+def test_stream_matches_whole(synth: Synthesizer) -> None:
+    text = "流式输出应该和整句合成一致。"
+    chunks = list(synth.stream(text, chunk_frames=8))
+    assert len(chunks) >= 2
+    whole = synth.synthesize(text).audio
+    streamed = np.concatenate(chunks)
+    assert streamed.shape == whole.shape
+    np.testing.assert_allclose(streamed, whole, atol=1e-3)
+
+
+def test_speed_and_volume(synth: Synthesizer) -> None:
+    base = synth.synthesize("速度测试。")
+    fast = synth.synthesize("速度测试。", speed=2.0)
+    quiet = synth.synthesize("速度测试。", volume=0.5)
+    assert fast.duration_s < 0.75 * base.duration_s
+    np.testing.assert_allclose(quiet.audio, np.clip(base.audio * 0.5, -1, 1), atol=1e-5)
+
+
+def test_unknown_voice_is_a_clear_error(synth: Synthesizer) -> None:
+    with pytest.raises(Exception, match="nobody"):
+        synth.synthesize("你好", voice="nobody")
+
+
+def test_timestamps_from_durations() -> None:
+    stamps = timestamps_from_durations([("a", 0, 2), ("b", 2, 3)], np.array([2, 2, 4]), 1.0, 0.0125)
+    assert stamps == [("a", 1.0, 1.05), ("b", 1.05, 1.1)]
+
+
+def test_marks_split_shared_spans(synth: Synthesizer) -> None:
+    unit = synth.units("2024年")[0]
+    marks = unit_marks(unit)
+    assert [m[0] for m in marks] == ["二", "零", "二", "四", "年"]
+    assert all(a[2] <= b[1] for a, b in itertools.pairwise(marks))
+
+
+def test_cli_writes_decodable_file(tiny_model_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "x.flac"
+    proc = subprocess.run(
+        [sys.executable, "-m", "engine", "synth", "--model-dir", str(tiny_model_dir), "--text", "你好。",
+         "--out", str(out), "--threads", "1"],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    audio, sr = sf.read(io.BytesIO(out.read_bytes()))
+    assert sr == 16000 and len(audio) > 0 and "RTF" in proc.stdout
+    bad = subprocess.run(
+        [sys.executable, "-m", "engine", "synth", "--model-dir", str(tmp_path / "missing"), "--text", "你好",
+         "--out", str(tmp_path / "y.wav")],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert bad.returncode == 2 and "error:" in bad.stderr
