@@ -270,15 +270,6 @@ def audio_free_vocab_problems(state: dict) -> list[str]:
     return vocab_problems("v", sizes, state)
 
 
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    pytest.importorskip("engine.modeldir")
-    make = pytest.importorskip("engine.testing.make_model_dir")
-    out = tmp_path_factory.mktemp("compat") / "tiny"
-    subprocess.run([sys.executable, "-m", make.__name__, str(out), "--size", "tiny"], check=True, cwd=ROOT)
-    return out
-
-
 def _copy(src: Path, dst: Path) -> Path:
     import shutil
 
