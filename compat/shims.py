@@ -11,6 +11,7 @@ import importlib
 import importlib.util
 import sys
 import types
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -37,7 +38,9 @@ _MISSING = object()
 
 def _set_attrs(target: Any, values: dict[str, Any]) -> Undo:
     """Set only the attributes ``target`` does not already have; return an undo for exactly those."""
-    added = [name for name in values if name not in vars(target)]
+    with warnings.catch_warnings():  # numpy warns on hasattr(np, "object") etc.
+        warnings.simplefilter("ignore")
+        added = [name for name in values if not hasattr(target, name)]
     for name in added:
         setattr(target, name, values[name])
 
@@ -131,9 +134,9 @@ def _numpy_scalar_aliases() -> Undo:
     import numpy as np
 
     # NumPy 2 defines np.bool/np.long again (as NumPy scalar types): _set_attrs leaves those alone.
-    aliases = _numpy_aliases()
-    _numpy_added.update(name for name in aliases if name not in vars(np))
-    undo_attrs = _set_attrs(np, aliases)
+    before = set(vars(np))
+    undo_attrs = _set_attrs(np, _numpy_aliases())
+    _numpy_added.update(set(vars(np)) - before)
 
     def undo() -> None:
         undo_attrs()
