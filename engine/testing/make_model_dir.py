@@ -257,6 +257,8 @@ def write_model_dir(
         raise FileExistsError(f"{out} already exists (pass --force to replace it)")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny ops: one thread is fastest and immune to a busy machine
     try:
         _populate(tmp, size, voices, seed, causal)
         if out.exists():
@@ -265,6 +267,8 @@ def write_model_dir(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        torch.set_num_threads(threads)
     return out
 
 
