@@ -128,6 +128,8 @@ def start_serve(config_path: Path, port: int, metrics_port: int) -> None:
 
     os.environ.setdefault("RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S", "0.5")
     os.environ.setdefault("RAY_SERVE_HANDLE_AUTOSCALING_METRIC_PUSH_INTERVAL_S", "0.5")
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # private local cluster on 127.0.0.1
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     raw = yaml.safe_load(config_path.read_text())
     raw["http_options"]["port"] = port

@@ -81,6 +81,7 @@ def post(conn: http.client.HTTPConnection, path: str, body: dict[str, Any]) -> M
             n += len(chunk)
             if ttfa is None and n > WAV_HEADER:
                 ttfa = time.perf_counter() - start
+        resp.close()  # read1 leaves a fully read Content-Length response open: close it to reuse conn
         ok = resp.status == 200 and n > WAV_HEADER
         if not ok:
             error = f"HTTP {resp.status}, {n} bytes"
@@ -193,6 +194,8 @@ def start_ray(port: int) -> Any:
     import ray
     from ray.serve._private import api as serve_api
 
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # private local cluster on 127.0.0.1
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
     return serve_api.serve_start(http_options={"host": "127.0.0.1", "port": port})

@@ -1,0 +1,108 @@
+"""Benchmark helpers: seed-design server semantics, ratio tables, metrics parsing, autoscaling plot."""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import threading
+import time
+from http.server import ThreadingHTTPServer
+from pathlib import Path
+
+from benchmarks import autoscale_demo as demo
+from benchmarks import compare_seed as cmp
+from benchmarks.seed_server import make_handler
+
+
+class CountingSynth:
+    """Stands in for Synthesizer: records how many calls overlap."""
+
+    def __init__(self) -> None:
+        self.active = 0
+        self.max_active = 0
+        self.guard = threading.Lock()
+
+    def synthesize_bytes(self, text: str, fmt: str, **kw: object) -> tuple[bytes, int]:
+        with self.guard:
+            self.active += 1
+            self.max_active = max(self.max_active, self.active)
+        time.sleep(0.05)
+        with self.guard:
+            self.active -= 1
+        return b"RIFF" + bytes(40) + text.encode() * 20, 16000
+
+
+def test_seed_server_serialises_on_one_global_lock() -> None:
+    synth = CountingSynth()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(synth))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        port = server.server_address[1]
+        res = cmp.run_level(
+            "127.0.0.1",
+            port,
+            "/tts",
+            lambda t: {"text": t},
+            ["您好。", "再见。"],
+            "seed",
+            clients=4,
+            duration=0.5,
+        )
+        assert res.ok >= 8 and res.errors == 0
+        assert synth.max_active == 1  # four clients, yet never two syntheses at once
+        assert res.rps < 1 / 0.05 + 1  # throughput capped by the lock
+        conn = http.client.HTTPConnection("127.0.0.1", port)
+        conn.request("POST", "/tts", body=json.dumps({}).encode())
+        resp = conn.getresponse()
+        assert resp.status == 500 and b"text" in resp.read()  # missing field → error JSON, not a crash
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _level(variant: str, clients: int, rps: float, p95: float) -> cmp.LevelResult:
+    return cmp.LevelResult(
+        variant, clients, 10, 0, 10.0, rps, rps * 3, p95 / 2, p95, p95 * 1.2, p95 / 3, p95 / 2
+    )
+
+
+def test_ratio_table() -> None:
+    table = cmp.format_tables(
+        [_level("seed", 8, 0.5, 8000), _level("pipeline", 8, 1.0, 6000), _level("monolith", 8, 0.75, 9000)]
+    )
+    assert "| 8 | pipeline | 2.00 | 0.75 | 0.75 |" in table
+    assert "| 8 | monolith | 1.50 | 1.12 | 1.12 |" in table
+
+
+def test_parse_prometheus_sums_per_deployment() -> None:
+    text = "\n".join(
+        [
+            "# HELP ray_serve_deployment_queued_queries queued",
+            'ray_serve_deployment_queued_queries{app="tts",deployment="SambertAcoustic",handle="a"} 3.0',
+            'ray_serve_deployment_queued_queries{app="tts",deployment="SambertAcoustic",handle="b"} 2.0',
+            'ray_serve_replica_processing_queries{deployment="HifiGanVocoder",replica="x"} 1.0',
+            'ray_serve_other{deployment="HifiGanVocoder"} 9.0',
+        ]
+    )
+    names = {"ray_serve_deployment_queued_queries", "ray_serve_replica_processing_queries"}
+    got = demo.parse_prometheus(text, names)
+    assert got["ray_serve_deployment_queued_queries"] == {"SambertAcoustic": 5.0}
+    assert got["ray_serve_replica_processing_queries"] == {"HifiGanVocoder": 1.0}
+
+
+def test_autoscale_summary_and_plot(tmp_path: Path) -> None:
+    args = argparse.Namespace(warmup_seconds=10.0, spike_seconds=20.0)
+    counts = [1] * 12 + [2, 3, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4] + [4] * 5 + [2] * 5 + [1] * 10
+    samples = [
+        demo.Sample(float(t), {"SambertAcoustic": n, "TTSIngress": 1}, {"SambertAcoustic": n * 2.0}, {})
+        for t, n in enumerate(counts)
+    ]
+    summary = demo.summarize(samples, args)
+    assert summary["acoustic_before_spike"] == 1
+    assert summary["acoustic_max_during_spike"] == 4
+    assert summary["acoustic_min_after_spike"] == 1
+    history = [{"t": float(t), "users": 2.0 if t < 10 else 10.0, "rps": 1.0, "p95": 500.0} for t in range(40)]
+    png = tmp_path / "a.png"
+    demo.plot(samples, history, png, "test")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
