@@ -241,7 +241,7 @@ class AcousticModel:
         first = torch.repeat_interleave(torch.arange(reps.numel()), reps)[
             ::r
         ]  # token of each group's 1st frame
-        return torch.cat([lr_text.reshape(steps, -1), spk[first], emo[first]], dim=-1)
+        return torch.cat([lr_text.reshape(steps, r * text.size(1)), spk[first], emo[first]], dim=-1)
 
     def _decode_all(self, memories: list[Tensor], bands: list[int]) -> list[Tensor]:
         """Decode to the end; per item [M_b, r*num_mels] (``memories`` sorted longest first)."""

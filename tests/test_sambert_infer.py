@@ -1,0 +1,178 @@
+"""AcousticModel on the tiny random model: batching, streaming, controls, input errors, regression pins."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from engine.modeldir import load_model_dir
+from engine.sambert import AcousticInput, AcousticModel
+from engine.symbols import SymbolError
+from tests.test_sambert_model import GOLDEN
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def am(tiny_model_dir: Path) -> AcousticModel:
+    return AcousticModel.from_voice(load_model_dir(tiny_model_dir).default_voice, threads=1)
+
+
+@pytest.fixture(scope="module")
+def golden(am: AcousticModel) -> np.ndarray:
+    assert am.vocab is not None
+    return am.vocab.encode_line(GOLDEN)
+
+
+def random_ids(am: AcousticModel, n: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    cols = [rng.integers(0, 65, n), rng.integers(0, 7, n), rng.integers(0, 5, n), rng.integers(0, 5, n)]
+    return np.stack([*cols, np.ones(n, np.int64), np.zeros(n, np.int64)], axis=1)
+
+
+def test_golden_line_end_to_end(am: AcousticModel, golden: np.ndarray) -> None:
+    out = am.synthesize([AcousticInput(golden)])[0]
+    assert golden.shape == (22, 6)
+    assert out.mel.dtype == np.float32 and out.mel.shape == (int(out.durations.sum()), 80)
+    assert 4 <= out.durations.mean() <= 8
+    assert out.durations.min() >= 1
+    assert np.isfinite(out.mel).all() and out.mel.std() > 0.1
+    assert out.pitch.shape == out.energy.shape == (22,)
+
+
+def test_batched_equals_one_by_one(am: AcousticModel, golden: np.ndarray) -> None:
+    items = [
+        AcousticInput(golden),
+        AcousticInput(random_ids(am, 5, 1)),
+        AcousticInput(random_ids(am, 31, 2), speed=0.7),
+        AcousticInput(golden[:9], pitch_shift=0.3, speaker=2),
+        AcousticInput(random_ids(am, 1, 3)),
+    ]
+    batch = am.synthesize(items)
+    for item, got in zip(items, batch, strict=True):
+        alone = am.synthesize([item])[0]
+        np.testing.assert_array_equal(got.durations, alone.durations)
+        assert got.mel.shape == alone.mel.shape
+        np.testing.assert_allclose(got.mel, alone.mel, atol=1e-4, rtol=0)
+        np.testing.assert_allclose(got.pitch, alone.pitch, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("chunk", [1, 4, 7, 30, 10_000])
+def test_stream_concatenation_equals_full(am: AcousticModel, golden: np.ndarray, chunk: int) -> None:
+    full = am.synthesize([AcousticInput(golden)])[0]
+    stream = am.stream(AcousticInput(golden), chunk_frames=chunk)
+    assert stream.num_frames == full.mel.shape[0]
+    np.testing.assert_array_equal(stream.durations, full.durations)
+    chunks = list(stream)
+    assert all(c.dtype == np.float32 and c.shape[1] == 80 for c in chunks)
+    assert all(c.shape[0] == chunk for c in chunks[:-1]) and 0 < chunks[-1].shape[0] <= chunk
+    np.testing.assert_allclose(np.concatenate(chunks), full.mel, atol=1e-5, rtol=0)
+
+
+def test_stream_yields_before_decoding_ends(am: AcousticModel, golden: np.ndarray) -> None:
+    stream = am.stream(AcousticInput(golden), chunk_frames=6)
+    it = iter(stream)
+    first = next(it)
+    assert first.shape == (6, 80)
+    assert stream.num_frames > 60  # plenty still to come
+    with pytest.raises(RuntimeError, match="only once"):
+        iter(stream)
+
+
+def test_speed_scales_frames(am: AcousticModel, golden: np.ndarray) -> None:
+    base = am.synthesize([AcousticInput(golden)])[0]
+    fast = am.synthesize([AcousticInput(golden, speed=2.0)])[0]
+    slow = am.synthesize([AcousticInput(golden, speed=0.5)])[0]
+    n = base.mel.shape[0]
+    assert abs(fast.mel.shape[0] - n / 2) <= len(golden) / 2 + 1
+    assert abs(slow.mel.shape[0] - 2 * n) <= len(golden) / 2 + 1
+
+
+def test_duration_override(am: AcousticModel, golden: np.ndarray) -> None:
+    frames = np.arange(22) % 4 + 1.0
+    out = am.synthesize([AcousticInput(golden, durations=frames)])[0]
+    np.testing.assert_array_equal(out.durations, frames.astype(np.int64))
+    assert out.mel.shape[0] == frames.sum()
+    base = am.synthesize([AcousticInput(golden)])[0]
+    partial = np.full(22, -1.0)
+    partial[3] = 0.0  # drop one token, keep the predictions elsewhere
+    out = am.synthesize([AcousticInput(golden, durations=partial)])[0]
+    expected = base.durations.copy()
+    expected[3] = 0
+    np.testing.assert_array_equal(out.durations, expected)
+
+
+def test_pitch_energy_shift_and_overrides(am: AcousticModel, golden: np.ndarray) -> None:
+    base = am.synthesize([AcousticInput(golden)])[0]
+    shifted = am.synthesize([AcousticInput(golden, pitch_shift=1.0, energy_shift=-0.5)])[0]
+    np.testing.assert_allclose(shifted.pitch, base.pitch + 1.0, atol=1e-5)
+    np.testing.assert_allclose(shifted.energy, base.energy - 0.5, atol=1e-5)
+    n = min(shifted.mel.shape[0], base.mel.shape[0])
+    assert np.abs(shifted.mel[:n] - base.mel[:n]).max() > 1e-3
+    by_name = am.synthesize([AcousticInput(golden, emotion="happy", speaker="M7")])[0]
+    by_id = am.synthesize([AcousticInput(golden, emotion=5, speaker=4)])[0]
+    np.testing.assert_array_equal(by_name.mel, by_id.mel)
+    n = min(by_id.mel.shape[0], base.mel.shape[0])
+    assert np.abs(by_id.mel[:n] - base.mel[:n]).max() > 1e-3
+    # the emotion override keeps emotion_none on break tokens
+    ids = golden.copy()
+    ids[:, 4] = np.where(ids[:, 4] == 0, 0, 5)
+    ids[:, 5] = 4
+    np.testing.assert_array_equal(am.synthesize([AcousticInput(ids)])[0].mel, by_id.mel)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"ids": np.zeros((0, 6), np.int64)}, ValueError, "shape"),
+        ({"ids": np.zeros((3, 5), np.int64)}, ValueError, "shape"),
+        ({"ids": np.zeros((3, 6))}, ValueError, "integers"),
+        ({"ids": np.full((3, 6), 200)}, SymbolError, "sy id 200"),
+        ({"speed": 0.0}, ValueError, "speed"),
+        ({"pitch_shift": float("nan")}, ValueError, "pitch_shift"),
+        ({"durations": [1.0, 2.0]}, ValueError, "durations"),
+        ({"emotion": "ecstatic"}, SymbolError, "emotion"),
+        ({"speaker": 99}, SymbolError, "speaker id 99"),
+    ],
+)
+def test_bad_input_is_named(
+    am: AcousticModel, golden: np.ndarray, kwargs: dict, error: type, match: str
+) -> None:
+    args = {"ids": golden[:3]} | kwargs
+    with pytest.raises(error, match=match):
+        am.synthesize([AcousticInput(**args)])
+
+
+def test_zero_frames_gives_empty_mel(am: AcousticModel, golden: np.ndarray) -> None:
+    out = am.synthesize([AcousticInput(golden[:3], durations=[0, 0, 0]), AcousticInput(golden[:2])])
+    assert out[0].mel.shape == (0, 80)
+    assert out[1].mel.shape[0] > 0
+    assert list(am.stream(AcousticInput(golden[:3], durations=[0, 0, 0]))) == []
+
+
+# Pinned on the tiny random model (make_model_dir seed 0, default voice), computed once with this engine.
+PINS = {"frames": 144, "mel_mean": -0.031235, "mel_std": 0.635772, "mel_00": -0.230401, "pitch_0": 0.048578}
+
+
+def test_regression_pins(am: AcousticModel, golden: np.ndarray) -> None:
+    out = am.synthesize([AcousticInput(golden)])[0]
+    got = {
+        "frames": out.mel.shape[0],
+        "mel_mean": float(out.mel.mean()),
+        "mel_std": float(out.mel.std()),
+        "mel_00": float(out.mel[0, 0]),
+        "pitch_0": float(out.pitch[0]),
+    }
+    assert got["frames"] == PINS["frames"]
+    for key in ("mel_mean", "mel_std", "mel_00", "pitch_0"):
+        assert got[key] == pytest.approx(PINS[key], abs=1e-4), (key, got)
