@@ -69,11 +69,12 @@ ENV PATH=/opt/venv/bin:$PATH \
     RAY_USAGE_STATS_ENABLED=0 \
     HOME=/home/tts
 USER 10001:10001
-EXPOSE 8000 8265
+EXPOSE 8000
 # /health is the ingress liveness route; start-period covers Ray start + model load.
 HEALTHCHECK --interval=30s --timeout=10s --start-period=180s --retries=3 \
     CMD ["wget", "-q", "-T", "8", "-O", "/dev/null", "http://127.0.0.1:8000/health"]
 ENTRYPOINT ["tini", "--"]
 # Standalone mode: check the dependency stack and the model first (fail fast with a clear report), then
 # serve the local Serve config on this one node.
-CMD ["sh", "-c", "python -m compat doctor && exec serve run serve_app/config/local.yaml"]
+# Like `make run`: Ray token auth off (single node; only the Serve port 8000 is published).
+CMD ["sh", "-c", "python -m compat doctor && RAY_AUTH_MODE=disabled exec serve run serve_app/config/local.yaml"]
