@@ -147,7 +147,8 @@ class RayCluster:
         temp = self.workdir / f"ray{self.name[0]}{self.starts}"
         log = open(self.workdir / f"{self.name}-{self.starts}.log", "wb")  # noqa: SIM115 - lives with proc
         # Loopback-only test clusters: Ray token auth off, like `make run`.
-        env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled", "PYTHONPATH": str(REPO)}
+        env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
+        env["PYTHONPATH"] = str(REPO)
         self.proc = subprocess.Popen(
             [
                 sys.executable,
