@@ -38,6 +38,9 @@ from serve_app.models import (
     emotion_from_instructions,
 )
 from serve_app.pipeline import Pipeline, StreamSettings, Synthesized
+from serve_app.resilience import ResilientHandle, RetryPolicy
+from serve_app.security import SecurityMiddleware, SecuritySettings
+from serve_app.security import configure as configure_security
 
 __all__ = ["IngressSettings", "TTSIngress", "app"]
 
@@ -59,6 +62,12 @@ class IngressSettings:
     ready_timeout_s: float = 10.0
     log_text: bool = False
     stream: StreamSettings = field(default_factory=StreamSettings)
+    security: dict[str, Any] = field(default_factory=dict)  # serve_app.security.SecuritySettings
+    retry: dict[str, Any] = field(default_factory=dict)  # serve_app.resilience.RetryPolicy
+
+    def __post_init__(self) -> None:
+        SecuritySettings.from_dict(self.security)  # fail fast on typos (keys are loaded in the replica)
+        RetryPolicy.from_dict(self.retry)
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any] | None) -> "IngressSettings":
@@ -112,6 +121,7 @@ app = FastAPI(
     lifespan=_lifespan,
 )
 install_error_handlers(app)
+app.add_middleware(SecurityMiddleware)  # body limit, CORS, API keys, rate limits, security headers
 
 
 @serve.deployment(name="TTSIngress", max_ongoing_requests=64, max_queued_requests=128)
@@ -140,10 +150,12 @@ class TTSIngress:
             name: [s for s in spec.vocab.speaker if s not in ("_", "~", "@[MASK]")]
             for name, spec in directory.voices.items()
         }
+        self.security = configure_security(self.settings.security)
+        retry = RetryPolicy.from_dict(self.settings.retry)
         self.pipeline = Pipeline(
-            frontend,
-            acoustic,
-            vocoder,
+            ResilientHandle(frontend, "frontend", retry),  # type: ignore[arg-type]
+            ResilientHandle(acoustic, "acoustic", retry),  # type: ignore[arg-type]
+            ResilientHandle(vocoder, "vocoder", retry),  # type: ignore[arg-type]
             max_concurrent_units=self.settings.limits.max_concurrent_units,
             retry_after_s=self.settings.retry_after_s,
             stream=self.settings.stream,
