@@ -6,6 +6,8 @@ Request names follow ``"<kind> <length_class>"`` (see ``loadtests.users``), e.g.
 * overall fail ratio ≤ ``max_fail_ratio``;
 * p95 of every ``<kind> <length_class>`` entry ≤ the limit for its length class, except
 * p95 of ``stream-ttfa *`` entries (time to first audio) ≤ ``ttfa_p95_ms``;
+* p95 of ``stream-rtf *`` entries (stream time / audio duration, logged ×1000) ≤ ``rtf_p95``: above 1 a
+  listener's playback would stall;
 * at least ``min_requests`` requests were measured (a run that measured nothing must not pass).
 """
 
@@ -20,6 +22,9 @@ from typing import Any
 from loadtests.corpus import LENGTH_CLASSES
 
 TTFA_KIND = "stream-ttfa"
+RTF_KIND = "stream-rtf"
+DERIVED_KINDS = (TTFA_KIND, RTF_KIND)  # extra entries per streamed request, not requests of their own
+DEFAULT_RTF_P95 = 1.0
 DEFAULT_P95_MS: dict[str, float] = {"short": 4000.0, "medium": 8000.0, "long": 20000.0}
 DEFAULT_TTFA_P95_MS = 3000.0
 DEFAULT_FAIL_RATIO = 0.01
@@ -37,6 +42,7 @@ class SloConfig:
     max_fail_ratio: float = DEFAULT_FAIL_RATIO
     p95_ms: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_P95_MS))
     ttfa_p95_ms: float = DEFAULT_TTFA_P95_MS
+    rtf_p95: float = DEFAULT_RTF_P95
     min_requests: int = 1
 
     def __post_init__(self) -> None:
@@ -45,7 +51,7 @@ class SloConfig:
         unknown = set(self.p95_ms) - set(LENGTH_CLASSES)
         if unknown:
             raise SloConfigError(f"p95 limits for unknown classes {sorted(unknown)}; use {LENGTH_CLASSES}")
-        if any(v <= 0 for v in self.p95_ms.values()) or self.ttfa_p95_ms <= 0:
+        if any(v <= 0 for v in self.p95_ms.values()) or self.ttfa_p95_ms <= 0 or self.rtf_p95 <= 0:
             raise SloConfigError("latency limits must be > 0 ms")
         if self.min_requests < 0:
             raise SloConfigError("min_requests must be >= 0")
@@ -87,23 +93,26 @@ def split_name(name: str) -> tuple[str, str] | None:
 
 def evaluate(stats: Any, cfg: SloConfig) -> list[Check]:
     """Evaluate all gates on a ``locust.stats.RequestStats``."""
-    total = stats.total
-    n, ratio = total.num_requests, total.fail_ratio
+    real = [e for e in stats.entries.values() if (split_name(e.name) or ("",))[0] not in DERIVED_KINDS]
+    n = sum(e.num_requests for e in real)
+    ratio = sum(e.num_failures for e in real) / n if n else 0.0
     checks = [
-        Check("Aggregated", "requests", total.num_requests, cfg.min_requests, ok=n >= cfg.min_requests),
-        Check("Aggregated", "fail ratio", ratio, cfg.max_fail_ratio, ok=ratio <= cfg.max_fail_ratio),
+        Check("requests", "requests", n, cfg.min_requests, ok=n >= cfg.min_requests),
+        Check("requests", "fail ratio", ratio, cfg.max_fail_ratio, ok=ratio <= cfg.max_fail_ratio),
     ]
     for entry in sorted(stats.entries.values(), key=lambda e: e.name):
         parsed = split_name(entry.name)
         if parsed is None or entry.num_requests == 0:
             continue
         kind, length_class = parsed
-        limit = cfg.ttfa_p95_ms if kind == TTFA_KIND else cfg.p95_ms.get(length_class)
-        if limit is None:
-            continue
         p95 = float(entry.get_response_time_percentile(0.95))
-        metric = "TTFA p95 ms" if kind == TTFA_KIND else "p95 ms"
-        checks.append(Check(entry.name, metric, p95, limit, p95 <= limit))
+        if kind == TTFA_KIND:
+            checks.append(Check(entry.name, "TTFA p95 ms", p95, cfg.ttfa_p95_ms, p95 <= cfg.ttfa_p95_ms))
+        elif kind == RTF_KIND:
+            rtf = p95 / 1000
+            checks.append(Check(entry.name, "RTF p95", rtf, cfg.rtf_p95, rtf <= cfg.rtf_p95))
+        elif (limit := cfg.p95_ms.get(length_class)) is not None:
+            checks.append(Check(entry.name, "p95 ms", p95, limit, p95 <= limit))
     return checks
 
 
@@ -127,8 +136,8 @@ def format_summary(stats: Any, checks: list[Check]) -> str:
     rows.append("")
     rows.append(f"{'SLO gate':<22}{'metric':<14}{'value':>10}{'limit':>10}  verdict")
     for c in checks:
-        value = f"{c.value:.4f}" if c.metric == "fail ratio" else f"{c.value:.0f}"
-        limit = f"{c.limit:.4f}" if c.metric == "fail ratio" else f"{c.limit:.0f}"
+        digits = 4 if c.metric == "fail ratio" else 2 if c.metric == "RTF p95" else 0
+        value, limit = f"{c.value:.{digits}f}", f"{c.limit:.{digits}f}"
         rows.append(f"{c.name:<22}{c.metric:<14}{value:>10}{limit:>10}  {'ok' if c.ok else 'MISSED'}")
     missed = sum(not c.ok for c in checks)
     rows.append(f"SLO result: {'PASS' if not missed else f'FAIL ({missed} gate(s) missed)'}")
@@ -160,6 +169,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="p95 limit of time to first audio for streaming requests",
     )
     group.add_argument(
+        "--slo-rtf-p95",
+        type=float,
+        env_var="SLO_RTF_P95",
+        default=DEFAULT_RTF_P95,
+        help="p95 of streamed time / audio duration (>1: playback stalls)",
+    )
+    group.add_argument(
         "--slo-min-requests", type=int, env_var="SLO_MIN_REQUESTS", default=1, help="min requests measured"
     )
 
@@ -171,11 +187,13 @@ def config_from_options(options: Any | None) -> SloConfig:
             max_fail_ratio=float(os.environ.get("SLO_FAIL_RATIO", DEFAULT_FAIL_RATIO)),
             p95_ms=parse_class_limits(os.environ.get("SLO_P95_MS", "")),
             ttfa_p95_ms=float(os.environ.get("SLO_TTFA_P95_MS", DEFAULT_TTFA_P95_MS)),
+            rtf_p95=float(os.environ.get("SLO_RTF_P95", DEFAULT_RTF_P95)),
             min_requests=int(os.environ.get("SLO_MIN_REQUESTS", 1)),
         )
     return SloConfig(
         max_fail_ratio=options.slo_fail_ratio,
         p95_ms=parse_class_limits(options.slo_p95_ms or ""),
         ttfa_p95_ms=options.slo_ttfa_p95_ms,
+        rtf_p95=options.slo_rtf_p95,
         min_requests=options.slo_min_requests,
     )

@@ -31,9 +31,16 @@ CHAT_EMOTIONS = {"neutral": 50, "happy": 35, "sad": 8, "surprise": 7}
 NOTICE_EMOTIONS = {"neutral": 85, "happy": 10, "sad": 5}
 APOLOGY_EMOTIONS = {"sad": 60, "neutral": 40}  # apologies sound apologetic whatever the channel
 
-# Bytes before the first audio sample in a streamed body (raw formats have none).
-HEADER_BYTES = {"wav": 44, "pcm": 0, "mulaw": 0, "alaw": 0}
-MAGIC = {"wav": (b"RIFF",), "flac": (b"fLaC",), "ogg": (b"OggS",), "mp3": (b"ID3", b"\xff\xfb", b"\xff\xf3")}
+# Streamed formats: WAV containers (16-bit wav; 8-bit G.711 μ-law/A-law at 8 kHz) and raw 16-bit pcm.
+WAV_CONTAINERS = ("wav", "mulaw", "alaw")
+BYTES_PER_SAMPLE = {"wav": 2, "pcm": 2, "mulaw": 1, "alaw": 1}
+MAGIC = {
+    **{f: (b"RIFF",) for f in WAV_CONTAINERS},
+    "flac": (b"fLaC",),
+    "ogg": (b"OggS",),
+    "mp3": (b"ID3", b"\xff\xfb", b"\xff\xf3"),
+}
+MIN_HEADER = {"wav": 44, "mulaw": 44, "alaw": 44}
 
 
 def weighted_choice(rng: random.Random, weights: Mapping[str, float]) -> str:
@@ -52,9 +59,18 @@ def choose_emotion(
     return emotion
 
 
+def audio_offset(head: bytes, fmt: str) -> int | None:
+    """Byte offset of the first audio sample: past the WAV ``data`` chunk header for WAV containers
+    (μ-law/A-law WAVs carry extra ``fact`` chunks), 0 for raw formats; None while not yet known."""
+    if fmt not in WAV_CONTAINERS:
+        return 0
+    idx = head.find(b"data", 12)
+    return None if idx < 0 or len(head) < idx + 8 else idx + 8
+
+
 def check_audio(body: bytes, fmt: str, sample_rate: int | None) -> str | None:
     """Return a problem description, or None when ``body`` plausibly is ``fmt`` audio."""
-    if len(body) <= HEADER_BYTES.get(fmt, 0) + 16:
+    if len(body) <= MIN_HEADER.get(fmt, 0) + 16:
         return f"{fmt} body too short ({len(body)} bytes)"
     magics = MAGIC.get(fmt)
     if magics and not body.startswith(magics):
@@ -149,15 +165,16 @@ class TTSUser(HttpUser):
                 resp.failure(error_text(resp))
                 self._backoff(resp)
                 return
-            received, first_ms, head = 0, None, b""
+            received, first_ms, head, offset = 0, None, b"", None
             try:
                 for chunk in resp.iter_content(chunk_size=None):
                     if not chunk:
                         continue
-                    if len(head) < 64:
-                        head += chunk[:64]
+                    if offset is None:
+                        head += chunk
+                        offset = audio_offset(head[:4096], fmt)
                     received += len(chunk)
-                    if first_ms is None and received > HEADER_BYTES.get(fmt, 0):
+                    if first_ms is None and offset is not None and received > offset:
                         first_ms = (time.perf_counter() - start) * 1000
             except Exception as exc:  # connection reset / chunked encoding errors mid-stream
                 resp.request_meta["response_time"] = (time.perf_counter() - start) * 1000
@@ -167,20 +184,27 @@ class TTSUser(HttpUser):
             resp.request_meta["response_time"] = total_ms
             resp.request_meta["response_length"] = received
             magics = MAGIC.get(fmt)
-            if first_ms is None:
+            if first_ms is None or offset is None:
                 resp.failure(f"stream ended without audio ({received} bytes)")
             elif magics and not head.startswith(magics):
                 resp.failure(f"{fmt} stream has wrong magic {head[:4]!r}")
             else:
                 resp.success()
-                self.environment.events.request.fire(
-                    request_type="POST",
-                    name=f"stream-ttfa {length_class}",
-                    response_time=first_ms,
-                    response_length=0,
-                    exception=None,
-                    context={},
-                )
+                self._fire(f"stream-ttfa {length_class}", first_ms)
+                rate = 8000 if fmt in ("mulaw", "alaw") else (sample_rate or 16000)
+                audio_s = (received - offset) / (rate * BYTES_PER_SAMPLE.get(fmt, 2))
+                if audio_s > 0:  # real-time factor x1000: > 1000 means playback would stall
+                    self._fire(f"stream-rtf {length_class}", total_ms / audio_s)
+
+    def _fire(self, name: str, value_ms: float) -> None:
+        self.environment.events.request.fire(
+            request_type="POST",
+            name=name,
+            response_time=value_ms,
+            response_length=0,
+            exception=None,
+            context={},
+        )
 
     def seed_tts(self, length_class: str) -> None:
         """Seed-compatible ``POST /tts {text, emotion, speed}`` → wav."""

@@ -17,7 +17,14 @@ try:
 
     from loadtests import shapes, slo
     from loadtests.corpus import LENGTH_CLASSES, CorpusError, load_corpus, parse_corpus
-    from loadtests.users import CHAT_EMOTIONS, IVR_EMOTIONS, check_audio, choose_emotion, weighted_choice
+    from loadtests.users import (
+        CHAT_EMOTIONS,
+        IVR_EMOTIONS,
+        audio_offset,
+        check_audio,
+        choose_emotion,
+        weighted_choice,
+    )
 finally:
     if _saved is None:
         del os.environ["LOCUST_SKIP_MONKEY_PATCH"]
@@ -85,7 +92,8 @@ def test_check_audio_validates_magic_and_sample_rate() -> None:
     assert "sample rate 8000 != requested 16000" in (check_audio(wav, "wav", 16000) or "")
     assert "wrong magic" in (check_audio(b"XXXX" + b"\0" * 100, "flac", None) or "")
     assert "too short" in (check_audio(b"RIFF", "wav", None) or "")
-    assert check_audio(bytes(200), "mulaw", 8000) is None
+    assert check_audio(b"RIFF" + bytes(200), "mulaw", 8000) is None
+    assert check_audio(bytes(200), "pcm", 16000) is None
 
 
 # -- shapes ------------------------------------------------------------------------------------------
@@ -161,9 +169,30 @@ def test_slo_gate_uses_p95_per_class_and_fail_ratio() -> None:
     checks = {(c.name, c.metric): c for c in slo.evaluate(stats, slo.SloConfig(max_fail_ratio=0.01))}
     assert not checks[("tts medium", "p95 ms")].ok
     assert checks[("tts short", "p95 ms")].ok
-    assert not checks[("Aggregated", "fail ratio")].ok
+    assert not checks[("requests", "fail ratio")].ok
     relaxed = slo.evaluate(stats, slo.SloConfig(max_fail_ratio=0.05, p95_ms={"medium": 10000}))
     assert all(c.ok for c in relaxed)
+
+
+def test_slo_gate_rtf_and_fail_ratio_over_real_requests_only() -> None:
+    # 10 streamed requests, 1 failed: TTFA/RTF entries must not dilute the 10 % failure ratio
+    stats = _stats(
+        {"stream-total short": [900] * 9, "stream-ttfa short": [90] * 9, "stream-rtf short": [1200] * 9},
+        {"stream-total short": 1},
+    )
+    checks = {(c.name, c.metric): c for c in slo.evaluate(stats, slo.SloConfig(max_fail_ratio=0.05))}
+    assert checks[("requests", "fail ratio")].value == pytest.approx(0.1)
+    assert checks[("requests", "requests")].value == 10
+    rtf = checks[("stream-rtf short", "RTF p95")]
+    assert rtf.value == pytest.approx(1.2) and not rtf.ok  # slower than real time: playback stalls
+    assert slo.evaluate(stats, slo.SloConfig(max_fail_ratio=0.2, rtf_p95=1.5))[-1].ok
+
+
+def test_audio_offset_finds_the_wav_data_chunk() -> None:
+    mulaw_head = b"RIFF" + bytes(4) + b"WAVEfmt " + bytes(22) + b"fact" + bytes(8) + b"data" + bytes(4)
+    assert audio_offset(mulaw_head, "mulaw") == len(mulaw_head)
+    assert audio_offset(mulaw_head[:20], "mulaw") is None  # header not complete yet
+    assert audio_offset(b"", "pcm") == 0
 
 
 def test_slo_gate_fails_a_run_that_measured_nothing() -> None:

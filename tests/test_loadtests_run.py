@@ -23,10 +23,11 @@ MAGIC = {"wav": b"RIFF", "flac": b"fLaC", "ogg": b"OggS", "mp3": b"ID3\x04"}
 
 
 def fake_audio(fmt: str, sample_rate: int) -> bytes:
-    """Bytes that pass the harness's format checks (header magic, wav sample rate)."""
-    if fmt == "wav":
-        header = b"RIFF" + bytes(20) + sample_rate.to_bytes(4, "little") + bytes(16)
-        return header + bytes(3200)
+    """Bytes that pass the harness's format checks (magic, wav sample rate, WAV data chunk)."""
+    if fmt in ("wav", "mulaw", "alaw"):
+        fact = b"fact" + bytes(8) if fmt != "wav" else b""  # G.711 WAVs carry a fact chunk
+        fmt_chunk = b"fmt " + bytes(4) + bytes(4) + sample_rate.to_bytes(4, "little") + bytes(12)
+        return b"RIFF" + bytes(4) + b"WAVE" + fmt_chunk + fact + b"data" + bytes(4) + bytes(3200)
     return MAGIC.get(fmt, b"") + bytes(1600)
 
 
