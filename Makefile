@@ -7,7 +7,7 @@ MODEL_DIR ?= $(TTS_MODEL_DIR)
 PYTEST_FLAGS ?=
 
 .PHONY: install lock lock-upgrade run test test-full bench bench-engine bench-frontend bench-serve lint doctor clean \
-	loadtest loadtest-spike soak bench-compare autoscale-demo
+	loadtest loadtest-spike soak bench-compare autoscale-demo helm-lint helm-render tools security-scan failover-test
 
 $(PY):
 	python3.11 -m venv $(VENV)
@@ -90,3 +90,27 @@ autoscale-demo: $(PY)
 
 clean:
 	rm -rf .pytest_cache .ruff_cache build models/_generated
+
+# Helm chart (helm/tts) with the real Helm v4 engine from the helm-sdkpy wheel, offline (see helm/README.md).
+HELM_OUT ?= build/helm
+helm-lint: $(PY)
+	$(PY) -m tests.k8s.render lint
+
+helm-render: $(PY)
+	$(PY) -m tests.k8s.render render --out $(HELM_OUT)
+
+# checkov lives in its own venv: its pins (packaging, networkx, ...) conflict with the app's.
+TOOLS_VENV ?= .venv-tools
+$(TOOLS_VENV)/bin/checkov: requirements-tools.lock
+	python3.11 -m venv $(TOOLS_VENV)
+	$(TOOLS_VENV)/bin/pip install -q --no-deps --require-hashes -r requirements-tools.lock
+	touch $@
+
+tools: $(TOOLS_VENV)/bin/checkov
+
+security-scan: helm-render tools
+	$(TOOLS_VENV)/bin/checkov -d $(HELM_OUT) --config-file helm/checkov.yaml
+
+# Loopback failover drill: two Ray clusters behind the chart's nginx gateway; kill, fail over, fail back.
+failover-test: $(PY)
+	$(PY) -m tests.k8s.failover

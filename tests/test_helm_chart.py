@@ -284,9 +284,15 @@ def test_in_cluster_ha_and_capacity_invariants(value_set: str) -> None:
         # max_replicas_per_node 1 => the ceiling needs as many worker pods
         assert auto["max_replicas"] <= group["maxReplicas"] * dep["max_replicas_per_node"]
         slice_cpus += dep["ray_actor_options"]["num_cpus"]
-    assert slice_cpus <= float(group["rayStartParams"]["num-cpus"]), (
-        "one replica of every stage fits a worker"
-    )
+    assert slice_cpus <= float(group["rayStartParams"]["num-cpus"]), "one replica per stage must fit a pod"
+    # torch threads per replica never exceed the CPUs Ray reserves for it
+    (app,) = serve_config(value_set)["applications"]
+    cpus = {d["name"]: d["ray_actor_options"]["num_cpus"] for d in app["deployments"]}
+    stage_of = {"frontend": "TextFrontend", "acoustic": "SambertAcoustic", "vocoder": "HifiGanVocoder"}
+    for key, threads in app["args"]["threads"].items():
+        assert threads <= max(1, cpus[stage_of[key]]), f"{key}: {threads} threads > num_cpus"
+    resources = pod["containers"][0]["resources"]
+    assert float(resources["limits"]["cpu"]) == float(group["rayStartParams"]["num-cpus"])
     pdbs = {o["metadata"]["name"]: o for o in by_kind(rendered(value_set), "PodDisruptionBudget")}
     assert pdbs["tts-ray-workers"]["spec"]["selector"]["matchLabels"]["tts.example.com/ray-node"] == "worker"
 
