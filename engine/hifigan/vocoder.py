@@ -2,6 +2,8 @@
 
 Weights are loaded strictly in weight-norm form and folded; everything runs under ``torch.inference_mode``.
 ``threads`` sets torch's intra-op thread count (process-wide, as torch has no per-module setting).
+``precision="bf16"`` (opt-in) runs the generator under CPU bfloat16 autocast: faster on CPUs with
+AVX-512 BF16, but not bit-faithful (see benchmarks/bench_vocoder.py for its error); the default is float32.
 """
 
 from __future__ import annotations
@@ -62,9 +64,13 @@ class Vocoder:
         sample_rate: int,
         threads: int | None = None,
         n_mels: int = 80,
+        precision: str = "fp32",
     ) -> None:
         if threads is not None and threads < 1:
             raise VocoderError(f"threads must be >= 1, got {threads}")
+        if precision not in ("fp32", "bf16"):
+            raise VocoderError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
+        self.precision = precision
         model.remove_weight_norm()
         model.eval().requires_grad_(False)
         self.model = model
@@ -78,7 +84,11 @@ class Vocoder:
     # ---- construction ----
     @classmethod
     def from_config(
-        cls, voc_config: dict[str, Any], state_dict: Mapping[str, Tensor], threads: int | None = None
+        cls,
+        voc_config: dict[str, Any],
+        state_dict: Mapping[str, Tensor],
+        threads: int | None = None,
+        precision: str = "fp32",
     ) -> Vocoder:
         """Build from a ``voc/config.yaml`` dict and a weight-norm state dict (loaded strictly)."""
         try:
@@ -91,14 +101,14 @@ class Vocoder:
             raise VocoderError(f"vocoder checkpoint does not match voc/config.yaml: {e}") from e
         audio = voc_config.get("audio_config") or {}
         sample_rate = int(audio.get("sampling_rate", 16000))
-        return cls(model, sample_rate, threads, n_mels=model.in_channels)
+        return cls(model, sample_rate, threads, n_mels=model.in_channels, precision=precision)
 
     @classmethod
-    def from_voice(cls, voice: Any, threads: int | None = None) -> Vocoder:
+    def from_voice(cls, voice: Any, threads: int | None = None, precision: str = "fp32") -> Vocoder:
         """Build from an ``engine.modeldir.VoiceSpec`` (``voc_config`` dict, ``voc_checkpoint`` path)."""
         path = Path(voice.voc_checkpoint)
         try:
-            return cls.from_config(voice.voc_config, _load_checkpoint_file(path), threads)
+            return cls.from_config(voice.voc_config, _load_checkpoint_file(path), threads, precision)
         except VocoderError as e:
             raise VocoderError(f"voice {getattr(voice, 'name', '?')!r}, {path}: {e}") from e
 
@@ -128,10 +138,14 @@ class Vocoder:
             raise VocoderError(f"{what} contains NaN or infinite values")
         return torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32).T)
 
+    def _autocast(self) -> torch.autocast:
+        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision == "bf16")
+
     def _run(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
-        if lengths is not None and isinstance(self.model, Generator):
-            return self.model(x, lengths)
-        return self.model(x)
+        with self._autocast():
+            if lengths is not None and isinstance(self.model, Generator):
+                return self.model(x, lengths).float()
+            return self.model(x).float()
 
     @torch.inference_mode()
     def vocode(self, mel: np.ndarray) -> np.ndarray:
@@ -212,7 +226,9 @@ class StreamingVocoder:
         if self.vocoder.causal:
             assert isinstance(self.vocoder.model, Generator)
             self._emitted = self._received
-            return self.vocoder.model.forward_stream(x[None], self._cache).reshape(-1).numpy().copy()
+            with self.vocoder._autocast():
+                y = self.vocoder.model.forward_stream(x[None], self._cache)
+            return y.float().reshape(-1).numpy().copy()
         self._buffer = torch.cat((self._buffer, x), dim=1)
         return self._emit(self._received - self.context_frames)
 
