@@ -185,3 +185,17 @@ def test_jik876_loader(tmp_path: Path) -> None:
     with pytest.raises(VocoderError, match="lacks"):
         (tmp_path / "short.json").write_text(json.dumps({"resblock": "1"}))
         Vocoder.from_jik876(tmp_path / "g.pth", tmp_path / "short.json")
+
+
+def test_from_voice_with_generated_model_dir(tmp_path: Path) -> None:
+    """End to end with the project's model-dir writer and loader (random tiny weights, both variants)."""
+    modeldir = pytest.importorskip("engine.modeldir")
+    writer = pytest.importorskip("engine.testing.make_model_dir")
+    for causal in (True, False):
+        root = writer.write_model_dir(tmp_path / f"m{int(causal)}", size="tiny", voices=["a"], causal=causal)
+        voice = next(iter(modeldir.load_model_dir(root).voices.values()))
+        v = Vocoder.from_voice(voice, threads=2)
+        assert v.causal is causal
+        (m,) = mels(6)
+        y = v.vocode(m)
+        assert y.shape == (6 * v.hop_length,) and np.isfinite(y).all()
