@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
                 path = args.out / f"{name}.yaml"
                 path.write_text(manifest)
                 kinds = [d["kind"] for d in yaml.safe_load_all(manifest) if d]
-                print(f"helm render {name}: {len(kinds)} objects -> {path.relative_to(REPO)}")
+                print(f"helm render {name}: {len(kinds)} objects -> {path}")
     except HelmFailure as exc:
         print(exc, file=sys.stderr)
         return 1
