@@ -113,7 +113,7 @@ def serve_instance(tiny_model_dir: Path) -> Iterator[ServeInstance]:
         ray.shutdown()
 
 
-def _wait_running(name: str, timeout_s: float = 120.0) -> None:
+def _wait_running(name: str, timeout_s: float = 300.0) -> None:
     import time
 
     from ray import serve
