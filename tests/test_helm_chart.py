@@ -53,6 +53,14 @@ def test_helm_lint_passes(value_set: str) -> None:
     lint(value_set)
 
 
+def test_helm_lint_catches_a_broken_template(tmp_path: Path) -> None:
+    chart = tmp_path / "tts"
+    shutil.copytree(CHART_DIR, chart, symlinks=False)
+    (chart / "templates" / "broken.yaml").write_text("{{ if }}\n")
+    with pytest.raises(HelmFailure, match=r"templates/"):
+        lint("default", chart)
+
+
 @pytest.mark.parametrize("value_set", list(VALUE_SETS))
 def test_builtin_objects_validate_strict(value_set: str) -> None:
     objs = rendered(value_set)

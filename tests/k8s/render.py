@@ -92,25 +92,28 @@ def render_objects(value_set: str = "default", extra: dict[str, Any] | None = No
     return [doc for doc in yaml.safe_load_all(render_manifest(value_set, extra)) if doc]
 
 
-def lint(value_set: str = "default") -> dict[str, Any]:
-    """Helm lint of the chart with a value set; raises HelmFailure on errors."""
+def lint(value_set: str = "default", chart_dir: Path = CHART_DIR) -> dict[str, Any]:
+    """Helm lint of the chart with a value set; raises HelmFailure on warnings and errors."""
     import helm_sdkpy
 
     with tempfile.TemporaryDirectory(prefix="helm-lint-") as tmp:
-        chart = CHART_DIR
+        chart = chart_dir
         if VALUE_SETS[value_set]:
-            chart = Path(tmp) / CHART_DIR.name
-            shutil.copytree(CHART_DIR, chart, symlinks=False)  # resolves files/serve-config.yaml
+            chart = Path(tmp) / chart_dir.name
+            shutil.copytree(chart_dir, chart, symlinks=False)  # resolves files/serve-config.yaml
             (chart / "values.yaml").write_text(yaml.safe_dump(effective_values(value_set), sort_keys=False))
         config = helm_sdkpy.Configuration(namespace=NAMESPACE)
         try:
             result = asyncio.run(helm_sdkpy.Lint(config).run(str(chart)))
         except helm_sdkpy.HelmError as exc:
             raise HelmFailure(f"helm lint ({value_set}) failed: {exc}") from exc
-    messages = result.get("messages") or []
-    errors = [m for m in messages if str(m.get("severity", "")).lower() in ("error", "2", "3")]
-    if errors or result.get("errors"):
-        raise HelmFailure(f"helm lint ({value_set}) reported errors: {result}")
+    # Helm's support.Message severities: 1 info, 2 warning, 3 error. Warnings fail too (`helm lint --strict`).
+    # helm-sdkpy passes Go errors through as `{}`, so only severity and path are known.
+    messages = result.get("Messages") or []
+    bad = [m for m in messages if int(m.get("Severity", 0)) >= 2]
+    if bad or result.get("Errors"):
+        where = ", ".join(f"{m.get('Path')} (severity {m.get('Severity')})" for m in bad) or "unknown"
+        raise HelmFailure(f"helm lint ({value_set}) failed in {where}: {result}")
     return result
 
 
@@ -125,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
         for name in sets:
             if args.action == "lint":
                 result = lint(name)
-                print(f"helm lint {name}: ok ({len(result.get('messages') or [])} messages)")
+                infos = [f"{m.get('Path')}" for m in result.get("Messages") or []]
+                print(f"helm lint {name}: ok (info: {', '.join(infos) or 'none'})")
             else:
                 manifest = render_manifest(name)
                 args.out.mkdir(parents=True, exist_ok=True)
