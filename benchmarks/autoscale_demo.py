@@ -174,7 +174,7 @@ def run_locust(base_url: str, args: argparse.Namespace, prefix: Path) -> subproc
         "-H", base_url, "--shape", "spike", "-u", str(args.users), "-r", str(args.users),
         "--warmup-seconds", str(args.warmup_seconds), "--spike-seconds", str(args.spike_seconds),
         "--recovery-seconds", str(args.recovery_seconds), "--spike-multiplier", str(args.multiplier),
-        "--csv", str(prefix), "--html", f"{prefix}.html", "--only-summary",
+        "--csv", str(prefix), "--csv-full-history", "--html", f"{prefix}.html", "--only-summary",
         # the demo shows scaling; SLO verdicts are printed but must not abort the picture
         "--slo-fail-ratio", "1",
     ]  # fmt: skip
@@ -189,7 +189,10 @@ def _num(row: dict[str, str], key: str) -> float:
 
 
 def load_history(path: Path, t0: float) -> list[dict[str, float]]:
-    """Per-second Aggregated rows of locust's ``*_stats_history.csv``: t, users, rps, p95 (10-s window)."""
+    """Per-second Aggregated rows of locust's ``*_stats_history.csv``: t, users, rps, p95.
+
+    With ``--csv-full-history`` locust writes *current* percentiles (a sliding ~10-s window), not
+    cumulative ones, so the p95 curve follows the load."""
     rows = []
     with path.open() as f:
         for r in csv.DictReader(f):
@@ -206,7 +209,13 @@ def load_history(path: Path, t0: float) -> list[dict[str, float]]:
     return rows
 
 
-def plot(samples: list[Sample], history: list[dict[str, float]], png: Path, title: str) -> None:
+def plot(
+    samples: list[Sample],
+    history: list[dict[str, float]],
+    png: Path,
+    title: str,
+    spike: tuple[float, float] | None = None,
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -235,6 +244,8 @@ def plot(samples: list[Sample], history: list[dict[str, float]], png: Path, titl
     axes[3].set_xlabel("seconds since load start")
     for a in axes:
         a.grid(alpha=0.3)
+        if spike is not None:
+            a.axvspan(*spike, color="orange", alpha=0.12)
     fig.suptitle(title)
     fig.tight_layout()
     png.parent.mkdir(parents=True, exist_ok=True)
@@ -242,9 +253,9 @@ def plot(samples: list[Sample], history: list[dict[str, float]], png: Path, titl
     plt.close(fig)
 
 
-def summarize(samples: list[Sample], args: argparse.Namespace) -> dict[str, Any]:
-    """Acoustic replica counts before, during (max) and after the spike."""
-    spike_start = args.warmup_seconds
+def summarize(samples: list[Sample], args: argparse.Namespace, offset: float = 0.0) -> dict[str, Any]:
+    """Acoustic replica counts before, during (max) and after the spike (``offset``: load start in s)."""
+    spike_start = offset + args.warmup_seconds
     spike_end = spike_start + args.spike_seconds
     acoustic = [(s.t, s.replicas.get("SambertAcoustic", 0)) for s in samples]
 
@@ -301,8 +312,10 @@ def main(argv: list[str] | None = None) -> int:
         f"Spike x{args.multiplier:g} ({args.users}->{round(args.users * args.multiplier)} users), "
         f"2-CPU local Ray, {args.config.name}"
     )
-    plot(sampler.samples, history, png, title)
-    summary = summarize(sampler.samples, args)
+    offset = history[0]["t"] if history else 0.0  # locust's start-up before its first tick
+    spike = (offset + args.warmup_seconds, offset + args.warmup_seconds + args.spike_seconds)
+    plot(sampler.samples, history, png, title, spike)
+    summary = summarize(sampler.samples, args, offset)
     Path(f"{args.out}.json").write_text(
         json.dumps({"summary": summary, "samples": [s.__dict__ for s in sampler.samples]}, indent=1)
     )
