@@ -186,33 +186,38 @@ class _Method:
         owner = self._owner
 
         def make() -> Any:
-            return getattr(owner.handle, self._name).remote(*args, **kwargs)
+            return getattr(owner._handle, self._name).remote(*args, **kwargs)
 
-        stage = f"{owner.stage}.{self._name}"
-        cls = _RetryingStream if owner.stream else _RetryingCall
-        return cls(make, stage, owner.policy, owner.stats)
+        stage = f"{owner._stage}.{self._name}"
+        cls = _RetryingStream if owner._streaming else _RetryingCall
+        return cls(make, stage, owner._policy, owner._stats)
 
 
 class ResilientHandle:
-    """A ``DeploymentHandle`` look-alike (``.method.remote(...)``, ``.options(...)``) with retries."""
+    """A ``DeploymentHandle`` look-alike (``.method.remote(...)``, ``.options(...)``) with retries.
+
+    Its own attributes are underscored so they never shadow a deployment method (``stream``...).
+    """
 
     def __init__(
         self,
         handle: Any,
         stage: str,
         policy: RetryPolicy | None = None,
-        stream: bool = False,
+        streaming: bool = False,
         stats: RetryStats | None = None,
     ) -> None:
-        self.handle = handle
-        self.stage = stage
-        self.policy = policy or RetryPolicy()
-        self.stream = stream
-        self.stats = stats or RetryStats()
+        self._handle = handle
+        self._stage = stage
+        self._policy = policy or RetryPolicy()
+        self._streaming = streaming
+        self._stats = stats or RetryStats()
 
     def options(self, **kwargs: Any) -> ResilientHandle:
-        stream = bool(kwargs.get("stream", self.stream))
-        return ResilientHandle(self.handle.options(**kwargs), self.stage, self.policy, stream, self.stats)
+        streaming = bool(kwargs.get("stream", self._streaming))
+        return ResilientHandle(
+            self._handle.options(**kwargs), self._stage, self._policy, streaming, self._stats
+        )
 
     def __getattr__(self, name: str) -> _Method:
         if name.startswith("_"):

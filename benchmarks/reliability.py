@@ -1,0 +1,554 @@
+"""Reliability scenarios (overload, replica kills, graceful drain, soak) and the ``make reliability`` table.
+
+The tests in ``tests/test_reliability_*.py`` run the same scenario functions on the shared test Serve
+instance (tiny model) and assert on the returned :class:`Row`; ``python -m benchmarks.reliability`` starts
+its own local Ray, deploys the apps with the full-size random model and prints one table row per scenario.
+
+Usage: ``python -m benchmarks.reliability [--model-dir DIR] [--quick]``;
+``python -m benchmarks.reliability --soak-minutes 30`` is ``make soak-rss``.
+Loads are bounded in concurrency and time and target 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import itertools
+import os
+import statistics
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+SENTENCES = [
+    "您好，这里是智能客服中心，请问有什么可以帮您？",
+    "您的订单已经发货，预计明天下午送达。",
+    "为了保障您的账户安全，请不要向任何人透露验证码。",
+    "感谢您的耐心等待，我们会尽快为您处理。",
+]
+LONG_TEXT = "。".join(SENTENCES * 6) + "。"
+STAGES = ("TextFrontend", "SambertAcoustic", "HifiGanVocoder")
+_counter = itertools.count()
+
+
+def unique_text(i: int | None = None) -> str:
+    """A short sentence made unique (a ticket number) so the result cache never answers it."""
+    n = next(_counter) if i is None else i
+    return f"{SENTENCES[n % len(SENTENCES)]}工单{n}号。"
+
+
+def pct(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+# ----------------------------------------------------------------------------------------------- load
+@dataclass
+class Sample:
+    start: float  # monotonic
+    latency: float
+    status: int  # 0 = transport error / client timeout
+    retry_after: str | None
+
+
+@dataclass
+class LoadStats:
+    samples: list[Sample] = field(default_factory=list)
+    errors: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def sent(self) -> int:
+        return len(self.samples)
+
+    @property
+    def ok(self) -> list[Sample]:
+        return [s for s in self.samples if s.status == 200]
+
+    @property
+    def rejected(self) -> list[Sample]:
+        """Load-shedding answers: 429/503 (Retry-After checked separately)."""
+        return [s for s in self.samples if s.status in (429, 503)]
+
+    def failed(self, allow_rejections: bool) -> list[Sample]:
+        bad = [s for s in self.samples if s.status != 200]
+        return [s for s in bad if s.status not in (429, 503)] if allow_rejections else bad
+
+    def statuses(self) -> dict[int, int]:
+        return dict(sorted(Counter(s.status for s in self.samples).items()))
+
+    def p95(self, which: str = "ok") -> float:
+        return pct([s.latency for s in getattr(self, which)], 95)
+
+
+async def drive(
+    base_url: str,
+    concurrency: int,
+    duration_s: float,
+    *,
+    path: str = "/api/tts",
+    body: Callable[[int], dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+    timeout_s: float = 60.0,
+    stop: threading.Event | None = None,
+) -> LoadStats:
+    """``concurrency`` closed-loop clients POSTing for ``duration_s`` (no think time)."""
+    stats = LoadStats()
+    make = body or (lambda i: {"text": unique_text(i), "format": "pcm"})
+    seq = itertools.count()
+    limits = httpx.Limits(max_connections=concurrency + 4, max_keepalive_connections=concurrency + 4)
+    async with httpx.AsyncClient(base_url=base_url, timeout=timeout_s, limits=limits) as client:
+        end = time.monotonic() + duration_s
+
+        async def worker() -> None:
+            while time.monotonic() < end and not (stop and stop.is_set()):
+                t0 = time.monotonic()
+                try:
+                    r = await client.post(path, json=make(next(seq)), headers=headers)
+                    status, retry = r.status_code, r.headers.get("retry-after")
+                    if status not in (200, 429, 503):
+                        stats.errors[f"{status}: {r.text[:120]}"] += 1
+                    elif status != 200 and len(stats.errors) < 20:
+                        stats.errors[f"{status}: {r.text[:80]}"] += 1
+                except httpx.HTTPError as exc:
+                    status, retry = 0, None
+                    stats.errors[type(exc).__name__] += 1
+                stats.samples.append(Sample(t0, time.monotonic() - t0, status, retry))
+
+        await asyncio.gather(*[worker() for _ in range(concurrency)])
+    return stats
+
+
+def sequential(base_url: str, n: int, path: str = "/api/tts", timeout_s: float = 60.0) -> list[Sample]:
+    out = []
+    with httpx.Client(base_url=base_url, timeout=timeout_s) as client:
+        for _ in range(n):
+            t0 = time.monotonic()
+            try:
+                r = client.post(path, json={"text": unique_text(), "format": "pcm"})
+                status, retry = r.status_code, r.headers.get("retry-after")
+            except httpx.HTTPError:
+                status, retry = 0, None
+            out.append(Sample(t0, time.monotonic() - t0, status, retry))
+    return out
+
+
+# ------------------------------------------------------------------------------------------ replicas
+def replica_names(app: str, deployment: str) -> list[str]:
+    """Named replica actors of ``app``/``deployment`` (namespace ``serve``); works without the dashboard."""
+    import ray
+
+    prefix = f"SERVE_REPLICA::{app}#{deployment}#"
+    return sorted(
+        a["name"]
+        for a in ray.util.list_named_actors(all_namespaces=True)
+        if a["namespace"] == "serve" and a["name"].startswith(prefix)
+    )
+
+
+def kill_replica(app: str, deployment: str) -> str:
+    """``ray.kill`` one replica actor (no restart by Ray: Serve's controller must replace it)."""
+    import ray
+
+    names = replica_names(app, deployment)
+    if not names:
+        raise RuntimeError(f"no replica of {app}/{deployment} to kill")
+    ray.kill(ray.get_actor(names[0], namespace="serve"), no_restart=True)
+    return names[0]
+
+
+def running_replicas(app: str, deployment: str) -> int:
+    from ray import serve
+
+    status = serve.status().applications.get(app)
+    if status is None or deployment not in status.deployments:
+        return 0
+    return int(status.deployments[deployment].replica_states.get("RUNNING", 0))
+
+
+def replica_pids(app: str) -> dict[str, int]:
+    """``{process title: pid}`` for this app's replica processes (Linux /proc; Ray sets the title)."""
+    out: dict[str, int] = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            title = (proc / "cmdline").read_bytes().split(b"\0")[0].decode("utf-8", "replace")
+        except OSError:
+            continue
+        if title.startswith(f"ray::ServeReplica:{app}:"):
+            out[f"{title.split(':', 3)[-1].split()[0]}:{proc.name}"] = int(proc.name)
+    return out
+
+
+def rss_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+def app_rss(app: str) -> dict[str, float]:
+    return {name: rss_mb(pid) for name, pid in replica_pids(app).items()}
+
+
+def retry_log_lines(app: str) -> int:
+    """Stage-call retries logged by this app's ingress replicas (``tts.resilience``) in this Ray session."""
+    import ray
+
+    try:
+        logs = Path(ray._private.worker._global_node.get_session_dir_path()) / "logs" / "serve"
+    except Exception:
+        return -1
+    n = 0
+    for f in logs.glob(f"replica_{app}_TTSIngress_*.log"):
+        with contextlib.suppress(OSError):
+            text = f.read_text("utf-8", "replace")
+            n += sum("replica died" in line or "replica failed" in line for line in text.splitlines())
+    return n
+
+
+# ------------------------------------------------------------------------------------------- results
+@dataclass
+class Row:
+    test: str
+    load: str
+    faults: str
+    sent: int
+    failed: int
+    p95_s: float
+    recovery_s: float | None = None
+    rss_growth_pct: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def cells(self) -> list[str]:
+        rec = "-" if self.recovery_s is None else f"{self.recovery_s:.1f} s"
+        rss = "-" if self.rss_growth_pct is None else f"{self.rss_growth_pct:+.1f} %"
+        return [
+            self.test,
+            self.load,
+            self.faults,
+            str(self.sent),
+            str(self.failed),
+            f"{self.p95_s:.2f} s",
+            rec,
+            rss,
+        ]
+
+
+HEADER = ["test", "load", "faults injected", "requests", "failed", "p95", "recovery", "RSS growth"]
+
+
+def table(rows: list[Row]) -> str:
+    cells = [HEADER] + [r.cells() for r in rows]
+    widths = [max(len(c[i]) for c in cells) for i in range(len(HEADER))]
+    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |" for row in cells]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------ scenarios
+def overload(url: str, app: str, capacity: int, factor: int = 6, duration_s: float = 10.0) -> Row:
+    """Drive ``factor × capacity`` closed-loop clients; rejections must be fast and carry Retry-After."""
+    base = sequential(url, 3)
+    rss0 = app_rss(app)
+    stats = asyncio.run(drive(url, capacity * factor, duration_s, timeout_s=60))
+    time.sleep(1.0)
+    after = sequential(url, 3)
+    rss1 = app_rss(app)
+    common = [k for k in rss0 if k in rss1]
+    growth_mb = max((rss1[k] - rss0[k] for k in common), default=0.0)
+    growth_pct = max(((rss1[k] - rss0[k]) / rss0[k] * 100 for k in common), default=0.0)
+    rej = stats.rejected
+    return Row(
+        "overload",
+        f"{capacity * factor} clients = {factor}x capacity, {duration_s:.0f} s",
+        "-",
+        stats.sent,
+        len(stats.failed(allow_rejections=True)),
+        stats.p95("ok"),
+        rss_growth_pct=growth_pct,
+        extra={
+            "admitted": len(stats.ok),
+            "rejected": len(rej),
+            "rejected_without_retry_after": sum(1 for s in rej if not s.retry_after),
+            "reject_p95_s": stats.p95("rejected"),
+            "reject_max_s": max((s.latency for s in rej), default=float("nan")),
+            "baseline_p50_s": statistics.median(s.latency for s in base),
+            "after_ok": sum(s.status == 200 for s in after),
+            "after_p50_s": statistics.median(s.latency for s in after),
+            "rss_growth_mb": growth_mb,
+            "statuses": stats.statuses(),
+            "errors": dict(stats.errors.most_common(5)),
+        },
+    )
+
+
+def faults(
+    url: str,
+    app: str,
+    targets: list[str],
+    concurrency: int = 3,
+    warmup_s: float = 3.0,
+    gap_s: float = 8.0,
+    recover_timeout_s: float = 90.0,
+) -> Row:
+    """Steady load; kill one replica of each deployment in ``targets`` (``gap_s`` apart); measure failures
+    and recovery (time until Serve reports the deployment back at its replica count)."""
+    stop = threading.Event()
+    result: dict[str, LoadStats] = {}
+    total = warmup_s + gap_s * len(targets) + 2.0
+    thread = threading.Thread(
+        target=lambda: result.setdefault("s", asyncio.run(drive(url, concurrency, total, stop=stop))),
+        daemon=True,
+    )
+    start_counts = {t: running_replicas(app, t) for t in targets}
+    retries0 = retry_log_lines(app)
+    thread.start()
+    time.sleep(warmup_s)
+    recoveries: dict[str, float] = {}
+    killed: list[str] = []
+    for target in targets:
+        t_kill = time.monotonic()
+        victim = kill_replica(app, target)
+        killed.append(victim)
+        deadline = t_kill + recover_timeout_s
+        while time.monotonic() < deadline:  # the victim is gone AND a replacement is RUNNING
+            names = replica_names(app, target)
+            if victim not in names and running_replicas(app, target) >= start_counts[target]:
+                break
+            time.sleep(0.1)
+        recoveries[target] = time.monotonic() - t_kill
+        rest = gap_s - (time.monotonic() - t_kill)
+        if rest > 0:
+            time.sleep(rest)
+    thread.join(total + 120)
+    stop.set()
+    stats = result["s"]
+    failed = stats.failed(allow_rejections=False)
+    retries = retry_log_lines(app) - retries0
+    short = {"TTSIngress": "ingress", "TextFrontend": "frontend", "SambertAcoustic": "acoustic"}
+    return Row(
+        "replica kill",
+        f"{concurrency} clients, {total:.0f} s",
+        "ray.kill " + ", ".join(short.get(t, "vocoder") for t in targets),
+        stats.sent,
+        len(failed),
+        stats.p95("ok"),
+        recovery_s=max(recoveries.values(), default=None),
+        extra={
+            "recoveries_s": recoveries,
+            "stage_call_retries": retries,
+            "killed": killed,
+            "fail_pct": 100.0 * len(failed) / max(1, stats.sent),
+            "statuses": stats.statuses(),
+            "errors": dict(stats.errors.most_common(5)),
+        },
+    )
+
+
+def drain(
+    url: str, app: str, deployment: str, replicas: int, options: dict[str, Any], args: dict[str, Any]
+) -> Row:
+    """Long in-flight requests while ``deployment`` is scaled ``replicas → 1`` (graceful replica shutdown):
+    every in-flight request must still complete with 200."""
+    from ray import serve
+
+    from serve_app.graph import build_app
+
+    async def long_requests() -> list[Sample]:
+        async with httpx.AsyncClient(base_url=url, timeout=120) as client:
+
+            async def one(i: int) -> Sample:
+                t0 = time.monotonic()
+                r = await client.post("/api/tts", json={"text": f"{LONG_TEXT}第{i}次。", "format": "pcm"})
+                return Sample(t0, time.monotonic() - t0, r.status_code, None)
+
+            return list(await asyncio.gather(*[one(i) for i in range(2 * replicas)]))
+
+    box: dict[str, list[Sample]] = {}
+    thread = threading.Thread(target=lambda: box.setdefault("s", asyncio.run(long_requests())), daemon=True)
+    thread.start()
+    time.sleep(1.0)  # requests are in flight on every replica
+    t0 = time.monotonic()
+    new_opts = dict(args.get("options", {}))
+    new_opts[deployment] = {**options, "num_replicas": 1}
+    serve._run(build_app({**args, "options": new_opts}), name=app, route_prefix=None, _blocking=False)
+    thread.join(300)
+    samples = box.get("s", [])
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and running_replicas(app, deployment) != 1:
+        time.sleep(0.2)
+    return Row(
+        "graceful drain",
+        f"{len(samples)} long requests in flight",
+        f"scale {deployment} {replicas}->1",
+        len(samples),
+        sum(s.status != 200 for s in samples),
+        pct([s.latency for s in samples], 95),
+        recovery_s=time.monotonic() - t0,
+        extra={"statuses": dict(Counter(s.status for s in samples))},
+    )
+
+
+def soak(url: str, app: str, minutes: float, concurrency: int = 2, warmup_s: float = 60.0) -> Row:
+    """Steady load for ``minutes``; RSS per replica sampled after warm-up and at the end."""
+    total = minutes * 60.0
+    warm = min(warmup_s, total / 3)
+    stats_w = asyncio.run(drive(url, concurrency, warm))
+    rss0 = app_rss(app)
+    samples: list[dict[str, float]] = [rss0]
+    stats = LoadStats(list(stats_w.samples), stats_w.errors)
+    end = time.monotonic() + total - warm
+    while time.monotonic() < end:
+        chunk = asyncio.run(drive(url, concurrency, min(30.0, end - time.monotonic())))
+        stats.samples += chunk.samples
+        stats.errors.update(chunk.errors)
+        samples.append(app_rss(app))
+    rss1 = samples[-1]
+    growth = {k: (rss1[k] - rss0[k]) / rss0[k] * 100 for k in rss0 if k in rss1}
+    return Row(
+        "soak",
+        f"{concurrency} clients, {minutes:g} min",
+        "-",
+        stats.sent,
+        len(stats.failed(allow_rejections=False)),
+        stats.p95("ok"),
+        rss_growth_pct=max(growth.values(), default=float("nan")),
+        extra={
+            "rss_growth_by_replica_pct": growth,
+            "rss_start_mb": rss0,
+            "rss_end_mb": rss1,
+            "replicas_seen": len(rss0),
+            "errors": dict(stats.errors.most_common(5)),
+        },
+    )
+
+
+# ---------------------------------------------------------------------------------------- app configs
+def _stage(num_cpus: float, **extra: Any) -> dict[str, Any]:
+    return {"ray_actor_options": {"num_cpus": num_cpus}, **extra}
+
+
+def overload_args(model_dir: str, capacity: int = 2) -> dict[str, Any]:
+    """Deliberately small capacity: ``capacity`` syntheses admitted per ingress, short stage queues."""
+    small = {"max_ongoing_requests": 2, "max_queued_requests": 4}
+    return {
+        "model_dir": model_dir,
+        "threads": {"frontend": 1, "acoustic": 1, "vocoder": 1},
+        "ingress": {"max_inflight": capacity, "cache_max_entries": 0, "retry_after_s": 1},
+        "options": {
+            "TTSIngress": _stage(0.1, num_replicas=1, max_ongoing_requests=64, max_queued_requests=16),
+            **{s: _stage(0.1, num_replicas=1, **small) for s in STAGES},
+        },
+    }
+
+
+def chaos_args(model_dir: str, replicas: int = 2) -> dict[str, Any]:
+    """Two replicas of every deployment (the HA shape) so a killed replica has a live peer."""
+    opts = {"num_replicas": replicas, "max_ongoing_requests": 16, "max_queued_requests": 64}
+    return {
+        "model_dir": model_dir,
+        "threads": {"frontend": 1, "acoustic": 1, "vocoder": 1},
+        "ingress": {"cache_max_entries": 0},
+        "options": {name: _stage(0.1, **opts) for name in ("TTSIngress", *STAGES)},
+    }
+
+
+def soak_args(model_dir: str) -> dict[str, Any]:
+    opts = {"num_replicas": 1, "max_ongoing_requests": 16, "max_queued_requests": 64}
+    return {
+        "model_dir": model_dir,
+        "threads": {"frontend": 1, "acoustic": 1, "vocoder": 1},
+        "ingress": {"cache_max_entries": 64},
+        "options": {name: _stage(0.1, **opts) for name in ("TTSIngress", *STAGES)},
+    }
+
+
+# ------------------------------------------------------------------------------------------------ main
+def _start(model_dir: str) -> str:
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
+    import ray
+    from ray import serve
+
+    from tests._reliability import free_port
+
+    port = free_port()
+    ray.init(
+        num_cpus=8,
+        include_dashboard=False,
+        log_to_driver=False,
+        namespace="tts-reliability",
+        runtime_env={"env_vars": {"RAY_AUTH_MODE": "disabled", "PYTHONPATH": os.environ["PYTHONPATH"]}},
+    )
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    return f"http://127.0.0.1:{port}"
+
+
+def _deploy(name: str, args: dict[str, Any]) -> str:
+    from tests._reliability import deploy
+
+    deploy(name, f"/{name}", args, timeout_s=600)
+    return f"/{name}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model-dir", default=None, help="model dir (default: generated full-size random voice)")
+    p.add_argument("--size", default="full", choices=["full", "tiny"])
+    p.add_argument("--quick", action="store_true", help="shorter runs (a few minutes in total)")
+    p.add_argument("--soak-minutes", type=float, default=None, help="only run the soak (make soak-rss)")
+    a = p.parse_args(argv)
+    from serve_app.graph import ensure_model_dir
+
+    model_dir = ensure_model_dir(a.model_dir, a.size)
+    base = _start(model_dir)
+    rows: list[Row] = []
+    ok = True
+    try:
+        if a.soak_minutes is not None:
+            url = base + _deploy("soak", soak_args(model_dir))
+            row = soak(url, "soak", a.soak_minutes)
+            rows.append(row)
+            ok = row.failed == 0 and (row.rss_growth_pct or 0.0) <= 5.0
+        else:
+            url = base + _deploy("overload", overload_args(model_dir))
+            rows.append(overload(url, "overload", capacity=2, duration_s=10 if a.quick else 20))
+            from tests._reliability import undeploy
+
+            undeploy("overload")
+            chaos = chaos_args(model_dir)
+            url = base + _deploy("chaos", chaos)
+            rows.append(
+                faults(url, "chaos", ["HifiGanVocoder", "SambertAcoustic", "TextFrontend", "TTSIngress"])
+            )
+            rows.append(drain(url, "chaos", "TTSIngress", 2, chaos["options"]["TTSIngress"], chaos))
+            undeploy("chaos")
+            url = base + _deploy("soak", soak_args(model_dir))
+            rows.append(soak(url, "soak", 1.0 if a.quick else 2.0, warmup_s=20))
+        print()
+        print(table(rows))
+        for r in rows:
+            print(f"  {r.test}: {r.extra}")
+    finally:
+        import ray
+
+        ray.shutdown()
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
