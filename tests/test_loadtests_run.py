@@ -88,7 +88,9 @@ def locust_cmd(host: str, report: Path, *extra: str) -> list[str]:
 
 
 def test_harness_passes_and_fails_on_slo(fake_service: str, tmp_path: Path) -> None:
-    ok = subprocess.Popen(locust_cmd(fake_service, tmp_path / "ok"), stdout=subprocess.PIPE, text=True)
+    lenient = ("--slo-p95-ms", "short=60000,medium=60000,long=60000", "--slo-ttfa-p95-ms", "60000")
+    ok_cmd = locust_cmd(fake_service, tmp_path / "ok", *lenient, "--slo-rtf-p95", "100")
+    ok = subprocess.Popen(ok_cmd, stdout=subprocess.PIPE, text=True)
     tight_cmd = locust_cmd(fake_service, tmp_path / "tight", "--slo-p95-ms", "short=1,medium=1,long=1")
     tight = subprocess.Popen([*tight_cmd, "--slo-ttfa-p95-ms", "1"], stdout=subprocess.PIPE, text=True)
     ok_out, _ = ok.communicate(timeout=60)

@@ -13,6 +13,12 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+# This run checks the harness and the API contract (fail ratio stays at the default 1 %), not speed: latency
+# limits are loose so a busy CI machine cannot make it flaky.
+LENIENT_LATENCY = (
+    "--slo-p95-ms", "short=120000,medium=120000,long=120000",
+    "--slo-ttfa-p95-ms", "120000", "--slo-rtf-p95", "100",
+)  # fmt: skip
 
 
 @pytest.mark.serve
@@ -21,7 +27,7 @@ def test_tiny_locust_run_against_test_service(serve_instance, tmp_path: Path) ->
     cmd = [
         sys.executable, "-m", "locust", "-f", str(ROOT / "loadtests" / "locustfile.py"), "--headless",
         "-H", serve_instance.url, "-u", "9", "-r", "9", "-t", "5s", "--shape", "steady", "--only-summary",
-        "--csv", str(report), "--html", f"{report}.html",
+        "--csv", str(report), "--html", f"{report}.html", *LENIENT_LATENCY,
     ]  # fmt: skip
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=ROOT)
     out = run.stdout + run.stderr
