@@ -7,7 +7,6 @@ import json
 import re
 import shutil
 import subprocess
-import sys
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -182,7 +181,7 @@ def test_serve_config_is_valid_for_ray_serve(value_set: str) -> None:
     assert {d.name for d in app.deployments} == set(STAGES)
 
 
-def test_serve_config_names_exist_in_code(tmp_path: Path) -> None:
+def test_serve_config_names_exist_in_code(tiny_model_dir: Path) -> None:
     """import_path resolves to the app builder and every configured deployment is built by it."""
     from ray._common.utils import import_attr
     from ray.serve._private.api import call_user_app_builder_with_args_if_necessary
@@ -192,15 +191,8 @@ def test_serve_config_names_exist_in_code(tmp_path: Path) -> None:
     (app_cfg,) = cfg["applications"]
     builder = import_attr(app_cfg["import_path"])
     args = dict(app_cfg["args"])
-    # The pods' /models path does not exist here: build against a generated tiny model directory.
-    subprocess.run(
-        [sys.executable, "-m", "engine.testing.make_model_dir", str(tmp_path / "m"), "--size", "tiny"],
-        check=True,
-        cwd=REPO,
-        capture_output=True,
-        timeout=120,
-    )
-    args["model_dir"] = str(tmp_path / "m")
+    # The pods' /models path does not exist here: build against the session's tiny model directory.
+    args["model_dir"] = str(tiny_model_dir)
     app = call_user_app_builder_with_args_if_necessary(builder, args)
     built = build_app(app, name=app_cfg["name"])
     names = {d.name for d in built.deployments}
