@@ -8,6 +8,7 @@ The model directory is generated once into ``models/_generated/full`` (git-ignor
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import statistics
 import time
@@ -100,12 +101,23 @@ def syllable_line(vocab: LinguisticVocab, syllables: int, seed: int = 0) -> np.n
 
 
 def timed(fn: Callable[[], object], repeat: int) -> tuple[float, object]:
+    """Median wall time over ``repeat`` runs (and the last result)."""
     times, result = [], None
     for _ in range(repeat):
         start = time.perf_counter()
         result = fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times), result
+
+
+def cpu_timed(fn: Callable[[], object], repeat: int) -> float:
+    """Median process CPU time: on a shared machine this is the cost without time spent waiting for a core."""
+    times = []
+    for _ in range(repeat):
+        start = time.process_time()
+        fn()
+        times.append(time.process_time() - start)
+    return statistics.median(times)
 
 
 def acoustic_breakdown(am: AcousticModel, ids: np.ndarray) -> dict[str, float]:
@@ -151,10 +163,15 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [int(s) for s in args.syllables.split(",")]
     lines = {n: syllable_line(voice.vocab, n, seed=n) for n in sizes}
     am.synthesize([AcousticInput(lines[sizes[0]][:20])])  # warm-up
-    print(f"torch {torch.__version__}, threads={args.threads}, model={args.model_dir}")
+    load = os.getloadavg()[0]
+    print(f"torch {torch.__version__}, threads={args.threads}, model={args.model_dir}, load avg {load:.1f}")
+    if load > os.cpu_count():
+        print(
+            f"WARNING: load average {load:.1f} > {os.cpu_count()} cores: wall times are inflated (see am_cpu)"
+        )
     print(
         f"{'syll':>5} {'tokens':>6} {'frames':>6} {'audio_s':>7} {'am_s':>6} {'front':>6} {'dec':>6} "
-        f"{'post':>6} {'ms/step':>7} {'band':>4} {'voc_s':>6} {'am_rtf':>6} {'rtf':>6}"
+        f"{'post':>6} {'ms/step':>7} {'band':>4} {'voc_s':>6} {'am_rtf':>6} {'rtf':>6} {'am_cpu':>6}"
     )
     for n in sizes:
         ids = lines[n]
@@ -164,10 +181,12 @@ def main(argv: list[str] | None = None) -> int:
         mel = out.mel  # type: ignore[attr-defined]
         audio_s = mel.shape[0] * HOP / SR
         voc_s = timed(lambda mel=mel: voc.vocode(mel), args.repeat)[0] if voc else float("nan")
+        am_cpu = cpu_timed(lambda ids=ids: am.synthesize([AcousticInput(ids)]), args.repeat)
         print(
             f"{n:>5} {len(ids):>6} {mel.shape[0]:>6} {audio_s:>7.2f} {am_s:>6.3f} {part['front']:>6.3f} "
             f"{part['decoder']:>6.3f} {part['postnet']:>6.3f} {1000 * part['decoder'] / part['steps']:>7.3f} "
-            f"{int(part['band']):>4} {voc_s:>6.3f} {am_s / audio_s:>6.3f} {(am_s + voc_s) / audio_s:>6.3f}"
+            f"{int(part['band']):>4} {voc_s:>6.3f} {am_s / audio_s:>6.3f} {(am_s + voc_s) / audio_s:>6.3f} "
+            f"{am_cpu:>6.3f}"
         )
 
     n = 100 if 100 in lines else sizes[0]
