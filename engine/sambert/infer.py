@@ -132,11 +132,12 @@ class AcousticModel:
     # ------------------------------------------------------------------ helpers
     @contextlib.contextmanager
     def _threads(self) -> Iterator[None]:
-        if not self.threads:
+        """Run with ``self.threads`` intra-op threads (torch's setting is process-wide), then restore it."""
+        previous = torch.get_num_threads()
+        if not self.threads or previous == self.threads:
             yield
             return
         with _THREAD_LOCK:
-            previous = torch.get_num_threads()
             torch.set_num_threads(self.threads)
         try:
             yield
