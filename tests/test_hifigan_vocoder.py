@@ -199,3 +199,17 @@ def test_from_voice_with_generated_model_dir(tmp_path: Path) -> None:
         (m,) = mels(6)
         y = v.vocode(m)
         assert y.shape == (6 * v.hop_length,) and np.isfinite(y).all()
+
+
+def test_bf16_mode_is_close_but_opt_in() -> None:
+    v32 = make_vocoder(NONCAUSAL, seed=4)
+    torch.manual_seed(4)
+    cfg = {"Model": {"Generator": {"params": NONCAUSAL}}}
+    v16 = Vocoder.from_config(cfg, Generator(**NONCAUSAL).state_dict(), precision="bf16")
+    assert v32.precision == "fp32" and v16.precision == "bf16"
+    batch = mels(12, 7)
+    y32, y16 = v32.vocode(batch[0]), v16.vocode(batch[0])
+    assert y16.dtype == np.float32 and 0 < np.abs(y16 - y32).max() < 0.1
+    np.testing.assert_allclose(v16.vocode_batch(batch)[1], v16.vocode(batch[1]), atol=1e-2)
+    with pytest.raises(VocoderError, match="precision"):
+        Vocoder(Generator(**CAUSAL), 16000, precision="fp16")

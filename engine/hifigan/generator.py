@@ -134,7 +134,7 @@ class Generator(nn.Module):
         fold_weight_norm(self)
         return self
 
-    def _masks(self, lengths: Tensor | None, frames: int) -> dict[int, Tensor] | None:
+    def _masks(self, lengths: Tensor | None, frames: int, dtype: torch.dtype) -> dict[int, Tensor] | None:
         """Per-rate masks [B, 1, frames * rate] for batched non-causal inference (None when not needed)."""
         if lengths is None or self.causal:
             return None
@@ -144,7 +144,7 @@ class Generator(nn.Module):
         return {
             r: (torch.arange(frames * r, device=lengths.device)[None, :] < (lengths[:, None] * r))
             .unsqueeze(1)
-            .to(torch.float32)
+            .to(dtype)
             for r in rates
         }
 
@@ -155,7 +155,7 @@ class Generator(nn.Module):
         conv input past an item's end is zeroed, as the zero padding of a single run would be. Causal models
         need no mask.
         """
-        masks = self._masks(lengths, mel.shape[-1])
+        masks = self._masks(lengths, mel.shape[-1], mel.dtype)
 
         def m(x: Tensor, rate: int) -> Tensor:
             return x if masks is None else x * masks[rate]

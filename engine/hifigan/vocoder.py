@@ -2,8 +2,8 @@
 
 Weights are loaded strictly in weight-norm form and folded; everything runs under ``torch.inference_mode``.
 ``threads`` sets torch's intra-op thread count (process-wide, as torch has no per-module setting).
-``precision="bf16"`` (opt-in) runs the generator under CPU bfloat16 autocast: faster on CPUs with
-AVX-512 BF16, but not bit-faithful (see benchmarks/bench_vocoder.py for its error); the default is float32.
+``precision="bf16"`` (opt-in) converts the weights and activations to bfloat16: for CPUs with AVX-512
+BF16, not faithful to the reference (see benchmarks/bench_vocoder.py for its error); the default is float32.
 """
 
 from __future__ import annotations
@@ -73,6 +73,8 @@ class Vocoder:
         self.precision = precision
         model.remove_weight_norm()
         model.eval().requires_grad_(False)
+        self._dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+        model.to(self._dtype)
         self.model = model
         self.sample_rate = int(sample_rate)
         self.hop_length = int(model.hop_length)
@@ -138,14 +140,11 @@ class Vocoder:
             raise VocoderError(f"{what} contains NaN or infinite values")
         return torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32).T)
 
-    def _autocast(self) -> torch.autocast:
-        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision == "bf16")
-
     def _run(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
-        with self._autocast():
-            if lengths is not None and isinstance(self.model, Generator):
-                return self.model(x, lengths).float()
-            return self.model(x).float()
+        x = x.to(self._dtype)
+        if lengths is not None and isinstance(self.model, Generator):
+            return self.model(x, lengths).float()
+        return self.model(x).float()
 
     @torch.inference_mode()
     def vocode(self, mel: np.ndarray) -> np.ndarray:
@@ -226,8 +225,7 @@ class StreamingVocoder:
         if self.vocoder.causal:
             assert isinstance(self.vocoder.model, Generator)
             self._emitted = self._received
-            with self.vocoder._autocast():
-                y = self.vocoder.model.forward_stream(x[None], self._cache)
+            y = self.vocoder.model.forward_stream(x[None].to(self.vocoder._dtype), self._cache)
             return y.float().reshape(-1).numpy().copy()
         self._buffer = torch.cat((self._buffer, x), dim=1)
         return self._emit(self._received - self.context_frames)
