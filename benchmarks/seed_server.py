@@ -63,6 +63,7 @@ def main(argv: list[str] | None = None) -> None:
 
     synth = Synthesizer(args.model_dir, threads=args.threads)
     synth.synthesize_bytes("您好。", "wav")  # warm up before accepting traffic
+    ThreadingHTTPServer.request_queue_size = 128  # werkzeug's (Flask's) listen backlog; stdlib default is 5
     server = ThreadingHTTPServer(("127.0.0.1", args.port), make_handler(synth))
     server.daemon_threads = True
     print(f"seed server ready on 127.0.0.1:{args.port}", flush=True)
