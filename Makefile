@@ -7,7 +7,8 @@ MODEL_DIR ?= $(TTS_MODEL_DIR)
 PYTEST_FLAGS ?=
 
 .PHONY: install lock lock-upgrade run test test-full bench bench-engine bench-frontend bench-serve lint doctor clean \
-	loadtest loadtest-spike soak bench-compare autoscale-demo helm-lint helm-render tools security-scan failover-test
+	loadtest loadtest-spike soak bench-compare autoscale-demo helm-lint helm-render tools security-scan failover-test \
+	reliability soak-rss
 
 $(PY):
 	python3.11 -m venv $(VENV)
@@ -87,6 +88,14 @@ bench-compare: $(PY)
 
 autoscale-demo: $(PY)
 	$(PY) -m benchmarks.autoscale_demo
+
+# Reliability table (overload, replica kills, graceful drain, soak) on a private local Ray with the full-size
+# random model (MODEL_DIR to override); soak-rss: 30 min steady load, fails on any error or replica RSS > +5 %.
+reliability: $(PY)
+	RAY_AUTH_MODE=disabled $(PY) -m benchmarks.reliability $(if $(MODEL_DIR),--model-dir $(MODEL_DIR))
+
+soak-rss: $(PY)
+	RAY_AUTH_MODE=disabled $(PY) -m benchmarks.reliability --soak-minutes 30 $(if $(MODEL_DIR),--model-dir $(MODEL_DIR))
 
 clean:
 	rm -rf .pytest_cache .ruff_cache build models/_generated

@@ -172,6 +172,8 @@ class TTSIngress:
             raise TTSError(413, "text_too_long", f"text has {len(job.text)} characters; the limit is {limit}")
         if not job.text.strip():
             raise TTSError(422, "invalid_request", "text is empty")
+        if any("\ud800" <= c <= "\udfff" for c in job.text):  # JSON "\ud800" escapes; crashes UTF-8 encoders
+            raise TTSError(400, "invalid_text", "text contains lone UTF-16 surrogates (invalid Unicode)")
         if job.voice not in self.emotions:
             raise TTSError(
                 400, "unknown_voice", f"unknown voice {job.voice!r}; known: {', '.join(self.voices)}"
