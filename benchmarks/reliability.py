@@ -208,11 +208,11 @@ def retry_log_lines(app: str) -> int:
     import ray
 
     try:
-        logs = Path(ray._private.worker._global_node.get_session_dir_path()) / "logs" / "serve"
+        logs = Path(ray._private.worker._global_node.get_session_dir_path()) / "logs"
     except Exception:
         return -1
-    n = 0
-    for f in logs.glob(f"replica_{app}_TTSIngress_*.log"):
+    n = 0  # the tts.* loggers have no handler in replicas: warnings land in the workers' stderr files
+    for f in [*logs.glob(f"serve/replica_{app}_TTSIngress_*.log"), *logs.glob("worker-*.err")]:
         with contextlib.suppress(OSError):
             text = f.read_text("utf-8", "replace")
             n += sum("replica died" in line or "replica failed" in line for line in text.splitlines())
@@ -321,12 +321,14 @@ def faults(
     killed: list[str] = []
     for target in targets:
         t_kill = time.monotonic()
+        before = set(replica_names(app, target))
         victim = kill_replica(app, target)
         killed.append(victim)
         deadline = t_kill + recover_timeout_s
-        while time.monotonic() < deadline:  # the victim is gone AND a replacement is RUNNING
-            names = replica_names(app, target)
-            if victim not in names and running_replicas(app, target) >= start_counts[target]:
+        # Recovered = the controller has started a replacement (a new replica actor) and it is RUNNING.
+        while time.monotonic() < deadline:
+            fresh = set(replica_names(app, target)) - before
+            if fresh and running_replicas(app, target) >= start_counts[target]:
                 break
             time.sleep(0.1)
         recoveries[target] = time.monotonic() - t_kill

@@ -46,6 +46,8 @@ __all__ = ["IngressSettings", "TTSIngress", "app"]
 
 log = logging.getLogger("tts.ingress")
 STATIC_DIR = Path(__file__).resolve().parent / "static"
+# Every media type an audio response can carry (OpenAPI: schemathesis checks responses against it).
+AUDIO_CONTENT: dict[str, dict[str, Any]] = {f.media_type: {} for f in audio_mod.FORMATS.values()}
 # Emotions the released *_emo voices were trained on (spec §5.4); each must exist in the voice vocabulary.
 TRAINED_EMOTIONS = ("neutral", "happy", "angry", "sad", "fear", "hate", "surprise")
 
@@ -474,7 +476,7 @@ class TTSIngress:
         responses={
             200: {
                 "content": {
-                    "audio/wav": {},
+                    **AUDIO_CONTENT,
                     "application/json": {"schema": TTSJSONResponse.model_json_schema()},
                 },
                 "description": "Audio bytes, or JSON on `Accept: application/json`.",
@@ -503,7 +505,12 @@ class TTSIngress:
             )
         return await self._respond(job, request, as_json)
 
-    @app.post("/tts", summary="Seed-compatible: {text, emotion, speed} → WAV", tags=["compat"])
+    @app.post(
+        "/tts",
+        summary="Seed-compatible: {text, emotion, speed} → WAV",
+        tags=["compat"],
+        responses={200: {"content": {"audio/wav": {}}, "description": "WAV audio."}},
+    )
     async def seed_tts(self, body: SeedTTSRequest, request: Request) -> Response:
         job = self._job(
             text=body.text,
@@ -514,7 +521,12 @@ class TTSIngress:
         )
         return await self._respond(job, request)
 
-    @app.post("/v1/audio/speech", summary="OpenAI-compatible speech endpoint", tags=["compat"])
+    @app.post(
+        "/v1/audio/speech",
+        summary="OpenAI-compatible speech endpoint",
+        tags=["compat"],
+        responses={200: {"content": AUDIO_CONTENT, "description": "Audio in `response_format`."}},
+    )
     async def openai_speech(self, body: OpenAISpeechRequest, request: Request) -> Response:
         voice = body.voice if body.voice in self.emotions else None
         if voice is None and body.voice.lower() in OPENAI_VOICE_ALIASES:
