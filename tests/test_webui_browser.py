@@ -348,6 +348,10 @@ def test_errors_are_shown(ui: WebUI) -> None:
     assert "422" in ui.error() and "speed" in ui.error(), ui.error()
     ui.screenshot("webui-error.png")
 
+    # Audio the browser cannot decode is reported, not left as a silent, dead player.
+    ui.js("offerDownload(new Blob(['not audio'], {type: 'audio/wav'}), 'wav')")
+    ui.wait.until(lambda _: "cannot play" in ui.error(), "undecodable audio raised no visible error")
+
     # A good request afterwards clears the error.
     ui.set_speed("1")
     ui.synthesize()
