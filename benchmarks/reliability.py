@@ -295,6 +295,15 @@ def overload(url: str, app: str, capacity: int, factor: int = 6, duration_s: flo
     )
 
 
+def _fanout(i: int) -> dict[str, Any]:
+    """Three sentences = three units synthesised concurrently: every stage replica is busy most of the time,
+    so a killed replica almost surely has calls in flight (which only retries can save)."""
+    return {
+        "text": unique_text(i) + SENTENCES[(i + 1) % len(SENTENCES)] + SENTENCES[(i + 2) % len(SENTENCES)],
+        "format": "pcm",
+    }
+
+
 def faults(
     url: str,
     app: str,
@@ -310,7 +319,9 @@ def faults(
     result: dict[str, LoadStats] = {}
     total = warmup_s + gap_s * len(targets) + 2.0
     thread = threading.Thread(
-        target=lambda: result.setdefault("s", asyncio.run(drive(url, concurrency, total, stop=stop))),
+        target=lambda: result.setdefault(
+            "s", asyncio.run(drive(url, concurrency, total, body=_fanout, stop=stop))
+        ),
         daemon=True,
     )
     start_counts = {t: running_replicas(app, t) for t in targets}
