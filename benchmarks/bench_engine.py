@@ -190,7 +190,8 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     n = 100 if 100 in lines else sizes[0]
-    print(f"\nthroughput, {n}-syllable inputs (different text per item), acoustic + vocoder:")
+    stages = "acoustic + vocoder" if voc else "acoustic only"
+    print(f"\nthroughput, {n}-syllable inputs (different text per item), {stages}:")
     for batch in (1, 4, 8):
         items = [AcousticInput(syllable_line(voice.vocab, n, seed=1000 + i)) for i in range(batch)]
 
