@@ -19,13 +19,13 @@ import numpy as np
 # lower-case ARPAbet without stress, erhua finals, pau).
 PHONES: tuple[str, ...] = tuple(
     """
-    a_c ai_c an_c ang_c ao_c b_c c_c ch_c d_c e_c ei_c en_c eng_c er_c f_c g_c h_c i_c ia_c ian_c iang_c iao_c
-    ie_c ih_c ii_c in_c ing_c io_c iong_c iou_c j_c k_c l_c m_c n_c o_c ong_c ou_c p_c q_c r_c s_c sh_c t_c u_c
-    ua_c uai_c uan_c uang_c uei_c uen_c ueng_c uo_c v_c van_c ve_c vn_c xx_c z_c zh_c w_c y_c ga ge go
+    a_c ai_c an_c ang_c ao_c b_c c_c ch_c d_c e_c ei_c en_c eng_c er_c f_c g_c h_c i_c ia_c ian_c iang_c
+    iao_c ie_c ih_c ii_c in_c ing_c io_c iong_c iou_c j_c k_c l_c m_c n_c o_c ong_c ou_c p_c q_c r_c s_c sh_c
+    t_c u_c ua_c uai_c uan_c uang_c uei_c uen_c ueng_c uo_c v_c van_c ve_c vn_c xx_c z_c zh_c w_c y_c ga ge go
     aa ae ah ao aw ay b ch d dh eh er ey f g hh ih iy jh k l m n ng ow oy p r s sh t th uh uw v w y z zh
-    air_c angr_c anr_c aor_c ar_c eir_c engr_c enr_c iangr_c ianr_c iaor_c iar_c ier_c ihr_c iir_c ingr_c inr_c
-    iongr_c iour_c ir_c ongr_c or_c our_c uair_c uangr_c uanr_c uar_c ueir_c uenr_c uor_c ur_c vanr_c ver_c
-    vnr_c vr_c pau
+    air_c angr_c anr_c aor_c ar_c eir_c engr_c enr_c iangr_c ianr_c iaor_c iar_c ier_c ihr_c iir_c ingr_c
+    inr_c iongr_c iour_c ir_c ongr_c or_c our_c uair_c uangr_c uanr_c uar_c ueir_c uenr_c uor_c ur_c vanr_c
+    ver_c vnr_c vr_c pau
     """.split()
 )
 ENGLISH_PHONES: frozenset[str] = frozenset(PHONES[PHONES.index("aa") : PHONES.index("zh") + 1])
@@ -91,7 +91,7 @@ class LinguisticVocab:
 
     @classmethod
     def from_am_config(cls, am_config: Mapping[str, Any], dict_dir: Path | None = None) -> LinguisticVocab:
-        """Build from an ``am/config.yaml`` mapping; a voice's ``dict/sy_dict.txt`` order wins when present."""
+        """Build from an ``am/config.yaml`` mapping; ``dict/sy_dict.txt`` order wins when present."""
         unit = am_config.get("linguistic_unit") or {}
         speakers = unit.get("speaker_list", ",".join(DEFAULT_SPEAKER_LIST))
         speaker_list = [s.strip() for s in str(speakers).split(",") if s.strip()]
@@ -100,7 +100,9 @@ class LinguisticVocab:
         has_mask = bool(unit.get("has_mask", True))
         phones: Sequence[str] = PHONES
         if dict_dir is not None and (dict_dir / "sy_dict.txt").is_file():
-            listed = [ln.strip().lstrip("@") for ln in (dict_dir / "sy_dict.txt").read_text("utf-8").splitlines()]
+            listed = [
+                ln.strip().lstrip("@") for ln in (dict_dir / "sy_dict.txt").read_text("utf-8").splitlines()
+            ]
             phones = [p for p in listed if p and p not in BREAKS and p not in (PAD, EOS, MASK)]
         return cls.build(speaker_list, has_mask, phones)
 
@@ -116,7 +118,7 @@ class LinguisticVocab:
             raise SymbolError(f"unknown {field_name} symbol {symbol!r} for this voice") from None
 
     def encode_tokens(self, tokens: Sequence[str]) -> np.ndarray:
-        """Encode tokens (``{a$b$c$d$e$f}`` or already-split) to an int64 array ``[T, 6]`` (no trailing ``~``)."""
+        """Encode ``{a$b$c$d$e$f}`` tokens to an int64 array ``[T, 6]`` (no trailing ``~``)."""
         out = np.empty((len(tokens), len(FIELDS)), dtype=np.int64)
         for row, token in enumerate(tokens):
             parts = parse_token(token)
