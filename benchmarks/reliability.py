@@ -185,7 +185,8 @@ def replica_pids(app: str) -> dict[str, int]:
         except OSError:
             continue
         if title.startswith(f"ray::ServeReplica:{app}:"):
-            out[f"{title.split(':', 3)[-1].split()[0]}:{proc.name}"] = int(proc.name)
+            deployment = title.split(":", 3)[-1].split()[0].split(".")[0]  # title may carry ".method"
+            out[f"{deployment}:{proc.name}"] = int(proc.name)
     return out
 
 
@@ -450,8 +451,17 @@ def soak(url: str, app: str, minutes: float, concurrency: int = 2, warmup_s: flo
 
 
 # ---------------------------------------------------------------------------------------- app configs
+DEADLINE_S: float | None = None  # None: the ingress default (30 s); --deadline raises it for slow machines
+
+
+def _limits() -> dict[str, Any]:
+    return {} if DEADLINE_S is None else {"request_timeout_s": DEADLINE_S}
+
+
 def _stage(num_cpus: float, **extra: Any) -> dict[str, Any]:
-    return {"ray_actor_options": {"num_cpus": num_cpus}, **extra}
+    """Replica options; drain settings as in serve_app/config/local.yaml (timeout > request deadline)."""
+    drain = {"graceful_shutdown_wait_loop_s": 2, "graceful_shutdown_timeout_s": 60}
+    return {"ray_actor_options": {"num_cpus": num_cpus}, **drain, **extra}
 
 
 def overload_args(model_dir: str, capacity: int = 2) -> dict[str, Any]:
@@ -460,7 +470,12 @@ def overload_args(model_dir: str, capacity: int = 2) -> dict[str, Any]:
     return {
         "model_dir": model_dir,
         "threads": {"frontend": 1, "acoustic": 1, "vocoder": 1},
-        "ingress": {"max_inflight": capacity, "cache_max_entries": 0, "retry_after_s": 1},
+        "ingress": {
+            "max_inflight": capacity,
+            "cache_max_entries": 0,
+            "retry_after_s": 1,
+            "limits": _limits(),
+        },
         "options": {
             "TTSIngress": _stage(0.1, num_replicas=1, max_ongoing_requests=64, max_queued_requests=16),
             **{s: _stage(0.1, num_replicas=1, **small) for s in STAGES},
@@ -474,7 +489,7 @@ def chaos_args(model_dir: str, replicas: int = 2) -> dict[str, Any]:
     return {
         "model_dir": model_dir,
         "threads": {"frontend": 1, "acoustic": 1, "vocoder": 1},
-        "ingress": {"cache_max_entries": 0},
+        "ingress": {"cache_max_entries": 0, "limits": _limits()},
         "options": {name: _stage(0.1, **opts) for name in ("TTSIngress", *STAGES)},
     }
 
@@ -484,7 +499,7 @@ def soak_args(model_dir: str) -> dict[str, Any]:
     return {
         "model_dir": model_dir,
         "threads": {"frontend": 1, "acoustic": 1, "vocoder": 1},
-        "ingress": {"cache_max_entries": 64},
+        "ingress": {"cache_max_entries": 64, "limits": _limits()},
         "options": {name: _stage(0.1, **opts) for name in ("TTSIngress", *STAGES)},
     }
 
@@ -524,7 +539,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", default="full", choices=["full", "tiny"])
     p.add_argument("--quick", action="store_true", help="shorter runs (a few minutes in total)")
     p.add_argument("--soak-minutes", type=float, default=None, help="only run the soak (make soak-rss)")
+    p.add_argument("--deadline", type=float, default=None, help="ingress request deadline, s (default 30)")
     a = p.parse_args(argv)
+    global DEADLINE_S
+    DEADLINE_S = a.deadline
     from serve_app.graph import ensure_model_dir
 
     model_dir = ensure_model_dir(a.model_dir, a.size)
