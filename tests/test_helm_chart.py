@@ -370,3 +370,25 @@ def test_gateway_config_passes_nginx_t(tmp_path: Path) -> None:
         timeout=30,
     )
     assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize("value_set", ["default", "standby"])
+def test_api_key_secret_is_accepted_by_the_ingress_auth(value_set: str) -> None:
+    """The chart turns auth on and its generated Secret parses with the app's own key loader."""
+    import base64
+
+    from serve_app.security.auth import ENV_AUTH_ENABLED, ENV_KEYS, load_keys
+
+    objs = rendered(value_set)
+    (secret,) = [o for o in by_kind(objs, "Secret") if "api-keys" in o.get("data", {})]
+    keys = load_keys(inline=base64.b64decode(secret["data"]["api-keys"]).decode())
+    assert list(keys) == ["default"] and len(keys["default"]) >= 16
+    env = {e["name"]: e for e in _flatten_env(rayservice(value_set))}
+    assert env[ENV_AUTH_ENABLED]["value"] == "1"
+    assert env[ENV_KEYS]["valueFrom"]["secretKeyRef"]["key"] == "api-keys"
+
+
+def _flatten_env(rs: dict[str, Any]) -> list[dict[str, Any]]:
+    spec = rs["spec"]["rayClusterConfig"]
+    groups = [spec["headGroupSpec"], *spec.get("workerGroupSpecs", [])]
+    return [e for g in groups for c in g["template"]["spec"]["containers"] for e in c.get("env", [])]

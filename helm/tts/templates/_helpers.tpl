@@ -123,6 +123,8 @@ Kubernetes overrides: proxy location, http options, app args and per-deployment 
 - name: RAY_SERVE_HTTP_KEEP_ALIVE_TIMEOUT_S
   value: "75"
 {{- if .Values.apiKeys.enabled }}
+- name: TTS_AUTH_ENABLED
+  value: "1"
 - name: {{ .Values.apiKeys.envVar }}
   valueFrom:
     secretKeyRef: {name: {{ include "tts.apiKeySecretName" . }}, key: api-keys}
