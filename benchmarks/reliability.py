@@ -327,12 +327,15 @@ def faults(
     )
     start_counts = {t: running_replicas(app, t) for t in targets}
     retries0 = retry_log_lines(app)
+    t0 = time.monotonic()
     thread.start()
     time.sleep(warmup_s)
     recoveries: dict[str, float] = {}
     killed: list[str] = []
+    kill_times: dict[str, float] = {}
     for target in targets:
         t_kill = time.monotonic()
+        kill_times[target] = t_kill
         before = set(replica_names(app, target))
         victim = kill_replica(app, target)
         killed.append(victim)
@@ -351,6 +354,11 @@ def faults(
     stop.set()
     stats = result["s"]
     failed = stats.failed(allow_rejections=False)
+    by_target = {t: 0 for t in targets}  # failures attributed to the most recent kill before them
+    for sample in failed:
+        prior = [t for t, k in kill_times.items() if k <= sample.start + sample.latency]
+        if prior:
+            by_target[max(prior, key=lambda t: kill_times[t])] += 1
     retries = retry_log_lines(app) - retries0
     short = {"TTSIngress": "ingress", "TextFrontend": "frontend", "SambertAcoustic": "acoustic"}
     return Row(
@@ -366,6 +374,16 @@ def faults(
             "stage_call_retries": retries,
             "killed": killed,
             "fail_pct": 100.0 * len(failed) / max(1, stats.sent),
+            "failed_by_kill": by_target,
+            # failures that started after the kill + recovery: the service had NOT returned to normal
+            "late_failures": [
+                round(x.start - t0, 2)
+                for x in failed
+                if any(x.start > kill_times[t] + recoveries.get(t, 0) + 1.0 for t in kill_times)
+                and not any(
+                    kill_times[t] <= x.start <= kill_times[t] + recoveries.get(t, 0) + 1.0 for t in kill_times
+                )
+            ],
             "statuses": stats.statuses(),
             "errors": dict(stats.errors.most_common(5)),
         },
@@ -432,6 +450,7 @@ def soak(url: str, app: str, minutes: float, concurrency: int = 2, warmup_s: flo
         samples.append(app_rss(app))
     rss1 = samples[-1]
     growth = {k: (rss1[k] - rss0[k]) / rss0[k] * 100 for k in rss0 if k in rss1}
+    worst = max(growth, key=lambda k: growth[k]) if growth else None
     return Row(
         "soak",
         f"{concurrency} clients, {minutes:g} min",
@@ -445,6 +464,7 @@ def soak(url: str, app: str, minutes: float, concurrency: int = 2, warmup_s: flo
             "rss_start_mb": rss0,
             "rss_end_mb": rss1,
             "replicas_seen": len(rss0),
+            "worst_rss_series_mb": [round(x.get(worst, float("nan")), 1) for x in samples] if worst else [],
             "errors": dict(stats.errors.most_common(5)),
         },
     )
