@@ -184,3 +184,18 @@ def test_bad_configs_and_weights_are_explained() -> None:
         load_am_state(model, bad, "ckpt.pth")
     with pytest.raises(WeightsError, match="missing"):
         load_am_state(model, {k: v for k, v in state.items() if "postnet" not in k}, "ckpt.pth")
+
+
+def test_position_table_past_max_len_matches_float64_reference() -> None:
+    """Tables rebuilt for inputs longer than max_len (800) must not drift (a float32 build is off by ~6e-5)."""
+    import numpy as np
+
+    from engine.sambert.layers import sinusoid_table
+
+    length, channels = 2000, 512
+    half = channels // 2
+    scaled = np.arange(1, length + 1, dtype=np.float64)[:, None] * np.exp(
+        np.arange(half, dtype=np.float64) * -(np.log(10000.0) / (half - 1))
+    )
+    expected = np.concatenate([np.sin(scaled), np.cos(scaled)], axis=1)
+    assert np.abs(sinusoid_table(length, channels).numpy() - expected).max() < 1e-6

@@ -16,13 +16,16 @@ LN_EPS = 1e-6
 
 
 def sinusoid_table(length: int, channels: int) -> Tensor:
-    """[length, channels] table; position p = 1..length, first half sin, second half cos."""
+    """[length, channels] float32 table; position p = 1..length, first half sin, second half cos.
+
+    Computed in float64 (as the reference does) so tables rebuilt for inputs past ``max_len`` agree with it.
+    """
     half = channels // 2
-    position = torch.arange(1, length + 1, dtype=torch.float32)
+    position = torch.arange(1, length + 1, dtype=torch.float64)
     increment = math.log(10000.0) / max(half - 1, 1)
-    inv_timescales = torch.exp(torch.arange(half, dtype=torch.float32) * -increment)
+    inv_timescales = torch.exp(torch.arange(half, dtype=torch.float64) * -increment)
     scaled = position[:, None] * inv_timescales[None, :]
-    return torch.cat([torch.sin(scaled), torch.cos(scaled)], dim=1)
+    return torch.cat([torch.sin(scaled), torch.cos(scaled)], dim=1).to(torch.float32)
 
 
 def masked(x: Tensor, mask: Tensor | None) -> Tensor:
