@@ -187,7 +187,7 @@ def test_bad_configs_and_weights_are_explained() -> None:
 
 
 def test_position_table_past_max_len_matches_float64_reference() -> None:
-    """Tables rebuilt for inputs longer than max_len (800) must not drift (a float32 build is off by ~6e-5)."""
+    """Tables rebuilt past max_len (800) must not drift (a float32 build is off by ~6e-5)."""
     import numpy as np
 
     from engine.sambert.layers import sinusoid_table
