@@ -36,7 +36,7 @@ SENTENCES = [
     "为了保障您的账户安全，请不要向任何人透露验证码。",
     "感谢您的耐心等待，我们会尽快为您处理。",
 ]
-LONG_TEXT = "。".join(SENTENCES * 6) + "。"
+LONG_TEXT = "。".join(SENTENCES * 2) + "。"  # 8 sentences: long enough to be in flight, short enough to drain
 STAGES = ("TextFrontend", "SambertAcoustic", "HifiGanVocoder")
 _counter = itertools.count()
 
