@@ -1,4 +1,4 @@
-"""Helpers for the security/reliability tests: a real redis-server, extra apps on the shared Serve instance."""
+"""Helpers for security/reliability tests: a real redis-server, extra apps on the shared Serve instance."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""API keys: loading (file, Secret directory, env), header extraction, constant-time identification, reload."""
+"""API keys: loading (file, Secret dir, env), header extraction, constant-time identification, reload."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""SecurityMiddleware on a small FastAPI app (no Ray): CORS closed by default, headers, body limit, auth, 429."""
+"""SecurityMiddleware on a small FastAPI app (no Ray): CORS closed by default, headers, body limit, auth."""
 
 from __future__ import annotations
 

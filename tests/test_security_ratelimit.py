@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 
 import pytest
 
@@ -13,7 +14,17 @@ from serve_app.security.ratelimit import (
     RedisRateLimiter,
     build_rate_limiter,
 )
-from tests._reliability import RedisServer, free_port, redis_server  # noqa: F401  (fixture)
+from tests._reliability import RedisServer, free_port, start_redis
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A real redis-server on 127.0.0.1 (skipped with a reason if the binary is missing)."""
+    server = start_redis(tmp_path_factory.mktemp("redis"))
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 class Clock:
