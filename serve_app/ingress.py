@@ -1,6 +1,5 @@
 """``TTSIngress``: the FastAPI app (REST, seed-compatible and OpenAI-compatible APIs, WebUI) on Ray Serve."""
 
-
 import asyncio
 import base64
 import json
