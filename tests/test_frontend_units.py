@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 
 import numpy as np
@@ -151,3 +152,16 @@ def test_property_any_unicode_only_frontend_error_and_encodable(text: str) -> No
         for span in u.spans:
             assert span is None or 0 <= span[0] < span[1] <= len(text)
         assert re.fullmatch(r"(\{[^{}]+\} ?)+", u.token_string)
+
+
+@pytest.mark.parametrize("text", ["你好\ud800世界", "<speak>你好\udfff</speak>", "\udc80"])
+def test_lone_surrogates_raise_frontend_error(text: str) -> None:
+    """Unpaired surrogates (not produced by st.text()) must not leak a UnicodeEncodeError."""
+    with pytest.raises(FrontendError, match="surrogate"):
+        FE.process(text, VOCAB)
+
+
+@given(st.text(st.characters(categories=["Cs", "Lo", "Nd", "Po", "Zs"]), max_size=40))
+def test_property_with_surrogates_only_frontend_error(text: str) -> None:
+    with contextlib.suppress(FrontendError):
+        FE.process(text, VOCAB)

@@ -137,6 +137,10 @@ class Frontend:
             raise FrontendError(f"text must be a str, got {type(text).__name__}")
         if len(text) > self.max_chars:
             raise FrontendError(f"text has {len(text)} characters; the limit is {self.max_chars}")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise FrontendError(f"text has an unpaired surrogate code point at offset {exc.start}") from None
         speaker = self._check_speaker(vocab, speaker)
         self._check_emotion(vocab, emotion)
         units: list[SynthesisUnit] = []
