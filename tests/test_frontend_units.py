@@ -165,3 +165,10 @@ def test_lone_surrogates_raise_frontend_error(text: str) -> None:
 def test_property_with_surrogates_only_frontend_error(text: str) -> None:
     with contextlib.suppress(FrontendError):
         FE.process(text, VOCAB)
+
+
+def test_non_ascii_decimal_digits_read_as_numbers() -> None:
+    """Arabic-Indic / Devanagari digits are folded like full-width ones instead of crashing cn2an."""
+    ascii_units = FE.process("订单12", VOCAB)
+    assert [u.token_string for u in FE.process("订单١٢", VOCAB)] == [u.token_string for u in ascii_units]
+    assert [u.token_string for u in FE.process("订单१२", VOCAB)] == [u.token_string for u in ascii_units]

@@ -15,6 +15,7 @@ reads 两; leading 二千/二万/二亿 become 两千/两万/两亿. ``¥``/``�
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -59,7 +60,8 @@ _KEEP_FULLWIDTH = frozenset("，：；！？（）～")
 
 
 def fold_width(text: str) -> str:
-    """Full-width ASCII forms → half-width, one character for one character (offsets stay valid)."""
+    """Full-width ASCII forms → half-width and every Unicode decimal digit (Arabic-Indic, Devanagari, …)
+    → ASCII, one character for one character (offsets stay valid; ``re``'s ``\\d`` matches them all)."""
     out = []
     for ch in text:
         o = ord(ch)
@@ -67,6 +69,8 @@ def fold_width(text: str) -> str:
             out.append(ch)
         elif 0xFF01 <= o <= 0xFF5E:
             out.append(chr(o - 0xFEE0))
+        elif ch.isdecimal() and not ch.isascii():
+            out.append(str(unicodedata.decimal(ch)))
         else:
             out.append(_FOLD.get(o, ch))
     return "".join(out)
