@@ -16,6 +16,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response, StreamingRes
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from deployments.common import route_logs_to_serve
 from engine import audio as audio_mod
 from engine.frontend import FrontendError
 from engine.modeldir import load_model_dir
@@ -138,6 +139,7 @@ class TTSIngress:
         model_dir: str,
         settings: dict[str, Any] | None = None,
     ) -> None:
+        route_logs_to_serve()
         self.settings = IngressSettings.from_dict(settings)
         directory = load_model_dir(model_dir)
         self.model_version = str(directory.version)
@@ -385,12 +387,14 @@ class TTSIngress:
         except TimeoutError:
             status = "timeout"
             self.metrics.error("timeout")
+            raise  # abort the chunked body: a clean end would pass truncated audio off as complete
         except asyncio.CancelledError:
             status = "client_disconnected"
             raise
         except TTSError as exc:
             status = exc.code
             self.metrics.error(exc.code)
+            raise  # status and headers are already sent; only an aborted body tells the client
         finally:
             if rest is not None and not rest.done():
                 rest.cancel()

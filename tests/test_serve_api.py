@@ -271,3 +271,18 @@ def test_deadline_gives_json_504(url: str) -> None:
     r = _post(url, "/limited/api/tts", {"text": text})
     assert r.status_code == 504, r.text
     assert r.json()["error"]["code"] == "timeout"
+
+
+def test_streamed_deadline_aborts_the_body_instead_of_ending_cleanly(url: str) -> None:
+    """Headers are already sent when a stream hits its deadline: the body must be cut, not completed."""
+    text = "这是一个很长的句子，用来测试流式请求在中途超时的处理。" * 30
+    received = 0
+    body = {"text": text, "stream": True, "format": "pcm"}
+    with (
+        pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)),
+        httpx.stream("POST", url + "/limited/api/tts", json=body, timeout=60) as r,
+    ):
+        assert r.status_code == 200
+        for chunk in r.iter_raw():
+            received += len(chunk)
+    assert received < 16000 * 2 * 30  # far less than the whole text's audio arrived
