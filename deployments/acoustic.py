@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from ray import serve
 
-from deployments.common import BatchSettings, TorchWorker, replica_threads
+from deployments.common import BatchSettings, TorchWorker, replica_threads, route_logs_to_serve
 from deployments.payloads import AcousticRequest, AcousticResult, MelChunk
 from engine.modeldir import load_model_dir
 from engine.sambert import AcousticInput, AcousticModel
@@ -27,6 +27,7 @@ class SambertAcoustic:
     """Owns one :class:`engine.sambert.AcousticModel` per voice; torch runs on a dedicated thread."""
 
     def __init__(self, model_dir: str, threads: int | None = None) -> None:
+        route_logs_to_serve()
         directory = load_model_dir(model_dir)
         self.default_voice = next(iter(directory.voices))
         self.worker = TorchWorker(replica_threads(threads), "acoustic")

@@ -11,10 +11,21 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-__all__ = ["BatchSettings", "TorchWorker", "replica_threads"]
+__all__ = ["BatchSettings", "TorchWorker", "replica_threads", "route_logs_to_serve"]
 
 T = TypeVar("T")
 log = logging.getLogger("tts.deployments")
+
+
+def route_logs_to_serve() -> None:
+    """Send the app's ``tts.*`` records through Serve's replica logger (its JSON encoding, files, context).
+
+    Serve configures handlers on ``ray.serve`` only; without this, ``tts.*`` INFO records (the structured
+    per-request log) have no handler inside a replica and are dropped.
+    """
+    app_logger = logging.getLogger("tts")
+    app_logger.setLevel(logging.INFO)
+    app_logger.parent = logging.getLogger("ray.serve")
 
 
 def replica_threads(requested: int | None = None) -> int:

@@ -8,7 +8,7 @@ from typing import Any
 
 from ray import serve
 
-from deployments.common import TorchWorker, replica_threads
+from deployments.common import TorchWorker, replica_threads, route_logs_to_serve
 from deployments.payloads import UnitPayload, unit_payload
 from engine.frontend import Frontend, FrontendError
 from engine.modeldir import load_model_dir
@@ -23,6 +23,7 @@ class TextFrontend:
     """Owns one :class:`engine.frontend.Frontend` and the voices' vocabularies."""
 
     def __init__(self, model_dir: str, threads: int | None = None) -> None:
+        route_logs_to_serve()
         self.model = load_model_dir(model_dir)
         self.frontend = Frontend()
         self.worker = TorchWorker(replica_threads(threads), "frontend")

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from ray import serve
 
-from deployments.common import BatchSettings, TorchWorker, replica_threads
+from deployments.common import BatchSettings, TorchWorker, replica_threads, route_logs_to_serve
 from deployments.payloads import VocodeRequest
 from engine.hifigan import Vocoder
 from engine.modeldir import load_model_dir
@@ -30,6 +30,7 @@ class HifiGanVocoder:
     """Owns one :class:`engine.hifigan.Vocoder` per voice; torch runs on a dedicated thread."""
 
     def __init__(self, model_dir: str, threads: int | None = None) -> None:
+        route_logs_to_serve()
         directory = load_model_dir(model_dir)
         self.default_voice = next(iter(directory.voices))
         self.worker = TorchWorker(replica_threads(threads), "vocoder")
