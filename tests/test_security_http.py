@@ -170,3 +170,29 @@ def test_no_filesystem_access_from_user_input(
 ) -> None:  # type: ignore[no-untyped-def]
     r = httpx.request(method, serve_instance.url + path, json=body, timeout=60)
     assert 400 <= r.status_code < 500 and "root:" not in r.text
+
+
+def _synthesis_events(logs: Path) -> int:
+    """Structured per-request records (``tts.ingress``, event=synthesis) in this session's replica logs."""
+    n = 0
+    for f in logs.rglob("*.log"):
+        n += sum(
+            1
+            for line in f.read_text("utf-8", "replace").splitlines()
+            if "synthesis" in line and "latency_ms" in line
+        )
+    return n
+
+
+def test_structured_request_log_is_written(serve_instance) -> None:  # type: ignore[no-untyped-def]
+    """The ingress's JSON request record reaches the replica logs (tts.* loggers routed through Serve's)."""
+    import ray
+
+    logs = Path(ray._private.worker._global_node.get_session_dir_path()) / "logs"
+    before = _synthesis_events(logs)
+    r = httpx.post(serve_instance.url + "/api/tts", json={"text": "日志测试。", "format": "pcm"}, timeout=60)
+    assert r.status_code == 200
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and _synthesis_events(logs) <= before:
+        time.sleep(0.5)
+    assert _synthesis_events(logs) > before, "no structured synthesis record in the replica logs"
