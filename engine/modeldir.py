@@ -17,7 +17,7 @@ import json
 import os
 import socket
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -145,26 +145,29 @@ def _require_file(path: Path, what: str) -> Path:
     return path
 
 
-def _read_json(path: Path, what: str) -> dict[str, Any]:
+def _read_mapping(path: Path, what: str, parse: Callable[[str], Any], kind: str) -> dict[str, Any]:
+    """Parse a JSON/YAML file that must hold a mapping; every failure names the file and the expectation."""
     _require_file(path, what)
     try:
-        data = json.loads(path.read_text("utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        data = parse(path.read_text("utf-8"))
+    except (
+        OSError,
+        UnicodeDecodeError,
+        ValueError,
+        yaml.YAMLError,
+    ) as exc:  # JSONDecodeError is a ValueError
         raise ModelDirError(f"cannot parse {path}: expected {what} ({exc})") from None
     if not isinstance(data, dict):
-        raise ModelDirError(f"{path}: expected {what}, got a JSON {type(data).__name__}")
+        raise ModelDirError(f"{path}: expected {what} (a {kind} mapping, got {type(data).__name__})")
     return data
+
+
+def _read_json(path: Path, what: str) -> dict[str, Any]:
+    return _read_mapping(path, what, json.loads, "JSON")
 
 
 def _read_yaml(path: Path, what: str) -> dict[str, Any]:
-    _require_file(path, what)
-    try:
-        data = yaml.safe_load(path.read_text("utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise ModelDirError(f"cannot parse {path}: expected {what} ({exc})") from None
-    if not isinstance(data, dict):
-        raise ModelDirError(f"{path}: expected {what} (a YAML mapping)")
-    return data
+    return _read_mapping(path, what, yaml.safe_load, "YAML")
 
 
 def scan_checkpoint(ckpt_dir: Path) -> Path:

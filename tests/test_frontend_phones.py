@@ -13,19 +13,7 @@ from engine.frontend.tokens import word_flags
 from engine.symbols import LinguisticVocab
 
 DATA = Path(__file__).parent / "data"
-GOLDEN = (
-    "{b_c$tone3$s_begin$word_begin$emotion_neutral$F7} {ei_c$tone3$s_end$word_middle$emotion_neutral$F7} "
-    "{j_c$tone1$s_begin$word_middle$emotion_neutral$F7} {ing_c$tone1$s_end$word_end$emotion_neutral$F7} "
-    "{#1$tone_none$s_none$word_none$emotion_none$F7} {j_c$tone1$s_begin$word_begin$emotion_neutral$F7} "
-    "{in_c$tone1$s_end$word_middle$emotion_neutral$F7} {t_c$tone1$s_begin$word_middle$emotion_neutral$F7} "
-    "{ian_c$tone1$s_end$word_end$emotion_neutral$F7} {#1$tone_none$s_none$word_none$emotion_none$F7} "
-    "{t_c$tone1$s_begin$word_begin$emotion_neutral$F7} {ian_c$tone1$s_end$word_middle$emotion_neutral$F7} "
-    "{q_c$tone4$s_begin$word_middle$emotion_neutral$F7} {i_c$tone4$s_end$word_end$emotion_neutral$F7} "
-    "{#1$tone_none$s_none$word_none$emotion_none$F7} {z_c$tone3$s_begin$word_begin$emotion_neutral$F7} "
-    "{en_c$tone3$s_end$word_middle$emotion_neutral$F7} {m_c$tone5$s_begin$word_middle$emotion_neutral$F7} "
-    "{e_c$tone5$s_end$word_middle$emotion_neutral$F7} {y_c$tone4$s_begin$word_middle$emotion_neutral$F7} "
-    "{ang_c$tone4$s_end$word_end$emotion_neutral$F7} {#4$tone_none$s_none$word_none$emotion_none$F7}"
-)
+GOLDEN = (DATA / "golden_beijing_tokens.txt").read_text("utf-8").strip()  # spec §5.1, 22 tokens
 GOLDEN_IDS = {
     "sy": [5, 10, 30, 26, 140, 30, 25, 43, 19, 140, 43, 19, 39, 17, 140, 58, 11, 33, 9, 61, 3, 143],
     "tone": [4, 4, 0, 0, 1, 0, 0, 0, 0, 1, 0, 0, 2, 2, 1, 4, 4, 5, 5, 2, 2, 1],
