@@ -16,12 +16,13 @@ import asyncio
 import contextlib
 import itertools
 import os
+import re
 import statistics
 import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -218,6 +219,54 @@ def retry_log_lines(app: str) -> int:
             text = f.read_text("utf-8", "replace")
             n += sum("replica died" in line or "replica failed" in line for line in text.splitlines())
     return n
+
+
+# ------------------------------------------------------------------------------------------- gateway
+@dataclass
+class Gateway:
+    """The chart's nginx gateway (real nginx) in front of the local Serve proxy."""
+
+    url: str  # gateway base URL + the app's route prefix
+    nginx: Any  # tests.k8s.failover.Nginx
+
+    def replays(self) -> dict[str, Any]:
+        """Synthesis requests nginx replayed (more than one upstream tried), how they ended, and what the
+        failed attempts were answered with (``ustatus`` in the access log: the Serve proxy's status)."""
+        entries = [e for e in self.nginx.log_entries() if e["method"] == "POST"]
+        replayed = [e for e in entries if len(e["tried"]) > 1]
+        first: Counter[str] = Counter()
+        log = self.nginx.access_log
+        for line in log.read_text().splitlines() if log.exists() else []:
+            m = re.search(r'ustatus="([^"]*)"', line)
+            codes = [c.strip() for c in m.group(1).replace(":", ",").split(",")] if m else []
+            if len(codes) > 1:
+                first.update(codes[:-1])
+        return {
+            "logged": len(entries),
+            "replayed": len(replayed),
+            "replayed_ok": sum(e["status"] == 200 for e in replayed),
+            "max_tries": max((len(e["tried"]) for e in entries), default=0),
+            "failed_attempt_status": dict(first),
+        }
+
+
+@contextlib.contextmanager
+def gateway(serve_url: str, prefix: str) -> Iterator[Gateway]:
+    """Render the chart's gateway nginx.conf (values-primary.yaml) with the local Serve proxy as the primary
+    and run real nginx with it. The standby is a closed loopback port: a replay that leaves the primary fails,
+    so only the same-cluster replay (another ingress replica) can save a request. Needs /usr/sbin/nginx."""
+    from tests._reliability import free_port
+    from tests.k8s.failover import Nginx, gateway_nginx_conf
+
+    port = int(serve_url.rsplit(":", 1)[1])
+    listen, closed = free_port(), free_port()
+    conf = gateway_nginx_conf(port, closed, listen, {"idempotentPaths": [f"{prefix}/api/tts"]})
+    nginx = Nginx(conf)
+    nginx.start(listen)
+    try:
+        yield Gateway(f"http://127.0.0.1:{listen}{prefix}", nginx)
+    finally:
+        nginx.stop()
 
 
 # ------------------------------------------------------------------------------------------- results

@@ -338,14 +338,24 @@ def nginx_conf(value_set: str = "primary", extra: dict[str, Any] | None = None) 
 
 def test_gateway_config_has_backup_and_idempotent_retries() -> None:
     conf = nginx_conf()
-    assert re.search(r"server tts-primary\.example\.com:443 max_fails=1 fail_timeout=10s;", conf)
+    # The primary twice (a synthesis that hit a dying ingress replica is replayed on the same cluster first),
+    # then the standby; tries cover every primary slot plus the standby.
+    primary = re.findall(r"server tts-primary\.example\.com:443 max_fails=3 fail_timeout=10s;", conf)
+    assert len(primary) == 2, conf
     assert re.search(r"server tts-standby\.example\.com:443 backup ", conf)
+    assert conf.index("tts-primary") < conf.index("tts-standby")
+    assert int(re.search(r"proxy_next_upstream_tries (\d+);", conf).group(1)) > len(primary)
     synth = conf[conf.index("location ~ ^(/api/tts|/tts|/v1/audio/speech)$") :]
     synth = synth[: synth.index("}")]
     for cond in ("non_idempotent", "error", "timeout", "http_500", "http_503", "http_404"):
         assert cond in synth, cond
     rest = conf[conf.index("location / {") :]
     assert "non_idempotent" not in rest[: rest.index("}")]
+
+
+def test_gateway_rejects_tries_that_never_reach_the_standby() -> None:
+    with pytest.raises(HelmFailure, match="nextUpstreamTries must exceed"):
+        nginx_conf(extra={"gateway": {"primaryAttempts": 3, "nextUpstreamTries": 3}})
 
 
 @pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx not installed (CI installs it: .ci/run)")

@@ -1,12 +1,21 @@
 {{/*
 nginx.conf of the failover gateway. Open-source nginx has no active health checks, so health is passive:
-a connect error, timeout or 502/503/504 from the primary marks it failed (max_fails) for fail_timeout; the
-request is replayed on the `backup` (the standby) - POSTs too, on the synthesis paths only, because synthesis
-is idempotent (same input -> same audio, no side effects). After fail_timeout one live request probes the
-primary again: if it answers, traffic fails back. The failover test (tests/k8s/failover.py) runs this file.
+a connect error, timeout or 500/502/503/504 from an upstream counts as a failed attempt, and the request is
+replayed on the next upstream - POSTs too, on the synthesis paths only, because synthesis is idempotent (same
+input -> same audio, no side effects). nginx never replays once a byte went to the client.
+The primary is listed `primaryAttempts` times (identical server lines = separate peers): a request that hit a
+dying ingress replica (the Serve proxy answers 500, or 503 when no replica is left) is replayed on the same
+cluster first, where the proxy routes it to a surviving replica; only when every primary slot failed does it
+go to the `backup` (the standby). A slot with maxFails failures within failTimeout is skipped for failTimeout,
+then one live request probes it again: if it answers, traffic fails back. tests/k8s/failover.py and the
+ingress-kill reliability test (benchmarks/reliability.py) run this file with real nginx.
 */}}
 {{- define "tts.nginxConf" -}}
 {{- $g := .Values.gateway -}}
+{{- if lt (int $g.primaryAttempts) 1 }}{{ fail "gateway.primaryAttempts must be >= 1" }}{{ end -}}
+{{- if le (int $g.nextUpstreamTries) (int $g.primaryAttempts) }}
+{{- fail "gateway.nextUpstreamTries must exceed gateway.primaryAttempts (else a replay never reaches the standby)" }}
+{{- end -}}
 worker_processes auto;
 pid /tmp/nginx.pid;
 error_log /dev/stderr warn;
@@ -32,7 +41,9 @@ http {
 
     upstream tts_backends {
         zone tts_backends 64k;   # failure state shared by all worker processes
+        {{- range until (int $g.primaryAttempts) }}
         server {{ $g.primary.host }}:{{ $g.primary.port }} max_fails={{ $g.maxFails }} fail_timeout={{ $g.failTimeout }};
+        {{- end }}
         server {{ $g.standby.host }}:{{ $g.standby.port }} backup max_fails={{ $g.maxFails }} fail_timeout={{ $g.failTimeout }};
         keepalive 32;
     }
@@ -66,9 +77,11 @@ http {
             return 200 "ok\n";
         }
 
-        # Idempotent synthesis: replay on the backup even for POST (non_idempotent). Also on 500 (a server
-        # fault, never the client's: bad input is 4xx) and 404 (these routes always exist, so a 404 means the
-        # Serve app is not deployed yet, e.g. a cluster coming back; 404s do not count towards max_fails).
+        # Idempotent synthesis: replay even a POST (non_idempotent) on the next primary slot, then the backup.
+        # Also on 500: a server fault, never the client's (bad input is 4xx); it is what the Serve proxy
+        # answers when the ingress replica holding the request dies. And on 404 (these routes always exist, so
+        # a 404 means the Serve app is not deployed yet, e.g. a cluster coming back; 404s do not count
+        # towards max_fails).
         location ~ ^({{ join "|" $g.idempotentPaths }})$ {
             proxy_pass {{ $g.scheme }}://tts_backends;
             proxy_next_upstream error timeout http_500 http_502 http_503 http_504 http_404 non_idempotent;
