@@ -3,6 +3,8 @@
 The tests in ``tests/test_reliability_*.py`` run the same scenario functions on the shared test Serve
 instance (tiny model) and assert on the returned :class:`Row`; ``python -m benchmarks.reliability`` starts
 its own local Ray, deploys the apps with the full-size random model and prints one table row per scenario.
+Stage replica kills hit the Serve proxy directly (the ingress retries stage calls); the ingress kill goes
+through the chart's nginx gateway (:func:`gateway`, real nginx), which replays what the dying replica held.
 
 Usage: ``python -m benchmarks.reliability [--model-dir DIR] [--quick]``;
 ``python -m benchmarks.reliability --soak-minutes 30`` is ``make soak-rss``.
@@ -17,6 +19,7 @@ import contextlib
 import itertools
 import os
 import re
+import shutil
 import statistics
 import sys
 import threading
@@ -258,6 +261,8 @@ def gateway(serve_url: str, prefix: str) -> Iterator[Gateway]:
     from tests._reliability import free_port
     from tests.k8s.failover import Nginx, gateway_nginx_conf
 
+    if not (shutil.which("nginx") or Path("/usr/sbin/nginx").exists()):
+        raise RuntimeError("nginx is not installed (apt-get install -y nginx): the gateway runs real nginx")
     port = int(serve_url.rsplit(":", 1)[1])
     listen, closed = free_port(), free_port()
     conf = gateway_nginx_conf(port, closed, listen, {"idempotentPaths": [f"{prefix}/api/tts"]})
@@ -632,9 +637,13 @@ def main(argv: list[str] | None = None) -> int:
             undeploy("overload")
             chaos = chaos_args(model_dir)
             url = base + _deploy("chaos", chaos)
-            rows.append(
-                faults(url, "chaos", ["HifiGanVocoder", "SambertAcoustic", "TextFrontend", "TTSIngress"])
-            )
+            rows.append(faults(url, "chaos", ["HifiGanVocoder", "SambertAcoustic", "TextFrontend"]))
+            with gateway(base, "/chaos") as gw:  # ingress death: only a replaying gateway can save requests
+                row = faults(gw.url, "chaos", ["TTSIngress"])
+                row.extra["gateway"] = gw.replays()
+            row.faults += " (via nginx gateway)"
+            rows.append(row)
+            ok = all(r.extra["fail_pct"] <= 1.0 for r in rows if "fail_pct" in r.extra)
             rows.append(drain(url, "chaos", "TTSIngress", 2, chaos["options"]["TTSIngress"], chaos))
             undeploy("chaos")
             url = base + _deploy("soak", soak_args(model_dir))

@@ -1,7 +1,8 @@
 """Replica kills under load (ingress retries stage calls) and graceful drain, on the shared Serve instance.
 
-The short vocoder-kill test runs in `make test`; killing every stage and the ingress, and the drain test, are
-slow (`make test-full`). Budget: at most 1 % of client requests may fail.
+The short vocoder-kill test runs in `make test`; killing every stage, the ingress (behind the chart's nginx
+gateway, and without it), and the drain test are slow (`make test-full`). Budget: at most 1 % of client
+requests may fail.
 """
 
 from __future__ import annotations
@@ -84,13 +85,16 @@ def test_kill_every_stage_under_load(chaos: tuple[str, dict]) -> None:
     _check(rel.faults(url, APP, ["SambertAcoustic", "TextFrontend", "HifiGanVocoder"], concurrency=3))
 
 
+@pytest.mark.slow
 def test_kill_ingress_behind_gateway_under_load(chaos: tuple[str, dict], serve_instance) -> None:  # type: ignore[no-untyped-def]
     """The production path: clients -> the chart's nginx gateway (real nginx, rendered from the chart) -> the
     Serve proxy. The requests in flight on the killed ingress replica get a 500 from the proxy; the gateway
     replays them on the same cluster (whose proxy routes them to the surviving replica). The gateway's standby
-    is a closed port here, so only that same-cluster replay can save a request. Budget: <=1 % failed."""
+    is a closed port here, so only that same-cluster replay can save a request. Budget: <=1 % failed.
+    Slow (~20 s: load until the replacement replica runs); tests/test_reliability_gateway.py pins the
+    gateway's replay rules in `make test`."""
     with rel.gateway(serve_instance.url, f"/{APP}") as gw:
-        row = rel.faults(gw.url, APP, ["TTSIngress"], concurrency=3, warmup_s=2.0, gap_s=8.0)
+        row = rel.faults(gw.url, APP, ["TTSIngress"], concurrency=4, warmup_s=3.0, gap_s=10.0)
         row.extra["gateway"] = gw.replays()
     _check(row)
     assert row.extra["gateway"]["replayed_ok"] >= 1, "no request was replayed: the kill hit no in-flight work"
