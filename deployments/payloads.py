@@ -7,7 +7,16 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["AcousticRequest", "AcousticResult", "MelChunk", "UnitPayload", "VocodeRequest", "unit_payload"]
+__all__ = [
+    "AcousticRequest",
+    "AcousticResult",
+    "MelChunk",
+    "UnitPayload",
+    "VocodeChunk",
+    "VocodeChunkResult",
+    "VocodeRequest",
+    "unit_payload",
+]
 
 
 @dataclass(frozen=True)
@@ -43,6 +52,25 @@ class VocodeRequest:
     voice: str | None = None
     start: int | None = None
     end: int | None = None
+
+
+@dataclass(frozen=True)
+class VocodeChunk:
+    """The next frames of a causal utterance and the state the previous chunk returned (None for the first).
+
+    The state travels with the request, so any vocoder replica can continue the utterance exactly.
+    """
+
+    mel: np.ndarray
+    state: dict[str, np.ndarray] | None = None
+    final: bool = False
+    voice: str | None = None
+
+
+@dataclass(frozen=True)
+class VocodeChunkResult:
+    audio: np.ndarray  # float32 samples of exactly this chunk's frames
+    state: dict[str, np.ndarray] | None  # None after the final chunk
 
 
 @dataclass(frozen=True)

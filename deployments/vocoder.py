@@ -1,8 +1,10 @@
 """``HifiGanVocoder`` deployment: mel → waveform, dynamically batched.
 
-Streaming is stateless on this side: the ingress sends a mel *window* (left context + new frames + lookahead)
-and asks for the samples of the new frames only, so consecutive chunks of one request may land on any replica
-(and may be batched with other requests' chunks) while the result matches whole-utterance vocoding.
+Streaming keeps no state in the replica. Causal voices (the released 16 kHz ones): each chunk carries the
+state the previous chunk returned (every layer's left context, a few hundred kB), so consecutive chunks of one
+request may land on any replica, or be retried on another after a crash, and still equal whole-utterance
+vocoding with no recomputation. Non-causal voices: the ingress sends a mel *window* (left context + new
+frames + lookahead) and asks for the samples of the new frames only.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import numpy as np
 from ray import serve
 
 from deployments.common import BatchSettings, TorchWorker, replica_threads, route_logs_to_serve
-from deployments.payloads import VocodeRequest
+from deployments.payloads import VocodeChunk, VocodeChunkResult, VocodeRequest
 from engine.hifigan import Vocoder
 from engine.modeldir import load_model_dir
 
@@ -44,11 +46,12 @@ class HifiGanVocoder:
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Apply ``max_batch_size`` / ``batch_wait_timeout_s`` without a restart."""
         cfg = BatchSettings.from_user_config(user_config)
-        self._vocode_batch.set_max_batch_size(cfg.max_batch_size)
-        self._vocode_batch.set_batch_wait_timeout_s(cfg.batch_wait_timeout_s)
+        for method in (self._vocode_batch, self._chunk_batch):
+            method.set_max_batch_size(cfg.max_batch_size)
+            method.set_batch_wait_timeout_s(cfg.batch_wait_timeout_s)
 
     def info(self) -> dict[str, int]:
-        """Rate, hop and the mel context a stateless streaming window needs to be exact."""
+        """Rate, hop, whether chunks can carry state, and the mel context a stateless window needs."""
         model = self.models[self.default_voice]
         radius = int(model.model.receptive_radius_frames())
         causal = bool(model.causal)
@@ -58,6 +61,7 @@ class HifiGanVocoder:
             # causal kernels put the whole reach on the left; non-causal split it (measured exact to 1e-6)
             "left_context": 2 * radius if causal else radius,
             "lookahead": 0 if causal else radius,
+            "stateful_stream": int(causal and all(m.causal for m in self.models.values())),
         }
 
     def _run_batch(self, reqs: list[VocodeRequest]) -> list[np.ndarray]:
@@ -94,6 +98,39 @@ class HifiGanVocoder:
         if req.mel.ndim != 2 or req.mel.shape[1] != 80:
             raise ValueError(f"mel must be [frames, 80], got {req.mel.shape}")
         return await self._vocode_batch(req)
+
+    def _run_chunks(self, reqs: list[VocodeChunk]) -> list[VocodeChunkResult]:
+        out: list[VocodeChunkResult | None] = [None] * len(reqs)
+        groups: dict[tuple, list[int]] = defaultdict(list)  # same voice, length, finality and state-ness
+        for i, r in enumerate(reqs):
+            groups[(r.voice or self.default_voice, r.mel.shape[0], r.final, r.state is None)].append(i)
+        for (voice, _, final, _), idx in groups.items():
+            results = self.models[voice].vocode_continue_batch(
+                [reqs[i].mel for i in idx], [reqs[i].state for i in idx], final
+            )
+            for i, (audio, state) in zip(idx, results, strict=True):
+                out[i] = VocodeChunkResult(audio, state)
+        return out  # type: ignore[return-value]
+
+    @serve.batch(max_batch_size=4, batch_wait_timeout_s=0.005)
+    async def _chunk_batch(self, reqs: list[VocodeChunk]) -> list[VocodeChunkResult]:
+        start = time.perf_counter()
+        try:
+            return await self.worker.run(self._run_chunks, reqs)
+        finally:
+            self.metrics.batch(len(reqs))
+            self.metrics.observe("vocode_chunk_batch", time.perf_counter() - start)
+
+    async def vocode_chunk(self, req: VocodeChunk) -> VocodeChunkResult:
+        """Audio for the next frames of a causal utterance, plus the state to send with the next chunk."""
+        voice = req.voice or self.default_voice
+        if voice not in self.models:
+            raise ValueError(f"unknown voice {req.voice!r}")
+        if not self.models[voice].causal:
+            raise ValueError(f"voice {voice!r} is not causal: stream it with mel windows (vocode)")
+        if req.mel.ndim != 2 or req.mel.shape[1] != 80 or req.mel.shape[0] == 0:
+            raise ValueError(f"mel must be [frames > 0, 80], got {req.mel.shape}")
+        return await self._chunk_batch(req)
 
     async def check_health(self) -> None:
         """A real tiny inference: 4 mel frames through the default voice."""

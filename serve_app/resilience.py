@@ -1,15 +1,16 @@
 """Retry idempotent stage calls when the replica serving them dies.
 
 Every stage method the ingress calls (``TextFrontend.process``, ``SambertAcoustic.synthesize``,
-``HifiGanVocoder.vocode``/``info``) is a pure function of its arguments, so re-issuing it on another replica
-is safe. :class:`ResilientHandle` wraps a ``DeploymentHandle``: a call that fails with an actor-death or
-replica-unavailable error is re-sent (bounded attempts, exponential backoff with jitter); after the last
-attempt the caller gets a 503 ``TTSError`` with ``Retry-After``. Backpressure (``BackPressureError``) and
-application errors are never retried.
+``HifiGanVocoder.vocode``/``vocode_chunk``/``info``) is a pure function of its arguments (a streamed chunk
+carries its vocoder state), so re-issuing it on another replica is safe. :class:`ResilientHandle` wraps a
+``DeploymentHandle``: a call that fails with an actor-death or replica-unavailable error is re-sent (bounded
+attempts, exponential backoff with jitter); after the last attempt the caller gets a 503 ``TTSError`` with
+``Retry-After``. Backpressure (``BackPressureError``) and application errors are never retried.
 
 Streams (``options(stream=True)``) are retried only until their first item arrives: after that, part of the
 output may already be on its way to the client and a replay could duplicate or skip audio, so the error is
-raised instead (the HTTP stream is cut, never silently resumed).
+raised instead (the HTTP stream is cut, never silently resumed). A non-streamed unit that was being
+pipelined through a stream is re-run whole instead (serve_app/pipeline.py): none of it reached the client.
 """
 
 from __future__ import annotations

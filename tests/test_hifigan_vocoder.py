@@ -213,3 +213,81 @@ def test_bf16_mode_is_close_but_opt_in() -> None:
     np.testing.assert_allclose(v16.vocode_batch(batch)[1], v16.vocode(batch[1]), atol=1e-2)
     with pytest.raises(VocoderError, match="precision"):
         Vocoder(Generator(**CAUSAL), 16000, precision="fp16")
+
+
+def _whole(v: Vocoder, m: np.ndarray) -> np.ndarray:
+    """The unchunked generator forward on one mel (the reference for the chunked paths)."""
+    with torch.inference_mode():
+        return v.model(torch.from_numpy(np.ascontiguousarray(m.T))[None]).reshape(-1).numpy()
+
+
+@pytest.mark.parametrize("frames", [1, 7, 16, 17, 50])
+def test_chunked_vocode_equals_whole_utterance(frames: int) -> None:
+    v = make_vocoder(CAUSAL, seed=2)
+    v.chunk_frames = 16
+    (m,) = mels(frames, seed=frames)
+    np.testing.assert_allclose(v.vocode(m), _whole(v, m), rtol=0, atol=1e-5)
+    batch = mels(frames, 3, frames + 5, seed=3)
+    for got, mel in zip(v.vocode_batch(batch), batch, strict=True):
+        np.testing.assert_allclose(got, _whole(v, mel), rtol=0, atol=1e-5)
+
+
+def test_chunked_vocode_uses_few_shapes() -> None:
+    """Whatever the utterance length, the generator sees a handful of chunk sizes (warm oneDNN kernels)."""
+    v = make_vocoder(CAUSAL, seed=2)
+    v.chunk_frames = 32
+    seen: set[int] = set()
+    inner = v.model.forward_stream
+    v.model.forward_stream = lambda x, cache: (seen.add(x.shape[-1]), inner(x, cache))[1]  # type: ignore[method-assign]
+    for m in mels(*range(1, 80, 3), seed=4):
+        v.vocode(m)
+    assert seen <= {8, 16, 32}, seen
+
+
+def test_vocode_continue_state_travels_between_instances() -> None:
+    """Chunks continued from a pickled state on another instance (another replica) equal the whole mel."""
+    import pickle
+
+    a, b = make_vocoder(CAUSAL, seed=5), make_vocoder(CAUSAL, seed=5)
+    (m,) = mels(45, seed=5)
+    out, state, pos = [], None, 0
+    for i, n in enumerate([8, 16, 5, 16]):
+        vocoder = (a, b)[i % 2]
+        final = pos + n == 45
+        audio, state = vocoder.vocode_continue(m[pos : pos + n], state, final=final)
+        assert len(audio) == n * 200
+        state = pickle.loads(pickle.dumps(state))
+        out.append(audio)
+        pos += n
+    assert state is None  # spent after the final chunk
+    np.testing.assert_allclose(np.concatenate(out), _whole(a, m), rtol=0, atol=1e-5)
+
+
+def test_vocode_continue_batch_equals_single() -> None:
+    v = make_vocoder(CAUSAL, seed=6)
+    first = mels(8, 8, 8, seed=6)
+    second = mels(12, 12, 12, seed=7)
+    starts = v.vocode_continue_batch(first, [None] * 3)
+    ends = v.vocode_continue_batch(second, [s for _, s in starts], final=True)
+    for i in range(3):
+        one_a, st = v.vocode_continue(first[i])
+        one_b, _ = v.vocode_continue(second[i], st, final=True)
+        np.testing.assert_allclose(starts[i][0], one_a, atol=1e-5)
+        np.testing.assert_allclose(ends[i][0], one_b, atol=1e-5)
+
+
+def test_vocode_continue_rejects_bad_use() -> None:
+    causal, noncausal = make_vocoder(CAUSAL), make_vocoder(NONCAUSAL)
+    (m,) = mels(8)
+    with pytest.raises(VocoderError, match="causal"):
+        noncausal.vocode_continue(m)
+    _, state = causal.vocode_continue(m)
+    assert state is not None
+    with pytest.raises(VocoderError, match="does not match"):
+        causal.vocode_continue(m, {"conv_pre": state["conv_pre"]})
+    with pytest.raises(VocoderError, match="same, non-zero frame count"):
+        causal.vocode_continue_batch(mels(8, 9), [None, None])
+    with pytest.raises(VocoderError, match="all or none"):
+        causal.vocode_continue_batch(mels(8, 8), [state, None])
+    with pytest.raises(VocoderError, match="chunk_frames"):
+        Vocoder(Generator(**CAUSAL), 16000, chunk_frames=-1)

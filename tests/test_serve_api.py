@@ -286,3 +286,35 @@ def test_streamed_deadline_aborts_the_body_instead_of_ending_cleanly(url: str) -
         for chunk in r.iter_raw():
             received += len(chunk)
     assert received < 16000 * 2 * 30  # far less than the whole text's audio arrived
+
+
+def test_vocode_chunk_state_round_trip_equals_whole(serve_instance) -> None:  # type: ignore[no-untyped-def]
+    """Chunks whose vocoder state travels through the caller equal one whole-utterance vocode call."""
+    from ray import serve
+
+    from deployments.payloads import VocodeChunk, VocodeRequest
+
+    vocoder = serve.get_deployment_handle("HifiGanVocoder", app_name="tts")
+    assert vocoder.info.remote().result()["stateful_stream"] == 1
+    mel = np.random.default_rng(0).standard_normal((45, 80)).astype(np.float32)
+    whole = vocoder.vocode.remote(VocodeRequest(mel)).result()
+    pieces, state, pos = [], None, 0
+    for n in (8, 32, 5):
+        res = vocoder.vocode_chunk.remote(VocodeChunk(mel[pos : pos + n], state, pos + n == 45)).result()
+        pieces.append(res.audio)
+        state, pos = res.state, pos + n
+    assert state is None
+    np.testing.assert_allclose(np.concatenate(pieces), whole, atol=1e-5)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["pipelined", "streamed"])
+def test_served_audio_equals_the_engine(serve_instance, stream: bool) -> None:  # type: ignore[no-untyped-def]
+    """One client: the chunk-pipelined and the streamed paths give the Ray-free engine's audio."""
+    from engine.synthesizer import Synthesizer
+
+    text = f"引擎一致性测试{'流式' if stream else '整句'}。"
+    body = {"text": text, "format": "pcm", "stream": stream}
+    got = np.frombuffer(_post(serve_instance.url, "/api/tts", body).content, "<i2") / 32767
+    expected = Synthesizer(str(serve_instance.model_dir), threads=1).synthesize(text).audio
+    assert len(got) == len(expected)
+    np.testing.assert_allclose(got, np.clip(expected, -1, 1), atol=2e-4)

@@ -2,7 +2,7 @@
 
 from .generator import Generator
 from .jik876 import Jik876Generator, load_jik876
-from .vocoder import StreamingVocoder, Vocoder, VocoderError, generator_state_dict
+from .vocoder import StreamingVocoder, Vocoder, VocoderError, VocoderState, generator_state_dict
 
 __all__ = [
     "Generator",
@@ -10,6 +10,7 @@ __all__ = [
     "StreamingVocoder",
     "Vocoder",
     "VocoderError",
+    "VocoderState",
     "generator_state_dict",
     "load_jik876",
 ]

@@ -22,6 +22,7 @@ from .layers import (
     Conv1d,
     ConvTranspose1d,
     ResidualBlock,
+    StreamLayer,
     fold_weight_norm,
 )
 
@@ -116,6 +117,9 @@ class Generator(nn.Module):
                 )
         self.conv_pre = conv_pre
         self.conv_post = conv_cls(channels // 2**self.num_upsamples, out_channels, kernel_size, 1, bias, wn)
+        for name, module in self.named_modules():  # stable streaming-cache keys (see layers.StreamLayer)
+            if isinstance(module, StreamLayer):
+                module.stream_key = name
 
     @classmethod
     def from_config(cls, voc_config: dict[str, Any]) -> Generator:

@@ -6,7 +6,9 @@ runs over every dimension except 0. :meth:`WNConv1d.fold` replaces them by a pla
 
 Streaming: every layer that looks at the past exposes ``forward_stream(x, cache)``. ``cache`` is a dict owned
 by the caller; each layer keeps its own left context (causal convolutions) or its overlap-add carry (causal
-transposed convolutions) under its own key, so chunk-by-chunk input gives the same output as one call.
+transposed convolutions) under its own key, so chunk-by-chunk input gives the same output as one call. The key
+is the layer's ``stream_key`` (its module path, set by the generator), so a cache is meaningful in any process
+holding the same architecture: it can be shipped with a request and continued on another replica.
 """
 
 from __future__ import annotations
@@ -17,7 +19,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-Cache = dict[int, Tensor]
+Cache = dict[str, Tensor]
+
+
+class StreamLayer(nn.Module):
+    """A layer that keeps streaming state in a caller-owned :data:`Cache` under ``stream_key``."""
+
+    stream_key: str = ""
+
+    def _key(self) -> str:
+        if not self.stream_key:  # standalone layer (tests): unique within this process
+            self.stream_key = f"#{id(self)}"
+        return self.stream_key
 
 
 class WNConv1d(nn.Module):
@@ -100,7 +113,7 @@ def _norm_dim0(v: Tensor) -> Tensor:
     return torch.linalg.vector_norm(v.reshape(v.shape[0], -1), dim=1).reshape(-1, *([1] * (v.dim() - 1)))
 
 
-class CausalConv1d(nn.Module):
+class CausalConv1d(StreamLayer):
     """Conv1d that left-pads ``(k - 1) * dilation`` zeros: output ``t`` sees inputs ``<= t`` only."""
 
     def __init__(
@@ -128,11 +141,12 @@ class CausalConv1d(nn.Module):
         """Convolve a chunk, using (and updating) the last ``pad`` input samples kept in ``cache``."""
         if self.pad == 0:
             return self.conv1d(x)
-        ctx = cache.get(id(self))
+        key = self._key()
+        ctx = cache.get(key)
         if ctx is None:
             ctx = x.new_zeros(x.shape[0], x.shape[1], self.pad)
         xc = torch.cat((ctx, x), dim=-1)
-        cache[id(self)] = xc[..., -self.pad :]
+        cache[key] = xc[..., -self.pad :]
         return self.conv1d(xc)
 
 
@@ -158,7 +172,7 @@ class Conv1d(nn.Module):
         return self.conv1d(x)
 
 
-class CausalConvTranspose1d(nn.Module):
+class CausalConvTranspose1d(StreamLayer):
     """ConvTranspose1d (no padding) whose output is trimmed by ``k - stride`` samples on the right."""
 
     def __init__(
@@ -194,12 +208,13 @@ class CausalConvTranspose1d(nn.Module):
         """Overlap-add: the ``k - stride`` tail of a chunk is carried (without bias) into the next chunk."""
         d = self.deconv
         y = F.conv_transpose1d(x, d.effective_weight(), None, d.stride)
-        carry = cache.get(id(self))
+        key = self._key()
+        carry = cache.get(key)
         if carry is not None and self.trim:
             y[..., : self.trim] += carry
         n = x.shape[-1] * self.stride
         if self.trim:
-            cache[id(self)] = y[..., n:]
+            cache[key] = y[..., n:]
         y = y[..., :n]
         return y if d.bias is None else y + d.bias[:, None]
 

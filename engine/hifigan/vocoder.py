@@ -4,6 +4,11 @@ Weights are loaded strictly in weight-norm form and folded; everything runs unde
 ``threads`` sets torch's intra-op thread count (process-wide, as torch has no per-module setting).
 ``precision="bf16"`` (opt-in) converts the weights and activations to bfloat16: for CPUs with AVX-512
 BF16, not faithful to the reference (see benchmarks/bench_vocoder.py for its error); the default is float32.
+
+Causal models run in fixed-size chunks (``chunk_frames``, default 64) that carry every layer's left context,
+with the last chunk zero-padded on the right to one of a few sizes (exact: a causal output never sees later
+input). Every call then uses the same few tensor shapes, so oneDNN reuses its compiled convolution primitives;
+whole-utterance calls of ever-new lengths paid 15-30 % extra for primitive creation on each new length.
 """
 
 from __future__ import annotations
@@ -19,6 +24,19 @@ from torch import Tensor
 from .generator import Generator
 from .jik876 import Jik876Generator, load_jik876
 from .layers import Cache
+
+VocoderState = dict[str, np.ndarray]
+"""Where a causal utterance left off: every streaming layer's context, keyed by layer path (picklable)."""
+
+DEFAULT_CHUNK_FRAMES = 64
+
+
+def _bucket(frames: int, chunk: int) -> int:
+    """The padded size of a final chunk: the next power of two (≥ 8), at most ``chunk``."""
+    size = 8
+    while size < frames:
+        size *= 2
+    return max(frames, min(size, chunk))
 
 
 class VocoderError(ValueError):
@@ -65,9 +83,13 @@ class Vocoder:
         threads: int | None = None,
         n_mels: int = 80,
         precision: str = "fp32",
+        chunk_frames: int = DEFAULT_CHUNK_FRAMES,
     ) -> None:
         if threads is not None and threads < 1:
             raise VocoderError(f"threads must be >= 1, got {threads}")
+        if chunk_frames < 0:
+            raise VocoderError(f"chunk_frames must be >= 0 (0 = whole utterance), got {chunk_frames}")
+        self.chunk_frames = int(chunk_frames)
         if precision not in ("fp32", "bf16"):
             raise VocoderError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
         self.precision = precision
@@ -141,10 +163,97 @@ class Vocoder:
         return torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32).T)
 
     def _run(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
+        if self.causal and self.chunk_frames:
+            return self._run_chunked(x, {}, final=True)
         x = x.to(self._dtype)
         if lengths is not None and isinstance(self.model, Generator):
             return self.model(x, lengths).float()
         return self.model(x).float()
+
+    def _run_chunked(self, x: Tensor, cache: Cache, final: bool) -> Tensor:
+        """Causal: ``x`` [B, n_mels, T] → [B, 1, T * hop] in ``chunk_frames`` pieces continuing ``cache``.
+
+        With ``final`` the last piece is zero-padded to a bucket size (the cache is then spent); otherwise
+        every frame is pushed exactly, so ``cache`` continues the utterance.
+        """
+        assert isinstance(self.model, Generator)
+        chunk = self.chunk_frames or x.shape[-1]
+        hop, total = self.hop_length, x.shape[-1]
+        outs: list[Tensor] = []
+        pos = 0
+        while pos < total:
+            n = min(chunk, total - pos)
+            piece = x[..., pos : pos + n].to(self._dtype)
+            if final and n < chunk and (size := _bucket(n, chunk)) > n:
+                piece = torch.nn.functional.pad(piece, (0, size - n))
+            outs.append(self.model.forward_stream(piece, cache)[..., : n * hop].float())
+            pos += n
+        return torch.cat(outs, dim=-1) if len(outs) > 1 else outs[0]
+
+    def vocode_continue(
+        self, mel: np.ndarray, state: VocoderState | None = None, final: bool = False
+    ) -> tuple[np.ndarray, VocoderState | None]:
+        """Causal only: the next frames of an utterance → (their audio, the state to continue from).
+
+        ``state`` is what the previous call returned (None for the first chunk). The concatenated audio equals
+        :meth:`vocode` of the whole mel to float rounding, whichever process runs each call. ``final`` marks
+        the last chunk (its state is not returned).
+        """
+        return self.vocode_continue_batch([mel], [state], final)[0]
+
+    @torch.inference_mode()
+    def vocode_continue_batch(
+        self, mels: Sequence[np.ndarray], states: Sequence[VocoderState | None], final: bool = False
+    ) -> list[tuple[np.ndarray, VocoderState | None]]:
+        """:meth:`vocode_continue` for several utterances in one pass.
+
+        All chunks must have the same number of frames, and either all or none carry a state.
+        """
+        if not self.causal:
+            raise VocoderError("vocode_continue needs a causal vocoder; use windowed streaming")
+        if len(mels) != len(states) or not mels:
+            raise VocoderError(
+                "vocode_continue_batch needs one state (or None) per mel, and at least one mel"
+            )
+        xs = [self._to_tensor(m, f"mels[{i}]") for i, m in enumerate(mels)]
+        frames = {x.shape[1] for x in xs}
+        if len(frames) != 1 or 0 in frames:
+            raise VocoderError(f"chunks in one batch must have the same, non-zero frame count, got {frames}")
+        if len({s is None or not s for s in states}) != 1:
+            raise VocoderError("all or none of the chunks in a batch must continue a state")
+        self._apply_threads()
+        caches = [self._cache_from_state(s) for s in states]
+        cache = {k: torch.cat([c[k] for c in caches]) for k in caches[0]} if caches[0] else {}
+        y = self._run_chunked(torch.stack(xs), cache, final)[:, 0]
+        out: list[tuple[np.ndarray, VocoderState | None]] = []
+        for i in range(len(xs)):
+            audio = y[i].numpy().astype(np.float32, copy=True)
+            state = None if final else self._state_from_cache({k: v[i : i + 1] for k, v in cache.items()})
+            out.append((audio, state))
+        return out
+
+    def _cache_from_state(self, state: VocoderState | None) -> Cache:
+        if not state:
+            return {}
+        keys = self.stream_keys()
+        if set(state) != keys:
+            raise VocoderError("vocoder state does not match this model (different architecture)")
+        return {
+            k: torch.from_numpy(np.asarray(v, dtype=np.float32)).to(self._dtype) for k, v in state.items()
+        }
+
+    @staticmethod
+    def _state_from_cache(cache: Cache) -> VocoderState:
+        return {k: np.ascontiguousarray(v.float().numpy()) for k, v in cache.items()}
+
+    def stream_keys(self) -> set[str]:
+        """The layer paths a complete :data:`VocoderState` holds (causal models)."""
+        if not hasattr(self, "_stream_keys"):
+            cache: Cache = {}
+            with torch.inference_mode():
+                self.model.forward_stream(torch.zeros(1, self.n_mels, 1, dtype=self._dtype), cache)
+            self._stream_keys = set(cache)
+        return self._stream_keys
 
     @torch.inference_mode()
     def vocode(self, mel: np.ndarray) -> np.ndarray:
