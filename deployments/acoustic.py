@@ -77,14 +77,17 @@ class SambertAcoustic:
             raise ValueError(f"unknown voice {req.voice!r}")
         return await self._synthesize_batch(req)
 
-    async def stream(self, req: AcousticRequest, chunk_frames: int = 16) -> AsyncGenerator[MelChunk, None]:
+    async def stream(
+        self, req: AcousticRequest, chunk_frames: int = 16, max_chunk_frames: int | None = None
+    ) -> AsyncGenerator[MelChunk, None]:
         """Mel chunks straight from the AR decoder; the first item carries durations and frame count.
 
-        Each decoder step runs on the torch thread; cancelling the caller stops the loop between chunks.
+        Chunks are ``chunk_frames`` long, doubling up to ``max_chunk_frames`` when given. Each decoder step
+        runs on the torch thread; cancelling the caller stops the loop between chunks.
         """
         model = self.models[req.voice or self.default_voice]
         start = time.perf_counter()
-        stream = await self.worker.run(model.stream, self._input(req), chunk_frames)
+        stream = await self.worker.run(model.stream, self._input(req), chunk_frames, max_chunk_frames)
         iterator = iter(stream)
         yield MelChunk(
             mel=np.zeros((0, 80), np.float32),

@@ -185,8 +185,9 @@ class Pipeline:
         request = AcousticRequest(unit.ids, voice, speed, pitch)
         gen: Any = None
         try:
+            cfg = self.stream_settings
             gen = self.acoustic.options(stream=True).stream.remote(
-                request, self.stream_settings.acoustic_chunk_frames
+                request, cfg.acoustic_chunk_frames, max(cfg.acoustic_chunk_frames, cfg.max_chunk_frames)
             )
             if info.get("stateful_stream"):
                 chunks = self._stateful_chunks(gen, voice, meta)

@@ -79,6 +79,16 @@ def test_stream_concatenation_equals_full(am: AcousticModel, golden: np.ndarray,
     np.testing.assert_allclose(np.concatenate(chunks), full.mel, atol=1e-5, rtol=0)
 
 
+def test_stream_chunks_grow_up_to_the_cap(am: AcousticModel, golden: np.ndarray) -> None:
+    full = am.synthesize([AcousticInput(golden)])[0].mel
+    chunks = list(am.stream(AcousticInput(golden), chunk_frames=4, max_chunk_frames=16))
+    sizes = [c.shape[0] for c in chunks]
+    assert sizes[:4] == [4, 8, 16, 16] and all(n <= 16 for n in sizes), sizes
+    np.testing.assert_allclose(np.concatenate(chunks), full, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="max_chunk_frames"):
+        am.stream(AcousticInput(golden), chunk_frames=8, max_chunk_frames=4)
+
+
 def test_stream_yields_before_decoding_ends(am: AcousticModel, golden: np.ndarray) -> None:
     stream = am.stream(AcousticInput(golden), chunk_frames=6)
     it = iter(stream)
