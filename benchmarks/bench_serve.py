@@ -73,6 +73,7 @@ def _serve_args(model_dir: str) -> dict[str, Any]:
     args = dict(app["args"])
     args["model_dir"] = model_dir
     args.setdefault("ingress", {})["cache_max_entries"] = 0  # measure synthesis, not the cache
+    args["ingress"]["max_inflight"] = 1024  # saturation throughput, not admission control (shedding)
     options = {}
     for dep in app["deployments"]:
         opts = {k: v for k, v in dep.items() if k != "name"}

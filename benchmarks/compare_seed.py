@@ -219,7 +219,12 @@ def run_ray_variants(
         raw["http_options"] = {**raw.get("http_options", {}), "host": "127.0.0.1", "port": port}
         app = raw["applications"][0]
         app["args"] = {**(app.get("args") or {}), "model_dir": model_dir}
-        app["args"]["ingress"] = {**(app["args"].get("ingress") or {}), "cache_max_entries": 0}
+        # cache off; admission limit lifted: this measures saturation throughput and latency, not shedding
+        app["args"]["ingress"] = {
+            **(app["args"].get("ingress") or {}),
+            "cache_max_entries": 0,
+            "max_inflight": 1024,
+        }
         client.deploy_apps(ServeDeploySchema.model_validate(raw), _blocking=False)
         wait_http("127.0.0.1", port, "/ready", 900)
 

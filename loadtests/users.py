@@ -131,6 +131,17 @@ class TTSUser(HttpUser):
             body["voice"] = self.voice
         return body
 
+    @staticmethod
+    def _shed(resp: Any, length_class: str) -> bool:
+        """A 429/503 with ``Retry-After`` is the service refusing excess load as designed: reported as
+        ``shed <class>`` (gated by the shed ratio and its own p95), not as a failure or a latency sample of
+        the request class."""
+        if resp.status_code in (429, 503) and resp.headers.get("Retry-After"):
+            resp.request_meta["name"] = f"shed {length_class}"
+            resp.success()
+            return True
+        return False
+
     def _backoff(self, response: Any) -> None:
         """Honour Retry-After on overload like a well-behaved client (bounded)."""
         if response.status_code in (429, 503):
@@ -145,7 +156,9 @@ class TTSUser(HttpUser):
         sentence = CORPUS.pick(length_class, self.rng)
         body = self._body(sentence, fmt, sample_rate, stream=False)
         with self.client.post("/api/tts", json=body, name=f"tts {length_class}", catch_response=True) as resp:
-            if resp.status_code != 200:
+            if self._shed(resp, length_class):
+                pass
+            elif resp.status_code != 200:
                 resp.failure(error_text(resp))
             elif problem := check_audio(resp.content, fmt, sample_rate):
                 resp.failure(problem)
@@ -162,7 +175,8 @@ class TTSUser(HttpUser):
         with self.client.post("/api/tts", json=body, name=name, stream=True, catch_response=True) as resp:
             if resp.status_code != 200:
                 resp.request_meta["response_time"] = (time.perf_counter() - start) * 1000
-                resp.failure(error_text(resp))
+                if not self._shed(resp, length_class):
+                    resp.failure(error_text(resp))
                 self._backoff(resp)
                 return
             received, first_ms, head, offset = 0, None, b"", None
@@ -215,7 +229,9 @@ class TTSUser(HttpUser):
             "speed": 1.0,
         }
         with self.client.post("/tts", json=body, name=f"seed {length_class}", catch_response=True) as resp:
-            if resp.status_code != 200:
+            if self._shed(resp, length_class):
+                pass
+            elif resp.status_code != 200:
                 resp.failure(error_text(resp))
             elif problem := check_audio(resp.content, "wav", None):
                 resp.failure(problem)
@@ -231,7 +247,9 @@ class TTSUser(HttpUser):
         with self.client.post(
             "/v1/audio/speech", json=body, name=f"openai {length_class}", catch_response=True
         ) as resp:
-            if resp.status_code != 200:
+            if self._shed(resp, length_class):
+                pass
+            elif resp.status_code != 200:
                 resp.failure(error_text(resp))
             elif problem := check_audio(resp.content, "wav", None):
                 resp.failure(problem)

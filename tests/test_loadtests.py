@@ -209,3 +209,21 @@ def test_slo_config_errors_are_clear() -> None:
         slo.SloConfig(max_fail_ratio=2)
     assert slo.split_name("stream-ttfa long") == ("stream-ttfa", "long")
     assert slo.split_name("voices") is None
+
+
+def test_shed_requests_are_gated_apart_from_failures_and_latency() -> None:
+    """429/503 + Retry-After refusals count toward the shed ratio (and their own p95), not the fail ratio."""
+    stats = _stats({"tts short": [100] * 60, "shed short": [20] * 40})
+    checks = {(c.name, c.metric): c for c in slo.evaluate(stats, slo.SloConfig(max_shed_ratio=0.5))}
+    assert checks[("requests", "fail ratio")].value == 0 and checks[("requests", "fail ratio")].ok
+    assert checks[("requests", "shed ratio")].value == pytest.approx(0.4)
+    assert checks[("tts short", "p95 ms")].value == pytest.approx(100, rel=0.05)  # refusals not mixed in
+    assert all(c.ok for c in checks.values())
+    strict = slo.evaluate(stats, slo.SloConfig())  # default: at most 5 % shed
+    assert not next(c for c in strict if c.metric == "shed ratio").ok
+    slow = _stats({"tts short": [100] * 60, "shed short": [5000] * 5})
+    assert not next(
+        c for c in slo.evaluate(slow, slo.SloConfig(max_shed_ratio=1)) if c.name == "shed short"
+    ).ok
+    with pytest.raises(slo.SloConfigError, match="shed ratio"):
+        slo.SloConfig(max_shed_ratio=2)
