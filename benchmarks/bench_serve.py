@@ -152,6 +152,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 8, 16])
     parser.add_argument("--ttfa-runs", type=int, default=10)
     parser.add_argument("--raw-threads", type=int, default=2)
+    parser.add_argument(
+        "--vocoder-precision", choices=["fp32", "bf16"], default=None, help="override the config's (fp32)"
+    )
     args = parser.parse_args(argv)
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -177,7 +180,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
-        serve.run(build_app(_serve_args(model_dir)), name="tts", route_prefix="/")
+        serve_args = _serve_args(model_dir)
+        if args.vocoder_precision:
+            serve_args["vocoder_precision"] = args.vocoder_precision
+        print(f"served vocoder precision: {serve_args.get('vocoder_precision') or 'fp32'}", flush=True)
+        serve.run(build_app(serve_args), name="tts", route_prefix="/")
         res = asyncio.run(served(f"http://127.0.0.1:{port}", args.seconds, args.clients, args.ttfa_runs))
     finally:
         ray.shutdown()

@@ -31,13 +31,14 @@ log = logging.getLogger("tts.vocoder")
 class HifiGanVocoder:
     """Owns one :class:`engine.hifigan.Vocoder` per voice; torch runs on a dedicated thread."""
 
-    def __init__(self, model_dir: str, threads: int | None = None) -> None:
+    def __init__(self, model_dir: str, threads: int | None = None, precision: str = "fp32") -> None:
         route_logs_to_serve()
         directory = load_model_dir(model_dir)
         self.default_voice = next(iter(directory.voices))
         self.worker = TorchWorker(replica_threads(threads), "vocoder")
         self.models: dict[str, Vocoder] = {
-            name: self.worker.run_sync(Vocoder.from_voice, spec) for name, spec in directory.voices.items()
+            name: self.worker.run_sync(Vocoder.from_voice, spec, None, precision)
+            for name, spec in directory.voices.items()
         }
         from serve_app.metrics import StageMetrics
 

@@ -62,12 +62,17 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
     ``args``: ``model_dir`` (null → ``$TTS_MODEL_DIR`` → generated random voice), ``random_size``
     (``full``/``tiny``), ``threads`` (per stage, e.g. ``{acoustic: 1}``; default = the replica's num_cpus),
     ``ingress`` (:class:`IngressSettings` fields: ``limits``, cache bounds, ``max_inflight``, ``stream``...),
-    ``options`` (``{deployment: Deployment.options kwargs}``, for Python-driven runs; YAML wins).
+    ``options`` (``{deployment: Deployment.options kwargs}``, for Python-driven runs; YAML wins),
+    ``vocoder_precision`` (``fp32``, default and faithful; ``bf16``: opt-in, ~1.7x faster vocoder on CPUs with
+    AVX-512 BF16, max waveform error ~1e-2).
     """
     args = dict(args or {})
-    unknown = set(args) - {"model_dir", "random_size", "threads", "ingress", "options"}
+    unknown = set(args) - {"model_dir", "random_size", "threads", "ingress", "options", "vocoder_precision"}
     if unknown:
         raise ValueError(f"unknown build_app args: {sorted(unknown)}")
+    precision = args.get("vocoder_precision") or "fp32"
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"vocoder_precision must be 'fp32' or 'bf16', got {precision!r}")
     model_dir = ensure_model_dir(args.get("model_dir"), args.get("random_size") or "full")
     threads = dict(args.get("threads") or {})
     settings = args.get("ingress") or {}
@@ -79,5 +84,5 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
     dep = {name: d.options(**options[name]) if name in options else d for name, d in stages.items()}
     frontend = dep["TextFrontend"].bind(model_dir, threads.get("frontend"))
     acoustic = dep["SambertAcoustic"].bind(model_dir, threads.get("acoustic"))
-    vocoder = dep["HifiGanVocoder"].bind(model_dir, threads.get("vocoder"))
-    return dep["TTSIngress"].bind(frontend, acoustic, vocoder, model_dir, settings)
+    vocoder = dep["HifiGanVocoder"].bind(model_dir, threads.get("vocoder"), precision)
+    return dep["TTSIngress"].bind(frontend, acoustic, vocoder, model_dir, settings, precision)

@@ -138,11 +138,15 @@ class TTSIngress:
         vocoder: DeploymentHandle,
         model_dir: str,
         settings: dict[str, Any] | None = None,
+        vocoder_precision: str = "fp32",
     ) -> None:
         route_logs_to_serve()
         self.settings = IngressSettings.from_dict(settings)
         directory = load_model_dir(model_dir)
-        self.model_version = str(directory.version)
+        # the cache key and /ready report what produces the audio: weights + vocoder arithmetic
+        self.model_version = str(directory.version) + (
+            "" if vocoder_precision == "fp32" else f"+{vocoder_precision}"
+        )
         self.voices = list(directory.voices)
         self.default_voice = self.voices[0]
         self.emotions = {
