@@ -103,17 +103,13 @@ class HifiGanVocoder:
         return await self._vocode_batch(req)
 
     def _run_chunks(self, reqs: list[VocodeChunk]) -> list[VocodeChunkResult]:
-        out: list[VocodeChunkResult | None] = [None] * len(reqs)
-        groups: dict[tuple, list[int]] = defaultdict(list)  # same voice, length, finality and state-ness
-        for i, r in enumerate(reqs):
-            groups[(r.voice or self.default_voice, r.mel.shape[0], r.final, r.state is None)].append(i)
-        for (voice, _, final, _), idx in groups.items():
-            results = self.models[voice].vocode_continue_batch(
-                [reqs[i].mel for i in idx], [reqs[i].state for i in idx], final
-            )
-            for i, (audio, state) in zip(idx, results, strict=True):
-                out[i] = VocodeChunkResult(audio, state)
-        return out  # type: ignore[return-value]
+        """One by one, like whole mels: stacking equal-length chunks gains nothing on CPU, and each batch
+        size multiplies the tensor shapes (and the oneDNN primitives cached per shape) the replica holds."""
+        out: list[VocodeChunkResult] = []
+        for r in reqs:
+            audio, state = self.models[r.voice or self.default_voice].vocode_continue(r.mel, r.state, r.final)
+            out.append(VocodeChunkResult(audio, state))
+        return out
 
     @serve.batch(max_batch_size=4, batch_wait_timeout_s=0.005)
     async def _chunk_batch(self, reqs: list[VocodeChunk]) -> list[VocodeChunkResult]:
