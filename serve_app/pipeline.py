@@ -47,7 +47,7 @@ class StreamSettings:
     acoustic_chunk_frames: int = 8  # mel frames per item of the acoustic stream
     left_context: int | None = None  # None → the vocoder's exact receptive context
     lookahead: int | None = None
-    pipeline_below: int = 2  # non-streamed units run chunk-pipelined while fewer than this are in flight
+    pipeline_below: int = 2  # a non-streamed unit is chunk-pipelined when at most this many are in flight
 
     def __post_init__(self) -> None:
         if not 1 <= self.chunk_frames <= self.max_chunk_frames:
