@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from ray import serve
 
-from deployments.common import BatchSettings, TorchWorker, replica_threads, route_logs_to_serve
+from deployments.common import BatchSettings, TorchWorker, replica_threads, route_logs_to_serve, timed_batch
 from deployments.payloads import AcousticRequest, AcousticResult, MelChunk
 from engine.modeldir import load_model_dir
 from engine.sambert import AcousticInput, AcousticModel
@@ -64,12 +64,7 @@ class SambertAcoustic:
 
     @serve.batch(max_batch_size=4, batch_wait_timeout_s=0.005)
     async def _synthesize_batch(self, reqs: list[AcousticRequest]) -> list[AcousticResult]:
-        start = time.perf_counter()
-        try:
-            return await self.worker.run(self._run_batch, reqs)
-        finally:
-            self.metrics.batch(len(reqs))
-            self.metrics.observe("synthesize_batch", time.perf_counter() - start)
+        return await timed_batch(self.worker, self.metrics, "synthesize_batch", self._run_batch, reqs)
 
     async def synthesize(self, req: AcousticRequest) -> AcousticResult:
         """Whole-utterance mel and durations (dynamically batched with concurrent callers)."""

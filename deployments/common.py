@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-__all__ = ["BatchSettings", "TorchWorker", "replica_threads", "route_logs_to_serve"]
+__all__ = ["BatchSettings", "TorchWorker", "replica_threads", "route_logs_to_serve", "timed_batch"]
 
 T = TypeVar("T")
 log = logging.getLogger("tts.deployments")
@@ -70,6 +70,16 @@ class TorchWorker:
 
     def run_sync(self, fn: Callable[..., T], *args: Any) -> T:
         return self._pool.submit(_inference_mode, fn, args).result()
+
+
+async def timed_batch(worker: TorchWorker, metrics: Any, name: str, fn: Callable[[list], T], reqs: list) -> T:
+    """Run one ``@serve.batch`` batch on the torch thread, recording its size and latency as ``name``."""
+    start = time.perf_counter()
+    try:
+        return await worker.run(fn, reqs)
+    finally:
+        metrics.batch(len(reqs))
+        metrics.observe(name, time.perf_counter() - start)
 
 
 def _inference_mode(fn: Callable[..., T], args: tuple[Any, ...]) -> T:

@@ -10,14 +10,13 @@ frames + lookahead) and asks for the samples of the new frames only.
 from __future__ import annotations
 
 import logging
-import time
 from collections import defaultdict
 from typing import Any
 
 import numpy as np
 from ray import serve
 
-from deployments.common import BatchSettings, TorchWorker, replica_threads, route_logs_to_serve
+from deployments.common import BatchSettings, TorchWorker, replica_threads, route_logs_to_serve, timed_batch
 from deployments.payloads import VocodeChunk, VocodeChunkResult, VocodeRequest
 from engine.hifigan import Vocoder
 from engine.modeldir import load_model_dir
@@ -87,12 +86,7 @@ class HifiGanVocoder:
 
     @serve.batch(max_batch_size=4, batch_wait_timeout_s=0.005)
     async def _vocode_batch(self, reqs: list[VocodeRequest]) -> list[np.ndarray]:
-        start = time.perf_counter()
-        try:
-            return await self.worker.run(self._run_batch, reqs)
-        finally:
-            self.metrics.batch(len(reqs))
-            self.metrics.observe("vocode_batch", time.perf_counter() - start)
+        return await timed_batch(self.worker, self.metrics, "vocode_batch", self._run_batch, reqs)
 
     async def vocode(self, req: VocodeRequest) -> np.ndarray:
         """Waveform (float32, model rate) for a mel or a mel window."""
@@ -113,12 +107,7 @@ class HifiGanVocoder:
 
     @serve.batch(max_batch_size=4, batch_wait_timeout_s=0.005)
     async def _chunk_batch(self, reqs: list[VocodeChunk]) -> list[VocodeChunkResult]:
-        start = time.perf_counter()
-        try:
-            return await self.worker.run(self._run_chunks, reqs)
-        finally:
-            self.metrics.batch(len(reqs))
-            self.metrics.observe("vocode_chunk_batch", time.perf_counter() - start)
+        return await timed_batch(self.worker, self.metrics, "vocode_chunk_batch", self._run_chunks, reqs)
 
     async def vocode_chunk(self, req: VocodeChunk) -> VocodeChunkResult:
         """Audio for the next frames of a causal utterance, plus the state to send with the next chunk."""

@@ -201,6 +201,16 @@ class Pipeline:
             if gen is not None:
                 gen.cancel()  # no-op when finished; stops the decoder loop if the client went away
 
+    @staticmethod
+    async def _mel_frames(gen: Any, meta: dict[str, Any] | None) -> AsyncIterator[np.ndarray]:
+        """The non-empty mel chunks of an acoustic stream; its ``durations`` go into ``meta``."""
+        async for item in gen:
+            chunk: MelChunk = item
+            if chunk.durations is not None and meta is not None:
+                meta["durations"] = chunk.durations
+            if chunk.mel.shape[0]:
+                yield chunk.mel
+
     async def _stateful_chunks(
         self, gen: Any, voice: str | None, meta: dict[str, Any] | None
     ) -> AsyncIterator[np.ndarray]:
@@ -214,14 +224,9 @@ class Pipeline:
         have = 0
         size = cfg.first_chunk_frames
         state: dict[str, np.ndarray] | None = None
-        async for item in gen:
-            chunk: MelChunk = item
-            if chunk.durations is not None and meta is not None:
-                meta["durations"] = chunk.durations
-            if chunk.mel.shape[0] == 0:
-                continue
-            pending.append(chunk.mel)
-            have += chunk.mel.shape[0]
+        async for mel_in in self._mel_frames(gen, meta):
+            pending.append(mel_in)
+            have += mel_in.shape[0]
             while have >= size:
                 mel = np.concatenate(pending) if len(pending) > 1 else pending[0]
                 pending, have = [mel[size:]], have - size
@@ -248,14 +253,9 @@ class Pipeline:
         ahead = info["lookahead"] if cfg.lookahead is None else cfg.lookahead
         frames: list[np.ndarray] = []
         received = emitted = 0
-        async for item in gen:
-            chunk: MelChunk = item
-            if chunk.durations is not None and meta is not None:
-                meta["durations"] = chunk.durations
-            if chunk.mel.shape[0] == 0:
-                continue
-            frames.append(chunk.mel)
-            received += chunk.mel.shape[0]
+        async for mel_in in self._mel_frames(gen, meta):
+            frames.append(mel_in)
+            received += mel_in.shape[0]
             ready = received - ahead
             need = cfg.first_chunk_frames if emitted == 0 else cfg.chunk_frames
             if ready - emitted >= need:
