@@ -106,15 +106,3 @@ class BatchSettings:
         if out.max_batch_size < 1 or not 0 <= out.batch_wait_timeout_s <= 1:
             raise ValueError("max_batch_size must be >= 1 and batch_wait_timeout_s in [0, 1]")
         return out
-
-
-class Stopwatch:
-    """``with Stopwatch() as t: ...; t.seconds``."""
-
-    def __enter__(self) -> Stopwatch:
-        self.start = time.perf_counter()
-        self.seconds = 0.0
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.seconds = time.perf_counter() - self.start

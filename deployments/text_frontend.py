@@ -1,16 +1,16 @@
-"""``TextFrontend`` deployment: text/SSML → linguistic units (token ids, pauses, syllable→token marks)."""
+"""``TextFrontend`` deployment: a :class:`~engine.messages.SynthesisRequest` → units with merged controls."""
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import Any
 
 from ray import serve
 
 from deployments.common import TorchWorker, replica_threads, route_logs_to_serve
-from deployments.payloads import UnitPayload, unit_payload
-from engine.frontend import Frontend, FrontendError
+from deployments.metrics import StageMetrics
+from engine.frontend import Frontend, FrontendError, SynthesisUnit
+from engine.messages import SynthesisRequest
 from engine.modeldir import load_model_dir
 
 __all__ = ["TextFrontend"]
@@ -27,28 +27,24 @@ class TextFrontend:
         self.model = load_model_dir(model_dir)
         self.frontend = Frontend()
         self.worker = TorchWorker(replica_threads(threads), "frontend")
-        from serve_app.metrics import StageMetrics
-
         self.metrics = StageMetrics("frontend")
-        self.worker.run_sync(self._process, "你好。", None, "neutral")  # warm jieba/pypinyin once
+        self.worker.run_sync(self._process, SynthesisRequest("你好。"))  # warm jieba/pypinyin once
 
-    def _voice(self, voice: str | None) -> Any:
-        if voice is None:
-            return next(iter(self.model.voices.values()))
-        return self.model.voices[voice]
+    def _process(self, request: SynthesisRequest) -> list[SynthesisUnit]:
+        return self.frontend.process(
+            request.text,
+            self.model.voice(request.voice).vocab,
+            emotion=request.emotion,
+            speaker=request.speaker,
+            prosody=request.prosody,
+            emotion_intensity=request.emotion_intensity,
+        )
 
-    def _process(self, text: str, voice: str | None, emotion: str) -> list[UnitPayload]:
-        spec = self._voice(voice)
-        units = self.frontend.process(text, spec.vocab, emotion=emotion)
-        return [unit_payload(u) for u in units]
-
-    async def process(
-        self, text: str, voice: str | None = None, emotion: str = "neutral"
-    ) -> list[UnitPayload]:
-        """Units for ``text``; raises ``FrontendError`` (a client error) on bad input."""
+    async def process(self, request: SynthesisRequest) -> list[SynthesisUnit]:
+        """Units for the request's text; raises ``FrontendError`` (a client error) on bad input."""
         start = time.perf_counter()
         try:
-            return await self.worker.run(self._process, text, voice, emotion)
+            return await self.worker.run(self._process, request)
         except FrontendError:
             self.metrics.error("bad_text")
             raise
@@ -57,6 +53,6 @@ class TextFrontend:
 
     async def check_health(self) -> None:
         """A real tiny frontend run; raising marks the replica unhealthy."""
-        units = await self.worker.run(self._process, "好", None, "neutral")
+        units = await self.worker.run(self._process, SynthesisRequest("好"))
         if not units or units[0].ids.shape[0] == 0:
             raise RuntimeError("frontend produced no tokens for a health-check sentence")

@@ -10,16 +10,17 @@ frames + lookahead) and asks for the samples of the new frames only.
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
 from typing import Any
 
 import numpy as np
 from ray import serve
 
 from deployments.common import BatchSettings, TorchWorker, replica_threads, route_logs_to_serve, timed_batch
-from deployments.payloads import VocodeChunk, VocodeChunkResult, VocodeRequest
+from deployments.metrics import StageMetrics
 from engine.hifigan import Vocoder
+from engine.messages import VocodeChunk, VocodeChunkResult, VocodeRequest, VocoderInfo
 from engine.modeldir import load_model_dir
+from engine.stages import vocode_request, vocoder_info
 
 __all__ = ["HifiGanVocoder"]
 
@@ -39,8 +40,6 @@ class HifiGanVocoder:
             name: self.worker.run_sync(Vocoder.from_voice, spec, None, precision)
             for name, spec in directory.voices.items()
         }
-        from serve_app.metrics import StageMetrics
-
         self.metrics = StageMetrics("vocoder")
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
@@ -50,39 +49,14 @@ class HifiGanVocoder:
             method.set_max_batch_size(cfg.max_batch_size)
             method.set_batch_wait_timeout_s(cfg.batch_wait_timeout_s)
 
-    def info(self) -> dict[str, int]:
+    def info(self) -> VocoderInfo:
         """Rate, hop, whether chunks can carry state, and the mel context a stateless window needs."""
-        model = self.models[self.default_voice]
-        radius = int(model.model.receptive_radius_frames())
-        causal = bool(model.causal)
-        return {
-            "sample_rate": int(model.sample_rate),
-            "hop_length": int(model.hop_length),
-            # causal kernels put the whole reach on the left; non-causal split it (measured exact to 1e-6)
-            "left_context": 2 * radius if causal else radius,
-            "lookahead": 0 if causal else radius,
-            "stateful_stream": int(causal and all(m.causal for m in self.models.values())),
-        }
+        return vocoder_info(self.models, self.default_voice)
 
     def _run_batch(self, reqs: list[VocodeRequest]) -> list[np.ndarray]:
-        out: list[np.ndarray | None] = [None] * len(reqs)
-        groups: dict[str, list[int]] = defaultdict(list)
-        for i, r in enumerate(reqs):
-            groups[r.voice or self.default_voice].append(i)
-        for voice, idx in groups.items():
-            model = self.models[voice]
-            mels = [np.asarray(reqs[i].mel, dtype=np.float32) for i in idx]
-            # One by one: the convolutions are compute-bound on CPU, so a padded batch gains nothing and pays
-            # for its padding (4 mels of 100-300 frames: 3.04 s batched vs 1.94 s one by one, 1 thread).
-            audios = [model.vocode(m) for m in mels] if model.causal else model.vocode_batch(mels)
-            hop = int(model.hop_length)
-            for i, audio in zip(idx, audios, strict=True):
-                r = reqs[i]
-                a = np.asarray(audio, dtype=np.float32)
-                if r.start is not None or r.end is not None:
-                    a = a[(r.start or 0) * hop : (r.end if r.end is not None else r.mel.shape[0]) * hop]
-                out[i] = a
-        return out  # type: ignore[return-value]
+        # One by one: the convolutions are compute-bound on CPU, so a padded batch gains nothing and pays
+        # for its padding (4 mels of 100-300 frames: 3.04 s batched vs 1.94 s one by one, 1 thread).
+        return [vocode_request(self.models[r.voice or self.default_voice], r) for r in reqs]
 
     @serve.batch(max_batch_size=4, batch_wait_timeout_s=0.005)
     async def _vocode_batch(self, reqs: list[VocodeRequest]) -> list[np.ndarray]:

@@ -8,6 +8,9 @@ import time
 from pathlib import Path
 
 from engine import audio as audio_mod
+from engine.messages import SynthesisRequest
+
+DEFAULTS = SynthesisRequest(text="")
 
 
 def _synth(args: argparse.Namespace) -> int:
@@ -27,12 +30,14 @@ def _synth(args: argparse.Namespace) -> int:
             text,
             voice=args.voice,
             emotion=args.emotion,
+            emotion_intensity=args.emotion_intensity,
+            speaker=args.speaker,
             speed=args.speed,
             pitch=args.pitch,
             volume=args.volume,
         )
         data, rate = audio_mod.encode(result.audio, result.sample_rate, fmt, args.sample_rate)
-    except (ModelDirError, FrontendError, audio_mod.AudioError, ValueError) as exc:
+    except (ModelDirError, FrontendError, audio_mod.AudioError, ValueError) as exc:  # ControlError too
         print(f"error: {exc}", file=sys.stderr)
         return 2
     seconds = time.perf_counter() - start
@@ -53,10 +58,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="output file; the extension picks the format unless --format")
     p.add_argument("--format", choices=sorted(audio_mod.FORMATS), default=None)
     p.add_argument("--voice", default=None)
-    p.add_argument("--emotion", default="neutral")
-    p.add_argument("--speed", type=float, default=1.0)
-    p.add_argument("--pitch", type=float, default=0.0)
-    p.add_argument("--volume", type=float, default=1.0)
+    p.add_argument("--emotion", default=DEFAULTS.emotion)
+    p.add_argument("--emotion-intensity", type=float, default=DEFAULTS.emotion_intensity, help="0..2")
+    p.add_argument("--speaker", default=None)
+    p.add_argument("--speed", type=float, default=DEFAULTS.speed, help="rate multiplier, 0.25..4")
+    p.add_argument("--pitch", type=float, default=DEFAULTS.pitch, help="semitones, -12..12")
+    p.add_argument("--volume", type=float, default=DEFAULTS.volume, help="linear gain, 0..4")
     p.add_argument("--sample-rate", type=int, default=None)
     p.add_argument("--threads", type=int, default=None)
     args = parser.parse_args(argv)

@@ -1,98 +1,123 @@
-"""Ray-free end-to-end pipeline (frontend → SAmBERT → HiFi-GAN → encoder) for the CLI and benchmarks.
-
-Same steps as the served pipeline, in one process: text is split into units by the frontend, the units are
-synthesised as acoustic and vocoder batches, and joined in order with their break pauses.
-"""
+"""Ray-free end-to-end synthesis for the CLI and benchmarks: the shared orchestrator
+(:class:`~engine.orchestrator.Orchestrator`) over :class:`LocalStages`: the models in this process."""
 
 from __future__ import annotations
 
+import asyncio
 import os
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
 from engine import audio as audio_mod
+from engine.frontend import Frontend, SynthesisUnit
+from engine.messages import (
+    AcousticInput,
+    AcousticOutput,
+    MelChunk,
+    SynthesisRequest,
+    VocodeChunk,
+    VocodeChunkResult,
+    VocodeRequest,
+    VocoderInfo,
+)
+from engine.orchestrator import Orchestrator, StreamSettings, Synthesized
+from engine.stages import mel_chunks, vocode_request, vocoder_info
 
-__all__ = ["SynthesisResult", "Synthesizer", "timestamps_from_durations", "unit_marks"]
-
-Mark = tuple[str, int, int]  # (syllable/character text, first token, end token exclusive)
-
-
-def unit_marks(unit: Any) -> tuple[Mark, ...]:
-    """Syllable → token-range marks of a frontend ``SynthesisUnit`` (for timestamps).
-
-    A syllable owns the tokens whose source span (``unit.spans[i]``) overlaps its span; syllables that share
-    one source span (e.g. "2024" read as four syllables) split those tokens in order, evenly.
-    """
-    spans = list(getattr(unit, "spans", None) or ())
-    syllables = list(getattr(unit, "syllables", None) or ())
-    marks: list[Mark] = []
-    i = 0
-    while i < len(syllables):
-        span = tuple(syllables[i].span)
-        j = i
-        while j < len(syllables) and tuple(syllables[j].span) == span:
-            j += 1
-        owned = [k for k, sp in enumerate(spans) if sp is not None and sp[0] < span[1] and span[0] < sp[1]]
-        group = syllables[i:j]
-        for n, syl in enumerate(group):
-            part = owned[len(owned) * n // len(group) : len(owned) * (n + 1) // len(group)]
-            if part:
-                marks.append((str(syl.text), part[0], part[-1] + 1))
-        i = j
-    return tuple(marks)
+__all__ = ["LocalStages", "Synthesizer"]
 
 
-def timestamps_from_durations(
-    marks: Sequence[Mark], durations: np.ndarray, offset_s: float, frame_s: float
-) -> list[tuple[str, float, float]]:
-    """(text, start_s, end_s) per mark from predicted frames per token."""
-    cum = np.concatenate([[0.0], np.cumsum(np.asarray(durations, dtype=np.float64))])
-    last = len(cum) - 1
-    return [
-        (
-            text,
-            round(offset_s + cum[min(s, last)] * frame_s, 4),
-            round(offset_s + cum[min(e, last)] * frame_s, 4),
-        )
-        for text, s, e in marks
-    ]
+class _LocalMelStream:
+    """An acoustic stream run step by step in this process (cancel = stop iterating)."""
+
+    def __init__(self, chunks: Iterator[MelChunk]) -> None:
+        self._chunks = chunks
+        self._cancelled = False
+
+    async def __aiter__(self) -> AsyncIterator[MelChunk]:
+        for chunk in self._chunks:
+            if self._cancelled:
+                return
+            yield chunk
+
+    def cancel(self) -> None:
+        self._cancelled = True
 
 
-@dataclass
-class SynthesisResult:
-    audio: np.ndarray  # float32 mono at ``sample_rate`` (volume applied)
-    sample_rate: int
-    timestamps: list[tuple[str, float, float]]
-    num_units: int
-
-    @property
-    def duration_s(self) -> float:
-        return len(self.audio) / self.sample_rate
-
-
-class Synthesizer:
-    """Loads every voice of a model directory once; ``synthesize`` / ``synthesize_bytes`` / ``stream``."""
+class LocalStages:
+    """The three stages on models loaded in this process (blocking calls; one request at a time)."""
 
     def __init__(self, model_dir: str | os.PathLike[str] | None = None, threads: int | None = None) -> None:
-        from engine.frontend import Frontend
         from engine.hifigan import Vocoder
         from engine.modeldir import load_model_dir, resolve_model_dir
         from engine.sambert import AcousticModel
 
         self.directory = load_model_dir(resolve_model_dir(model_dir))
-        self.threads = threads
         if threads:
             import torch
 
             torch.set_num_threads(threads)
         self.frontend = Frontend()
-        self.acoustic = {n: AcousticModel.from_voice(v, threads) for n, v in self.directory.voices.items()}
+        self.acoustic_models = {
+            n: AcousticModel.from_voice(v, threads) for n, v in self.directory.voices.items()
+        }
         self.vocoders = {n: Vocoder.from_voice(v, threads) for n, v in self.directory.voices.items()}
-        first = next(iter(self.vocoders.values()))
+        self.default_voice = next(iter(self.directory.voices))
+
+    def _name(self, voice: str | None) -> str:
+        return self.directory.voice(voice).name
+
+    async def units(self, request: SynthesisRequest) -> list[SynthesisUnit]:
+        return self.frontend.process(
+            request.text,
+            self.directory.voice(request.voice).vocab,
+            emotion=request.emotion,
+            speaker=request.speaker,
+            prosody=request.prosody,
+            emotion_intensity=request.emotion_intensity,
+        )
+
+    async def acoustic(self, voice: str | None, inp: AcousticInput) -> AcousticOutput:
+        return self.acoustic_models[self._name(voice)].synthesize([inp])[0]
+
+    def acoustic_stream(
+        self, voice: str | None, inp: AcousticInput, chunk_frames: int, max_chunk_frames: int
+    ) -> _LocalMelStream:
+        model = self.acoustic_models[self._name(voice)]
+        return _LocalMelStream(mel_chunks(model.stream(inp, chunk_frames, max_chunk_frames)))
+
+    async def vocode(self, request: VocodeRequest) -> np.ndarray:
+        return vocode_request(self.vocoders[self._name(request.voice)], request)
+
+    async def vocode_chunk(self, chunk: VocodeChunk) -> VocodeChunkResult:
+        model = self.vocoders[self._name(chunk.voice)]
+        audio, state = model.vocode_continue(chunk.mel, chunk.state, chunk.final)
+        return VocodeChunkResult(audio, state)
+
+    async def info(self) -> VocoderInfo:
+        return vocoder_info(self.vocoders, self.default_voice)
+
+
+class Synthesizer:
+    """Loads every voice of a model directory once; ``synthesize`` / ``synthesize_bytes`` / ``stream``.
+
+    Keyword controls are the fields of :class:`~engine.messages.SynthesisRequest` (units in
+    :mod:`engine.controls`). ``pipeline_below`` 0 = whole units (fastest in one process); raise it to take the
+    chunked path the server takes at low load (same audio).
+    """
+
+    def __init__(
+        self,
+        model_dir: str | os.PathLike[str] | None = None,
+        threads: int | None = None,
+        stream: StreamSettings | None = None,
+    ) -> None:
+        self.stages = LocalStages(model_dir, threads)
+        self.directory = self.stages.directory
+        self.orchestrator = Orchestrator(self.stages, stream or StreamSettings(pipeline_below=0))
+        first = next(iter(self.stages.vocoders.values()))
         self.sample_rate = int(first.sample_rate)
         self.hop_length = int(first.hop_length)
 
@@ -104,84 +129,36 @@ class Synthesizer:
     def model_version(self) -> str:
         return str(self.directory.version)
 
-    def _voice(self, voice: str | None) -> str:
-        return self.directory.voice(voice).name
+    def request(self, text: str, **controls: Any) -> SynthesisRequest:
+        return SynthesisRequest(text=text, **controls)
 
-    def units(self, text: str, voice: str | None = None, emotion: str = "neutral") -> list[Any]:
-        return self.frontend.process(text, self.directory.voice(voice).vocab, emotion=emotion)
+    def units(self, text: str, **controls: Any) -> list[SynthesisUnit]:
+        return asyncio.run(self.stages.units(self.request(text, **controls)))
 
-    def synthesize(
-        self,
-        text: str,
-        voice: str | None = None,
-        emotion: str = "neutral",
-        speed: float = 1.0,
-        pitch: float = 0.0,
-        volume: float = 1.0,
-        batch_size: int = 4,
-    ) -> SynthesisResult:
-        """Whole-text synthesis: units in acoustic/vocoder batches of ``batch_size``, joined with pauses."""
-        from engine.sambert import AcousticInput
+    def synthesize(self, text: str | SynthesisRequest, **controls: Any) -> Synthesized:
+        """Whole-text synthesis: float32 audio at the model rate, timestamps and per-unit reports."""
+        req = text if isinstance(text, SynthesisRequest) else self.request(text, **controls)
+        return asyncio.run(self.orchestrator.synthesize(req))
 
-        name = self._voice(voice)
-        units = self.units(text, name, emotion)
-        am, voc = self.acoustic[name], self.vocoders[name]
-        frame_s = self.hop_length / self.sample_rate
-        pieces: list[np.ndarray] = []
-        stamps: list[tuple[str, float, float]] = []
-        offset = 0
-        for b in range(0, len(units), max(1, batch_size)):
-            group = units[b : b + batch_size]
-            outs = am.synthesize(
-                [AcousticInput(np.asarray(u.ids), speed=speed, pitch_shift=pitch) for u in group]
-            )
-            waves = voc.vocode_batch([o.mel for o in outs]) if len(outs) > 1 else [voc.vocode(outs[0].mel)]
-            for unit, out, wave in zip(group, outs, waves, strict=True):
-                stamps += timestamps_from_durations(
-                    unit_marks(unit), out.durations, offset / self.sample_rate, frame_s
-                )
-                pause = audio_mod.silence(float(getattr(unit, "pause_after_s", 0.0) or 0.0), self.sample_rate)
-                pieces += [np.asarray(wave, dtype=np.float32), pause]
-                offset += len(wave) + len(pause)
-        audio = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
-        return SynthesisResult(audio_mod.apply_volume(audio, volume), self.sample_rate, stamps, len(units))
+    def synthesize_bytes(self, text: str, fmt: str = "wav", **controls: Any) -> tuple[bytes, int]:
+        """Encoded audio (formats: :mod:`engine.audio`); ``sample_rate`` resamples."""
+        req = replace(self.request(text, **controls), format=fmt)
+        result = self.synthesize(req)
+        return audio_mod.encode(result.audio, result.sample_rate, req.format, req.sample_rate)
 
-    def synthesize_bytes(
-        self, text: str, fmt: str = "wav", sample_rate: int | None = None, **kwargs: Any
-    ) -> tuple[bytes, int]:
-        """Encoded audio (see :mod:`engine.audio` for formats)."""
-        result = self.synthesize(text, **kwargs)
-        return audio_mod.encode(result.audio, self.sample_rate, fmt, sample_rate)
-
-    def stream(
-        self,
-        text: str,
-        voice: str | None = None,
-        emotion: str = "neutral",
-        speed: float = 1.0,
-        pitch: float = 0.0,
-        chunk_frames: int = 16,
-    ) -> Iterator[np.ndarray]:
-        """Audio chunks as the decoder produces mel frames (AcousticStream → StreamingVocoder)."""
-        from engine.sambert import AcousticInput
-
-        name = self._voice(voice)
-        am, voc = self.acoustic[name], self.vocoders[name]
-        for unit in self.units(text, name, emotion):
-            vs = voc.stream()
-            for mel in am.stream(
-                AcousticInput(np.asarray(unit.ids), speed=speed, pitch_shift=pitch), chunk_frames
-            ):
-                out = vs.push(mel)
-                if out.size:
-                    yield out
-            tail = vs.flush()
-            if tail.size:
-                yield tail
-            pause = audio_mod.silence(float(getattr(unit, "pause_after_s", 0.0) or 0.0), self.sample_rate)
-            if pause.size:
-                yield pause
-
-
-def write_file(path: str | Path, data: bytes) -> None:
-    Path(path).write_bytes(data)
+    def stream(self, text: str | SynthesisRequest, **controls: Any) -> Iterator[np.ndarray]:
+        """Float32 audio chunks as the decoder produces mel frames (the served streaming path)."""
+        req = text if isinstance(text, SynthesisRequest) else self.request(text, **controls)
+        loop = asyncio.new_event_loop()
+        try:
+            units = loop.run_until_complete(self.orchestrator.units(req))
+            agen = self.orchestrator.stream(req, units)
+            while True:
+                try:
+                    chunk = loop.run_until_complete(agen.__anext__())
+                except StopAsyncIteration:
+                    return
+                if chunk.size:
+                    yield chunk
+        finally:
+            loop.close()

@@ -8,6 +8,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
+from engine.orchestrator import UnitReport
+
 __all__ = ["CachedResult", "ResultCache", "cache_key"]
 
 
@@ -25,11 +27,11 @@ class CachedResult:
     sample_rate: int
     duration_s: float
     timestamps: tuple[tuple[str, float, float], ...]
-    timestamp_unit: str
+    units: tuple[UnitReport, ...] = ()
 
     @property
     def nbytes(self) -> int:
-        return len(self.audio) + 64 * len(self.timestamps)
+        return len(self.audio) + 64 * len(self.timestamps) + 256 * len(self.units)
 
 
 class ResultCache:

@@ -11,7 +11,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-__all__ = ["TTSError", "error_response", "install_error_handlers"]
+from engine.orchestrator import StageUnavailable
+
+__all__ = ["TTSError", "UnavailableError", "error_response", "install_error_handlers"]
 
 log = logging.getLogger("tts.errors")
 
@@ -41,6 +43,14 @@ class TTSError(Exception):
         self.code = code
         self.message = message
         self.retry_after_s = retry_after_s
+
+
+class UnavailableError(TTSError, StageUnavailable):
+    """A stage stayed unavailable after the retries (503 + Retry-After); the orchestrator may re-run a
+    chunked unit whole when it happens mid-unit."""
+
+    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
+        super().__init__(503, "unavailable", message, retry_after_s)
 
 
 def error_response(status: int, code: str, message: str, retry_after_s: float | None = None) -> JSONResponse:

@@ -1,4 +1,8 @@
-"""``TTSIngress``: the FastAPI app (REST, seed-compatible and OpenAI-compatible APIs, WebUI) on Ray Serve."""
+"""``TTSIngress``: the FastAPI app (REST, seed-compatible and OpenAI-compatible APIs, WebUI) on Ray Serve.
+
+Every route maps its body onto one :class:`~engine.messages.SynthesisRequest`; the shared
+:class:`~engine.orchestrator.Orchestrator` runs it over the stage deployments (:mod:`serve_app.stages`).
+"""
 
 import asyncio
 import base64
@@ -6,23 +10,26 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from ray import serve
+from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
 from deployments.common import route_logs_to_serve
+from deployments.metrics import IngressMetrics
 from engine import audio as audio_mod
-from engine.frontend import FrontendError
+from engine.controls import ControlError, check_range
+from engine.frontend import FrontendError, SynthesisUnit
+from engine.messages import SynthesisRequest
 from engine.modeldir import load_model_dir
+from engine.orchestrator import Orchestrator, StreamSettings
 from serve_app.cache import CachedResult, ResultCache, cache_key
 from serve_app.errors import TTSError, install_error_handlers
-from serve_app.metrics import IngressMetrics
 from serve_app.models import (
     OPENAI_FORMAT_MAP,
     OPENAI_PCM_RATE,
@@ -31,16 +38,18 @@ from serve_app.models import (
     Limits,
     OpenAISpeechRequest,
     SeedTTSRequest,
+    Timestamp,
     TTSJSONResponse,
     TTSRequest,
     VoiceInfo,
     VoicesResponse,
     emotion_from_instructions,
+    intensity_from_instructions,
 )
-from serve_app.pipeline import Pipeline, StreamSettings, Synthesized
 from serve_app.resilience import ResilientHandle, RetryPolicy
 from serve_app.security import SecurityMiddleware, SecuritySettings
 from serve_app.security import configure as configure_security
+from serve_app.stages import ServeStages, backpressure
 
 __all__ = ["IngressSettings", "TTSIngress", "app"]
 
@@ -82,54 +91,33 @@ class IngressSettings:
         return cls(limits=limits, stream=stream, **raw)
 
 
-@dataclass
-class Job:
-    """A validated synthesis request, independent of which endpoint it came from."""
-
-    text: str
-    voice: str
-    emotion: str
-    speed: float = 1.0
-    pitch: float = 0.0
-    volume: float = 1.0
-    format: str = "wav"
-    sample_rate: int | None = None
-    stream: bool = False
-    endpoint: str = "api"
-
-    def key(self, model_version: str) -> str:
-        return cache_key(
-            model_version,
-            text=self.text,
-            voice=self.voice,
-            emotion=self.emotion,
-            speed=self.speed,
-            pitch=self.pitch,
-            volume=self.volume,
-            format=self.format,
-            sample_rate=self.sample_rate,
-        )
-
-
-@asynccontextmanager
-async def _lifespan(_: FastAPI) -> AsyncIterator[None]:
-    yield
-
-
 app = FastAPI(
     title="SAmBERT-HiFiGAN Chinese TTS",
     version="1.0",
     description="Chinese text-to-speech on Ray Serve. Errors are always `{error: {code, message}}`.",
-    lifespan=_lifespan,
 )
 install_error_handlers(app)
 app.add_middleware(SecurityMiddleware)  # body limit, CORS, API keys, rate limits, security headers
 
 
+class _Ticket:
+    """One admitted synthesis: holds a slot of ``max_inflight`` until ``release`` (idempotent)."""
+
+    def __init__(self, owner: "TTSIngress") -> None:
+        self._owner = owner
+        self._held = True
+        owner.inflight += 1
+
+    def release(self) -> None:
+        if self._held:
+            self._held = False
+            self._owner.inflight -= 1
+
+
 @serve.deployment(name="TTSIngress", max_ongoing_requests=64, max_queued_requests=128)
 @serve.ingress(app)
 class TTSIngress:
-    """Validates, caches, fans out to the stage deployments and encodes the result."""
+    """Maps every route onto one :class:`SynthesisRequest`, checks it, caches, and runs the orchestrator."""
 
     def __init__(
         self,
@@ -159,142 +147,161 @@ class TTSIngress:
         }
         self.security = configure_security(self.settings.security)
         retry = RetryPolicy.from_dict(self.settings.retry)
-        self.pipeline = Pipeline(
-            ResilientHandle(frontend, "frontend", retry),  # type: ignore[arg-type]
-            ResilientHandle(acoustic, "acoustic", retry),  # type: ignore[arg-type]
-            ResilientHandle(vocoder, "vocoder", retry),  # type: ignore[arg-type]
-            max_concurrent_units=self.settings.limits.max_concurrent_units,
+        stages = ServeStages(
+            ResilientHandle(frontend, "frontend", retry),
+            ResilientHandle(acoustic, "acoustic", retry),
+            ResilientHandle(vocoder, "vocoder", retry),
             retry_after_s=self.settings.retry_after_s,
-            stream=self.settings.stream,
+        )
+        self.orchestrator = Orchestrator(
+            stages, self.settings.stream, self.settings.limits.max_concurrent_units
         )
         self.cache = ResultCache(self.settings.cache_max_entries, self.settings.cache_max_bytes)
         self.metrics = IngressMetrics()
         self.inflight = 0
 
     # ---------------------------------------------------------------- validation
-    def _job(self, **kw: Any) -> Job:
-        job = Job(**kw)
-        limit = self.settings.limits.max_text_chars
-        if len(job.text) > limit:
-            raise TTSError(413, "text_too_long", f"text has {len(job.text)} characters; the limit is {limit}")
-        if not job.text.strip():
-            raise TTSError(422, "invalid_request", "text is empty")
-        if any("\ud800" <= c <= "\udfff" for c in job.text):  # JSON "\ud800" escapes; crashes UTF-8 encoders
-            raise TTSError(400, "invalid_text", "text contains lone UTF-16 surrogates (invalid Unicode)")
-        if job.voice not in self.emotions:
+    def _request(self, **fields: Any) -> SynthesisRequest:
+        """The one request object, checked against this deployment's limits and voices."""
+        req = SynthesisRequest(**fields)
+        limits = self.settings.limits
+        if len(req.text) > limits.max_text_chars:
             raise TTSError(
-                400, "unknown_voice", f"unknown voice {job.voice!r}; known: {', '.join(self.voices)}"
+                413,
+                "text_too_long",
+                f"text has {len(req.text)} characters; the limit is {limits.max_text_chars}",
             )
-        known = self.emotions[job.voice]
-        if job.emotion not in known:
+        if not req.text.strip():
+            raise TTSError(422, "invalid_request", "text is empty")
+        if any("\ud800" <= c <= "\udfff" for c in req.text):  # JSON "\ud800" escapes; crashes UTF-8 encoders
+            raise TTSError(400, "invalid_text", "text contains lone UTF-16 surrogates (invalid Unicode)")
+        try:
+            check_range("speed", req.speed, limits.speed)
+            check_range("pitch", req.pitch, limits.pitch, "st")
+            check_range("volume", req.volume, limits.volume)
+            check_range("emotion_intensity", req.emotion_intensity, limits.emotion_intensity)
+        except ControlError as exc:
+            raise TTSError(400, "out_of_range", str(exc)) from None
+        voice = req.voice or self.default_voice
+        if voice not in self.emotions:
+            raise TTSError(400, "unknown_voice", f"unknown voice {voice!r}; known: {', '.join(self.voices)}")
+        known = self.emotions[voice]
+        if req.emotion not in known:
+            raise TTSError(
+                400, "unknown_emotion", f"unknown emotion {req.emotion!r} for voice {voice!r}; known: {known}"
+            )
+        if req.speaker is not None and req.speaker not in self.speakers[voice]:
             raise TTSError(
                 400,
-                "unknown_emotion",
-                f"unknown emotion {job.emotion!r} for voice {job.voice!r}; known: {known}",
+                "unknown_speaker",
+                f"unknown speaker {req.speaker!r} for voice {voice!r}; known: {self.speakers[voice]}",
             )
         try:
-            spec = audio_mod.get_format(job.format)
-            audio_mod.output_rate(spec, 16000, job.sample_rate)
+            spec = audio_mod.get_format(req.format)
+            audio_mod.output_rate(spec, 16000, req.sample_rate)
         except audio_mod.AudioError as exc:
             raise TTSError(400, "unsupported_format", str(exc)) from None
-        if job.stream and job.format not in audio_mod.STREAMABLE_FORMATS:
+        if req.stream and req.format not in audio_mod.STREAMABLE_FORMATS:
             raise TTSError(
                 400,
                 "unsupported_format",
-                f"format {job.format!r} cannot be streamed; use one of {list(audio_mod.STREAMABLE_FORMATS)}",
+                f"format {req.format!r} cannot be streamed; use one of {list(audio_mod.STREAMABLE_FORMATS)}",
             )
-        return job
+        return replace(req, voice=voice)
 
     # ---------------------------------------------------------------- core
-    def _admit(self) -> None:
+    def _admit(self) -> _Ticket:
         if self.inflight >= self.settings.max_inflight:
             self.metrics.error("overloaded")
             raise TTSError(
                 503, "overloaded", "the service is at capacity; retry later", self.settings.retry_after_s
             )
+        return _Ticket(self)
 
-    def _log(self, job: Job, status: str, seconds: float, audio_s: float = 0.0, **extra: Any) -> None:
+    def _log(
+        self,
+        req: SynthesisRequest,
+        endpoint: str,
+        status: str,
+        seconds: float,
+        audio_s: float = 0.0,
+        **extra: Any,
+    ) -> None:
         record = {
             "event": "synthesis",
-            "endpoint": job.endpoint,
+            "endpoint": endpoint,
             "status": status,
-            "chars": len(job.text),
-            "voice": job.voice,
-            "emotion": job.emotion,
-            "format": job.format,
-            "stream": job.stream,
+            "chars": len(req.text),
+            "voice": req.voice,
+            "emotion": req.emotion,
+            "format": req.format,
+            "stream": req.stream,
             "latency_ms": round(seconds * 1000, 1),
             "audio_s": round(audio_s, 3),
             **extra,
         }
         if self.settings.log_text:
-            record["text"] = job.text
+            record["text"] = req.text
         log.info(json.dumps(record, ensure_ascii=False))
 
-    async def _units(self, job: Job) -> list[Any]:
+    async def _units(self, req: SynthesisRequest) -> list[SynthesisUnit]:
         try:
-            units = await self.pipeline.units(job.text, job.voice, job.emotion)
+            units = await self.orchestrator.units(req)
         except FrontendError as exc:
-            raise TTSError(400, "invalid_text", str(exc).splitlines()[-1][:500]) from None
+            message = getattr(exc, "message", None) or str(exc).splitlines()[-1]
+            raise TTSError(400, "invalid_text", message[:500]) from None
         if not units:
             raise TTSError(422, "invalid_request", "text contains nothing speakable")
         return units
 
-    async def _synthesize(self, job: Job) -> tuple[CachedResult, bool]:
-        """Encoded result for a non-streamed job, through the cache, within the request deadline."""
-        key = job.key(self.model_version)
+    async def _synthesize(self, req: SynthesisRequest) -> tuple[CachedResult, bool]:
+        """Encoded result for a non-streamed request, through the cache, within the request deadline."""
+        key = cache_key(self.model_version, **req.output_fields())
         if self.cache.enabled:
             hit = self.cache.get(key)
             self.metrics.cache_lookup(hit is not None)
             if hit is not None:
                 return hit, True
-        self._admit()
-        self.inflight += 1
+        ticket = self._admit()
         try:
             async with asyncio.timeout(self.settings.limits.request_timeout_s):
-                units = await self._units(job)
-                result: Synthesized = await self.pipeline.synthesize_units(
-                    units, job.voice, job.speed, job.pitch
-                )
+                result = await self.orchestrator.synthesize(req, await self._units(req))
         except TimeoutError:
             self.metrics.error("timeout")
             raise TTSError(504, "timeout", "synthesis did not finish within the request deadline") from None
         finally:
-            self.inflight -= 1
-        try:
-            data, rate = audio_mod.encode(
-                result.audio, result.sample_rate, job.format, job.sample_rate, job.volume
-            )
-        except audio_mod.AudioError as exc:
-            raise TTSError(400, "unsupported_format", str(exc)) from None
+            ticket.release()
+        data, rate = audio_mod.encode(result.audio, result.sample_rate, req.format, req.sample_rate)
         cached = CachedResult(
             audio=data,
             sample_rate=rate,
             duration_s=result.duration_s,
             timestamps=tuple(result.timestamps),
-            timestamp_unit=result.timestamp_unit,
+            units=tuple(result.units),
         )
         self.cache.put(key, cached)
         return cached, False
 
-    async def _respond(self, job: Job, request: Request | None, as_json: bool = False) -> Response:
+    async def _respond(self, req: SynthesisRequest, endpoint: str, as_json: bool = False) -> Response:
         start = time.perf_counter()
-        self.metrics.request(job.endpoint)
+        self.metrics.request(endpoint)
         try:
-            if job.stream:
-                return await self._stream(job, start)
-            result, hit = await self._synthesize(job)
+            try:
+                if req.stream:
+                    return await self._stream(req, endpoint, start)
+                result, hit = await self._synthesize(req)
+            except BackPressureError as exc:  # the stage adapters map these; never let one reach Serve's text
+                log.warning("unmapped stage backpressure", exc_info=True)
+                raise backpressure(exc, self.settings.retry_after_s) from None
         except TTSError as exc:
             self.metrics.error(exc.code)
-            self._log(job, exc.code, time.perf_counter() - start)
+            self._log(req, endpoint, exc.code, time.perf_counter() - start)
             raise
-        except FrontendError as exc:  # pragma: no cover - mapped in _units
-            raise TTSError(400, "invalid_text", str(exc)) from None
         seconds = time.perf_counter() - start
         if not hit:
-            self.metrics.done(job.endpoint, False, seconds, result.duration_s)
-        self._log(job, "ok", seconds, result.duration_s, cached=hit)
-        spec = audio_mod.FORMATS[job.format]
+            self.metrics.done(endpoint, False, seconds, result.duration_s)
+        self._log(req, endpoint, "ok", seconds, result.duration_s, cached=hit)
+        spec = audio_mod.FORMATS[req.format]
         headers = {
             "X-Audio-Duration": f"{result.duration_s:.3f}",
             "X-Sample-Rate": str(result.sample_rate),
@@ -304,87 +311,73 @@ class TTSIngress:
         if as_json:
             body = TTSJSONResponse(
                 audio_base64=base64.b64encode(result.audio).decode("ascii"),
-                format=job.format,
+                format=req.format,
                 media_type=spec.media_type,
                 sample_rate=result.sample_rate,
                 duration_s=round(result.duration_s, 4),
-                voice=job.voice,
-                emotion=job.emotion,
-                timestamps=[{"text": t, "start_s": s, "end_s": e} for t, s, e in result.timestamps],
-                timestamp_unit=result.timestamp_unit,  # type: ignore[arg-type]
+                voice=req.voice or self.default_voice,
+                emotion=req.emotion,
+                emotion_intensity=req.emotion_intensity,
+                speaker=req.speaker,
+                timestamps=[Timestamp(text=t, start_s=s, end_s=e) for t, s, e in result.timestamps],
+                timestamp_unit="syllable",
                 cached=hit,
                 model_version=self.model_version,
+                units=list(result.units),
             )
-            return JSONResponse(body.model_dump(), headers=headers)
-        media = spec.media_type + (f";rate={result.sample_rate}" if job.format == "pcm" else "")
+            return JSONResponse(body.model_dump(mode="json"), headers=headers)
+        media = spec.media_type + (f";rate={result.sample_rate}" if req.format == "pcm" else "")
         return Response(result.audio, media_type=media, headers=headers)
 
-    async def _stream(self, job: Job, start: float) -> StreamingResponse:
-        """Validate and run the frontend first (so errors are proper JSON), then stream audio chunks."""
-        self._admit()
-        self.inflight += 1
+    async def _stream(self, req: SynthesisRequest, endpoint: str, start: float) -> StreamingResponse:
+        """Admit and run the frontend first (so errors are proper JSON), then stream audio chunks."""
+        ticket = self._admit()
         try:
             async with asyncio.timeout(self.settings.limits.request_timeout_s):
-                units = await self._units(job)
-            encoder = audio_mod.StreamEncoder(
-                job.format, (await self.pipeline.info())["sample_rate"], job.sample_rate, job.volume
-            )
+                units = await self._units(req)
+                info = await self.orchestrator.info()
+            encoder = audio_mod.StreamEncoder(req.format, info["sample_rate"], req.sample_rate)
         except TimeoutError:
-            self.inflight -= 1
+            ticket.release()
             raise TTSError(504, "timeout", "synthesis did not start within the request deadline") from None
         except BaseException:
-            self.inflight -= 1
+            ticket.release()
             raise
-        spec = audio_mod.FORMATS[job.format]
-        media = spec.media_type + (f";rate={encoder.rate}" if job.format == "pcm" else "")
+        spec = audio_mod.FORMATS[req.format]
+        media = spec.media_type + (f";rate={encoder.rate}" if req.format == "pcm" else "")
         return StreamingResponse(
-            self._stream_body(job, units, encoder, start),
+            self._stream_body(req, endpoint, units, encoder, start, ticket),
             media_type=media,
             headers={"X-Sample-Rate": str(encoder.rate), "Cache-Control": "no-store"},
         )
 
     async def _stream_body(
-        self, job: Job, units: list[Any], encoder: audio_mod.StreamEncoder, start: float
+        self,
+        req: SynthesisRequest,
+        endpoint: str,
+        units: list[SynthesisUnit],
+        encoder: audio_mod.StreamEncoder,
+        start: float,
+        ticket: _Ticket,
     ) -> AsyncIterator[bytes]:
-        """Unit 0 streams frame by frame; later units are synthesised concurrently once audio is flowing."""
-        sr = encoder.src_rate
+        """Encoded chunks of the orchestrator's stream; a deadline or stage error aborts the body."""
         produced = 0
-        first = True
-        rest: asyncio.Future | None = None
         status = "ok"
         deadline = start + self.settings.limits.request_timeout_s
+        chunks = self.orchestrator.stream(req, units)
         try:
             header = encoder.header()
             if header:
                 yield header
-            async for chunk in self.pipeline.stream_unit(units[0], job.voice, job.speed, job.pitch):
-                if first:
+            async for chunk in chunks:
+                if produced == 0 and chunk.size:
                     self.metrics.first_audio(time.perf_counter() - start)
-                    first = False
-                    if len(units) > 1:
-                        rest = asyncio.ensure_future(
-                            self.pipeline.synthesize_units(units[1:], job.voice, job.speed, job.pitch)
-                        )
                 produced += len(chunk)
                 data = encoder.push(chunk)
                 if data:
                     yield data
                 if time.perf_counter() > deadline:
                     raise TimeoutError
-            pause = audio_mod.silence(units[0].pause_after_s, sr)
-            if len(units) > 1:
-                if rest is None:
-                    rest = asyncio.ensure_future(
-                        self.pipeline.synthesize_units(units[1:], job.voice, job.speed, job.pitch)
-                    )
-                remaining = await asyncio.wait_for(rest, max(0.001, deadline - time.perf_counter()))
-                pause = audio_mod.silence(units[0].pause_after_s, sr)
-                for piece in (pause, remaining.audio):
-                    produced += len(piece)
-                    yield encoder.push(piece)
-            else:
-                produced += len(pause)
-                yield encoder.push(pause)
             tail = encoder.finish()
             if tail:
                 yield tail
@@ -400,13 +393,13 @@ class TTSIngress:
             self.metrics.error(exc.code)
             raise  # status and headers are already sent; only an aborted body tells the client
         finally:
-            if rest is not None and not rest.done():
-                rest.cancel()
-            self.inflight -= 1
+            await chunks.aclose()
+            ticket.release()
             seconds = time.perf_counter() - start
+            audio_s = produced / encoder.src_rate
             if status == "ok":
-                self.metrics.done(job.endpoint, True, seconds, produced / sr)
-            self._log(job, status, seconds, produced / sr)
+                self.metrics.done(endpoint, True, seconds, audio_s)
+            self._log(req, endpoint, status, seconds, audio_s)
 
     # ---------------------------------------------------------------- routes
     @app.get("/", include_in_schema=False)
@@ -422,8 +415,7 @@ class TTSIngress:
         start = time.perf_counter()
         try:
             async with asyncio.timeout(self.settings.ready_timeout_s):
-                units = await self.pipeline.units("你好。", self.default_voice, "neutral")
-                result = await self.pipeline.synthesize_units(units, self.default_voice, 1.0, 0.0)
+                result = await self.orchestrator.synthesize(SynthesisRequest("你好。", self.default_voice))
         except TimeoutError:
             raise TTSError(
                 503, "not_ready", f"probe synthesis exceeded {self.settings.ready_timeout_s}s"
@@ -449,7 +441,7 @@ class TTSIngress:
         tags=["tts"],
     )
     async def list_voices(self) -> VoicesResponse:
-        info = await self.pipeline.info()
+        info = await self.orchestrator.info()
         return VoicesResponse(
             voices=[
                 VoiceInfo(
@@ -494,10 +486,12 @@ class TTSIngress:
         },
     )
     async def tts(self, body: TTSRequest, request: Request) -> Response:
-        job = self._job(
+        req = self._request(
             text=body.text,
-            voice=body.voice or self.default_voice,
+            voice=body.voice,
             emotion=body.emotion or "neutral",
+            emotion_intensity=body.emotion_intensity,
+            speaker=body.speaker,
             speed=body.speed,
             pitch=body.pitch,
             volume=body.volume,
@@ -506,11 +500,11 @@ class TTSIngress:
             stream=body.stream,
         )
         as_json = "application/json" in request.headers.get("accept", "")
-        if as_json and job.stream:
+        if as_json and req.stream:
             raise TTSError(
                 400, "invalid_request", "stream=true returns audio bytes; drop Accept: application/json"
             )
-        return await self._respond(job, request, as_json)
+        return await self._respond(req, "api", as_json)
 
     @app.post(
         "/tts",
@@ -518,15 +512,11 @@ class TTSIngress:
         tags=["compat"],
         responses={200: {"content": {"audio/wav": {}}, "description": "WAV audio."}},
     )
-    async def seed_tts(self, body: SeedTTSRequest, request: Request) -> Response:
-        job = self._job(
-            text=body.text,
-            voice=body.voice or self.default_voice,
-            emotion=body.emotion or "neutral",
-            speed=body.speed,
-            endpoint="seed",
+    async def seed_tts(self, body: SeedTTSRequest) -> Response:
+        req = self._request(
+            text=body.text, voice=body.voice, emotion=body.emotion or "neutral", speed=body.speed
         )
-        return await self._respond(job, request)
+        return await self._respond(req, "seed")
 
     @app.post(
         "/v1/audio/speech",
@@ -534,7 +524,7 @@ class TTSIngress:
         tags=["compat"],
         responses={200: {"content": AUDIO_CONTENT, "description": "Audio in `response_format`."}},
     )
-    async def openai_speech(self, body: OpenAISpeechRequest, request: Request) -> Response:
+    async def openai_speech(self, body: OpenAISpeechRequest) -> Response:
         voice = body.voice if body.voice in self.emotions else None
         if voice is None and body.voice.lower() in OPENAI_VOICE_ALIASES:
             voice = self.default_voice
@@ -552,13 +542,14 @@ class TTSIngress:
         emotion = (
             body.emotion or emotion_from_instructions(body.instructions, self.emotions[voice]) or "neutral"
         )
-        job = self._job(
+        intensity = intensity_from_instructions(body.instructions)
+        req = self._request(
             text=body.input,
             voice=voice,
             emotion=emotion,
+            emotion_intensity=1.0 if intensity is None else intensity,
             speed=body.speed,
             format=fmt,
             sample_rate=OPENAI_PCM_RATE if fmt == "pcm" else None,
-            endpoint="openai",
         )
-        return await self._respond(job, request)
+        return await self._respond(req, "openai")

@@ -7,6 +7,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from engine.audio import FORMATS
+from engine.controls import INTENSITY_RANGE, PITCH_RANGE, RATE_RANGE, VOLUME_RANGE
+from engine.messages import SynthesisRequest
+from engine.orchestrator import UnitReport
 
 __all__ = [
     "EMOTION_KEYWORDS",
@@ -19,20 +22,23 @@ __all__ = [
     "Timestamp",
     "VoicesResponse",
     "emotion_from_instructions",
+    "intensity_from_instructions",
 ]
 
-SPEED_MIN, SPEED_MAX = 0.5, 2.0
-PITCH_MIN, PITCH_MAX = -3.0, 3.0  # model units: standard deviations of the voice F0
-VOLUME_MIN, VOLUME_MAX = 0.0, 4.0  # linear gain
+DEFAULTS = SynthesisRequest(text="")  # every control's default, declared once (engine.messages)
 
 
 class Limits(BaseModel):
-    """Per-deployment request limits (set from ``build_app`` args / the Serve config)."""
+    """Per-deployment request limits (``ingress.limits`` in the Serve config), published on /api/voices and
+    enforced on every request (400 ``out_of_range``). The control ranges may only narrow engine.controls'."""
+
+    model_config = ConfigDict(extra="forbid")
 
     max_text_chars: int = 2000
-    speed: tuple[float, float] = (SPEED_MIN, SPEED_MAX)
-    pitch: tuple[float, float] = (PITCH_MIN, PITCH_MAX)
-    volume: tuple[float, float] = (VOLUME_MIN, VOLUME_MAX)
+    speed: tuple[float, float] = RATE_RANGE
+    pitch: tuple[float, float] = PITCH_RANGE
+    volume: tuple[float, float] = VOLUME_RANGE
+    emotion_intensity: tuple[float, float] = INTENSITY_RANGE
     max_concurrent_units: int = 4
     request_timeout_s: float = 30.0
 
@@ -45,17 +51,26 @@ class TTSRequest(BaseModel):
     text: str = Field(min_length=1, description="Text (Chinese, mixed Chinese/English, or SSML <speak>).")
     voice: str | None = Field(None, description="Voice name from GET /api/voices; default voice if omitted.")
     emotion: str | None = Field(None, description="Emotion (see GET /api/voices); 'neutral' if omitted.")
-    speed: float = Field(1.0, ge=SPEED_MIN, le=SPEED_MAX, description="Speaking rate multiplier.")
+    emotion_intensity: float = Field(
+        DEFAULTS.emotion_intensity,
+        ge=INTENSITY_RANGE[0],
+        le=INTENSITY_RANGE[1],
+        description="0 = neutral, 1 = the trained emotion, up to 2 exaggerates it.",
+    )
+    speaker: str | None = Field(None, description="Speaker of the voice (GET /api/voices); first if omitted.")
+    speed: float = Field(
+        DEFAULTS.speed, ge=RATE_RANGE[0], le=RATE_RANGE[1], description="Speaking-rate multiplier."
+    )
     pitch: float = Field(
-        0.0,
-        ge=PITCH_MIN,
-        le=PITCH_MAX,
-        description="Pitch shift in model units (std. deviations of the voice F0); 0 = unchanged.",
+        DEFAULTS.pitch, ge=PITCH_RANGE[0], le=PITCH_RANGE[1], description="Pitch shift in semitones."
     )
     volume: float = Field(
-        1.0, ge=VOLUME_MIN, le=VOLUME_MAX, description="Linear gain, clipped to full scale."
+        DEFAULTS.volume,
+        ge=VOLUME_RANGE[0],
+        le=VOLUME_RANGE[1],
+        description="Linear gain, clipped to full scale.",
     )
-    format: str = Field("wav", description=f"One of: {', '.join(FORMATS)}.")
+    format: str = Field(DEFAULTS.format, description=f"One of: {', '.join(FORMATS)}.")
     sample_rate: int | None = Field(
         None, description="Output rate (resampled with soxr); model rate if omitted."
     )
@@ -68,8 +83,8 @@ class SeedTTSRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     text: str = Field(min_length=1)
-    emotion: str | None = "neutral"
-    speed: float = Field(1.0, ge=SPEED_MIN, le=SPEED_MAX)
+    emotion: str | None = DEFAULTS.emotion
+    speed: float = Field(DEFAULTS.speed, ge=RATE_RANGE[0], le=RATE_RANGE[1])
     voice: str | None = None
 
 
@@ -84,7 +99,7 @@ class OpenAISpeechRequest(BaseModel):
         "default", description="A voice from /api/voices, or an OpenAI voice name (→ default)."
     )
     response_format: str = Field("mp3", description="mp3, opus, wav, flac, pcm (24 kHz s16le, as OpenAI's).")
-    speed: float = Field(1.0, ge=SPEED_MIN, le=SPEED_MAX)
+    speed: float = Field(DEFAULTS.speed, ge=RATE_RANGE[0], le=RATE_RANGE[1])
     instructions: str | None = None
     emotion: str | None = None
 
@@ -107,10 +122,15 @@ class TTSJSONResponse(BaseModel):
     duration_s: float
     voice: str
     emotion: str
+    emotion_intensity: float
+    speaker: str | None
     timestamps: list[Timestamp]
     timestamp_unit: Literal["syllable", "character"]
     cached: bool
     model_version: str
+    units: list[UnitReport] = Field(
+        description="Per synthesis unit: the merged controls the model was given and what it predicted."
+    )
 
 
 class VoiceInfo(BaseModel):
@@ -165,6 +185,24 @@ EMOTION_KEYWORDS: dict[str, tuple[str, ...]] = {
     "hate": ("hate", "disgust", "disgusted", "厌恶", "讨厌"),
     "neutral": ("neutral", "calm", "plain", "中性", "平静"),
 }
+
+
+# Degree words in OpenAI ``instructions`` → emotion intensity (engine.controls: 0 neutral … 1 trained … 2).
+INTENSITY_KEYWORDS: tuple[tuple[float, tuple[str, ...]], ...] = (
+    (0.5, ("slightly", "a little", "a bit", "somewhat", "mildly", "有点", "有一点", "稍微", "略微", "微微")),
+    (1.5, ("very", "extremely", "really", "super", "非常", "特别", "十分", "极其", "超级")),
+)
+
+
+def intensity_from_instructions(instructions: str | None) -> float | None:
+    """The emotion intensity a degree word in ``instructions`` asks for (None if none)."""
+    if not instructions:
+        return None
+    lowered = instructions.lower()
+    for value, words in INTENSITY_KEYWORDS:
+        if any(w in lowered for w in words):
+            return value
+    return None
 
 
 def emotion_from_instructions(instructions: str | None, known: list[str]) -> str | None:

@@ -10,7 +10,7 @@ attempts, exponential backoff with jitter); after the last attempt the caller ge
 Streams (``options(stream=True)``) are retried only until their first item arrives: after that, part of the
 output may already be on its way to the client and a replay could duplicate or skip audio, so the error is
 raised instead (the HTTP stream is cut, never silently resumed). A non-streamed unit that was being
-pipelined through a stream is re-run whole instead (serve_app/pipeline.py): none of it reached the client.
+pipelined through a stream is re-run whole instead (engine/orchestrator.py): none of it reached the client.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any
 from ray.exceptions import RayActorError
 from ray.serve.exceptions import ReplicaUnavailableError
 
-from serve_app.errors import TTSError
+from serve_app.errors import UnavailableError
 
 __all__ = ["RETRYABLE_ERRORS", "ResilientHandle", "RetryPolicy", "is_retryable"]
 
@@ -78,12 +78,9 @@ class RetryStats:
     gave_up: int = 0
 
 
-def _unavailable(stage: str, exc: BaseException, policy: RetryPolicy) -> TTSError:
-    return TTSError(
-        503,
-        "unavailable",
-        f"stage {stage} is unavailable ({type(exc).__name__}); retry later",
-        policy.retry_after_s,
+def _unavailable(stage: str, exc: BaseException, policy: RetryPolicy) -> UnavailableError:
+    return UnavailableError(
+        f"stage {stage} is unavailable ({type(exc).__name__}); retry later", policy.retry_after_s
     )
 
 

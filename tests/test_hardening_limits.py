@@ -109,6 +109,6 @@ def test_request_handlers_never_touch_files_with_user_input() -> None:
             if name in FS_CALLS:
                 calls.append((name, ast.unparse(node)))
     assert calls == [("FileResponse", "FileResponse(STATIC_DIR / 'index.html', media_type='text/html')")]
-    for module in ("serve_app/security/middleware.py", "serve_app/hardening.py", "serve_app/pipeline.py"):
+    for module in ("serve_app/security/middleware.py", "serve_app/hardening.py", "serve_app/stages.py"):
         src = (REPO / module).read_text("utf-8")
         assert 'scope["path"]' not in src.replace('scope.get("path"', "") or "open(" not in src, module

@@ -325,9 +325,9 @@ def test_grafana_dashboard_uses_metrics_the_app_exports() -> None:
     exprs = " ".join(t["expr"] for p in dashboard["panels"] for t in p["targets"])
     used = set(re.findall(r"ray_(tts_[a-z_]+?)(?:_bucket|_sum|_count|_total)?[{\[]", exprs))
     assert used, "dashboard shows no pipeline metrics"
-    source = (REPO / "serve_app" / "metrics.py").read_text()
+    source = (REPO / "deployments" / "metrics.py").read_text()
     defined = set(re.findall(r'"(tts_[a-z_]+)"', source))
-    assert used <= defined, f"dashboard metrics not defined in serve_app/metrics.py: {used - defined}"
+    assert used <= defined, f"dashboard metrics not defined in deployments/metrics.py: {used - defined}"
 
 
 def nginx_conf(value_set: str = "primary", extra: dict[str, Any] | None = None) -> str:

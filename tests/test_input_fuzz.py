@@ -18,8 +18,9 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
 )
 
+from engine.controls import INTENSITY_RANGE, PITCH_RANGE, RATE_RANGE, VOLUME_RANGE
 from engine.frontend import Frontend, FrontendError
-from serve_app.models import PITCH_MAX, SPEED_MAX, SPEED_MIN, OpenAISpeechRequest, SeedTTSRequest, TTSRequest
+from serve_app.models import OpenAISpeechRequest, SeedTTSRequest, TTSRequest
 
 CHECKS = [not_a_server_error, response_schema_conformance, content_type_conformance, negative_data_rejection]
 
@@ -69,7 +70,10 @@ JSONISH = st.recursive(
     lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=8), c, max_size=3),
     max_leaves=8,
 )
-FIELDS = ["text", "voice", "emotion", "speed", "pitch", "volume", "format", "sample_rate", "stream", "input"]
+FIELDS = [
+    "text", "voice", "emotion", "emotion_intensity", "speaker", "speed", "pitch", "volume", "format",
+    "sample_rate", "stream", "input",
+]  # fmt: skip
 
 
 @settings(max_examples=300, deadline=None)
@@ -81,9 +85,11 @@ def test_request_models_accept_only_in_range(raw: dict) -> None:
             req = model.model_validate(raw)
         except ValidationError:
             continue
-        assert SPEED_MIN <= req.speed <= SPEED_MAX
+        assert RATE_RANGE[0] <= req.speed <= RATE_RANGE[1]
         if isinstance(req, TTSRequest):
-            assert abs(req.pitch) <= PITCH_MAX and 0 <= req.volume <= 4 and req.text
+            assert PITCH_RANGE[0] <= req.pitch <= PITCH_RANGE[1] and req.text
+            assert VOLUME_RANGE[0] <= req.volume <= VOLUME_RANGE[1]
+            assert INTENSITY_RANGE[0] <= req.emotion_intensity <= INTENSITY_RANGE[1]
             assert set(raw) <= set(TTSRequest.model_fields)  # unknown fields rejected
 
 

@@ -44,7 +44,7 @@ def test_in_flight_stage_calls_survive_replica_kill(chaos: tuple[str, dict]) -> 
     Through ResilientHandle every call succeeds; at least one was retried (the kill hit in-flight work)."""
     from ray import serve
 
-    from deployments.payloads import VocodeRequest
+    from engine.messages import VocodeRequest
     from serve_app.resilience import ResilientHandle, RetryPolicy
 
     raw = serve.get_deployment_handle("HifiGanVocoder", app_name=APP)

@@ -150,7 +150,9 @@ def test_openai_sdk_against_service(url: str) -> None:
         ({"text": ""}, 422, "invalid_request"),
         ({"text": "你好", "speed": 9}, 422, "invalid_request"),
         ({"text": "你好", "volume": -1}, 422, "invalid_request"),
-        ({"text": "你好", "pitch": 4}, 422, "invalid_request"),
+        ({"text": "你好", "pitch": 13}, 422, "invalid_request"),
+        ({"text": "你好", "emotion_intensity": 2.5}, 422, "invalid_request"),
+        ({"text": "你好", "speaker": "nobody"}, 400, "unknown_speaker"),
         ({"text": "你好", "voice": "nobody"}, 400, "unknown_voice"),
         ({"text": "你好", "emotion": "ecstatic"}, 400, "unknown_emotion"),
         ({"text": "你好", "format": "aac"}, 400, "unsupported_format"),
@@ -229,15 +231,16 @@ def test_streaming_wav_decodes(url: str) -> None:
 def test_batched_equals_single(serve_instance) -> None:  # type: ignore[no-untyped-def]
     from ray import serve
 
-    from deployments.payloads import AcousticRequest, VocodeRequest
+    from engine.messages import SynthesisRequest, VocodeRequest
+    from engine.orchestrator import acoustic_input
 
     frontend = serve.get_deployment_handle("TextFrontend", app_name="tts")
     acoustic = serve.get_deployment_handle("SambertAcoustic", app_name="tts")
     vocoder = serve.get_deployment_handle("HifiGanVocoder", app_name="tts")
     texts = ["你好。", "今天天气真不错。", "我们去公园散步吧！", "好的。"]
-    reqs = [AcousticRequest(frontend.process.remote(t).result()[0].ids) for t in texts]
-    single = [acoustic.synthesize.remote(r).result() for r in reqs]
-    batched = [f.result() for f in [acoustic.synthesize.remote(r) for r in reqs]]
+    reqs = [acoustic_input(frontend.process.remote(SynthesisRequest(t)).result()[0]) for t in texts]
+    single = [acoustic.synthesize.remote(None, r).result() for r in reqs]
+    batched = [f.result() for f in [acoustic.synthesize.remote(None, r) for r in reqs]]
     for a, b in zip(single, batched, strict=True):
         np.testing.assert_array_equal(a.durations, b.durations)
         np.testing.assert_allclose(a.mel, b.mel, atol=1e-4)
@@ -292,7 +295,7 @@ def test_vocode_chunk_state_round_trip_equals_whole(serve_instance) -> None:  # 
     """Chunks whose vocoder state travels through the caller equal one whole-utterance vocode call."""
     from ray import serve
 
-    from deployments.payloads import VocodeChunk, VocodeRequest
+    from engine.messages import VocodeChunk, VocodeRequest
 
     vocoder = serve.get_deployment_handle("HifiGanVocoder", app_name="tts")
     assert vocoder.info.remote().result()["stateful_stream"] == 1

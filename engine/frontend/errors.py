@@ -13,5 +13,6 @@ class FrontendError(ValueError):
         if line is not None:
             message = f"{message} (line {line}, column {column if column is not None else '?'})"
         super().__init__(message)
+        self.message = message  # without any wrapper's prefix (Ray re-raises it as a RayTaskError subclass)
         self.line = line
         self.column = column

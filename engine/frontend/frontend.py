@@ -16,10 +16,18 @@ import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 
+from engine.controls import (
+    INTENSITY_RANGE,
+    PITCH_RANGE,
+    RATE_RANGE,
+    VOLUME_RANGE,
+    ControlError,
+    Prosody,
+    check_range,
+)
 from engine.frontend import english
 from engine.frontend.errors import FrontendError
 from engine.frontend.g2p import G2P, apply_sandhi
@@ -29,6 +37,7 @@ from engine.frontend.ssml import Marker, Style, TextChunk, looks_like_ssml, pars
 from engine.frontend.tokens import break_token, word_flags
 from engine.symbols import EOS, MASK, PAD, LinguisticVocab, SymbolError, format_token
 
+NEUTRAL = Prosody()
 SENTENCE_PAUSE_S = 0.3
 PARAGRAPH_PAUSE_S = 0.5
 SPLIT_PAUSE_S = 0.15
@@ -56,12 +65,6 @@ _SURNAMES = {
 }
 
 
-class Prosody(NamedTuple):
-    rate: float = 1.0
-    pitch: float = 0.0  # semitones
-    volume: float = 1.0
-
-
 @dataclass(frozen=True, slots=True)
 class Syllable:
     """One spoken syllable (or English word) with its reading and source span, for timestamps."""
@@ -72,8 +75,17 @@ class Syllable:
     lexical: str = ""  # dictionary pinyin before sandhi
 
 
+Mark = tuple[str, int, int]  # (syllable/character text, first token, end token exclusive)
+
+
 @dataclass
 class SynthesisUnit:
+    """One sentence (or piece of one) with everything the later stages need; plain data, picklable.
+
+    ``prosody``, ``emotion``, ``emotion_intensity`` and ``speaker`` are final: the request's values merged
+    with the unit's SSML spans; :func:`engine.orchestrator.acoustic_input` hands them to the acoustic model.
+    """
+
     tokens: list[str]
     token_string: str
     ids: np.ndarray  # int64 [T, 6]
@@ -84,6 +96,8 @@ class SynthesisUnit:
     text: str
     syllables: list[Syllable]
     emotion_intensity: float = 1.0
+    speaker: str | None = None
+    marks: tuple[Mark, ...] = ()  # syllable → token ranges, for timestamps (see :func:`unit_marks`)
 
 
 @dataclass
@@ -131,8 +145,19 @@ class Frontend:
 
     # ------------------------------------------------------------------ public
     def process(
-        self, text: str, vocab: LinguisticVocab, emotion: str = "neutral", speaker: str | None = None
+        self,
+        text: str,
+        vocab: LinguisticVocab,
+        emotion: str = "neutral",
+        speaker: str | None = None,
+        prosody: Prosody = NEUTRAL,
+        emotion_intensity: float = 1.0,
     ) -> list[SynthesisUnit]:
+        """Units of ``text`` (plain or SSML) with the request's controls merged into each unit.
+
+        ``prosody`` and ``emotion_intensity`` are the request-level values (units in :mod:`engine.controls`);
+        SSML spans combine with them. Raises :class:`FrontendError` on bad text or controls.
+        """
         if not isinstance(text, str):
             raise FrontendError(f"text must be a str, got {type(text).__name__}")
         if len(text) > self.max_chars:
@@ -155,7 +180,8 @@ class Frontend:
             chunks = self._chunk(words)
             for k, chunk in enumerate(chunks):
                 pause = sent.pause_after if k == len(chunks) - 1 else SPLIT_PAUSE_S
-                units.append(self._unit(chunk, vocab, emo, speaker, sent.style, pause))
+                controls = _merge(prosody, emotion_intensity, sent.style)
+                units.append(self._unit(chunk, vocab, emo, speaker, controls, pause))
         return units
 
     # ------------------------------------------------------------------ checks
@@ -310,7 +336,7 @@ class Frontend:
         vocab: LinguisticVocab,
         emotion: str,
         speaker: str,
-        style: Style,
+        controls: tuple[Prosody, float],
         pause: float,
     ) -> SynthesisUnit:
         tokens: list[str] = []
@@ -330,18 +356,60 @@ class Frontend:
             if text and w.text.isascii() and text[-1:].isascii():
                 text += " "
             text += w.text
+        syllables = [r for w in words for r in w.readings]
         return SynthesisUnit(
             tokens=tokens,
             token_string=" ".join(tokens),
             ids=ids,
             spans=spans,
             pause_after_s=pause,
-            prosody=Prosody(style.rate, style.pitch, style.volume),
+            prosody=controls[0],
             emotion=emotion,
             text=text,
-            syllables=[r for w in words for r in w.readings],
-            emotion_intensity=style.intensity,
+            syllables=syllables,
+            emotion_intensity=controls[1],
+            speaker=speaker,
+            marks=unit_marks(spans, syllables),
         )
+
+
+def _merge(request: Prosody, intensity: float, style: Style) -> tuple[Prosody, float]:
+    """A unit's final controls: the request's values combined with its SSML span (checked against ranges)."""
+    try:
+        merged = Prosody(
+            check_range("speed × prosody rate", request.rate * style.rate, RATE_RANGE),
+            check_range("pitch + prosody pitch", request.pitch + style.pitch, PITCH_RANGE, "st"),
+            check_range("volume × prosody volume", request.volume * style.volume, VOLUME_RANGE),
+        )
+        inten = check_range(
+            "emotion intensity", intensity if style.intensity is None else style.intensity, INTENSITY_RANGE
+        )
+    except ControlError as exc:
+        raise FrontendError(str(exc)) from None
+    return merged, inten
+
+
+def unit_marks(spans: Sequence[tuple[int, int] | None], syllables: Sequence[Syllable]) -> tuple[Mark, ...]:
+    """Syllable → token-range marks (for timestamps).
+
+    A syllable owns the tokens whose source span overlaps its span; syllables that share one source span
+    (e.g. "2024" read as four syllables) split those tokens in order, evenly.
+    """
+    marks: list[Mark] = []
+    i = 0
+    while i < len(syllables):
+        span = tuple(syllables[i].span)
+        j = i
+        while j < len(syllables) and tuple(syllables[j].span) == span:
+            j += 1
+        owned = [k for k, sp in enumerate(spans) if sp is not None and sp[0] < span[1] and span[0] < sp[1]]
+        group = syllables[i:j]
+        for n, syl in enumerate(group):
+            part = owned[len(owned) * n // len(group) : len(owned) * (n + 1) // len(group)]
+            if part:
+                marks.append((str(syl.text), part[0], part[-1] + 1))
+        i = j
+    return tuple(marks)
 
 
 _ROWS: weakref.WeakKeyDictionary[LinguisticVocab, dict[str, tuple[int, ...]]] = weakref.WeakKeyDictionary()

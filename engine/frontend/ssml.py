@@ -1,13 +1,15 @@
 """Hardened SSML subset parser (defusedxml SAX: no DTDs, no entity expansion, no external entities; size and
 depth capped). Produces text chunks with their source spans and style, plus break/boundary markers.
 
-Supported: ``speak`` (root), ``s``/``p``, ``break`` (time, strength), ``prosody`` (rate, pitch, volume),
+Supported: ``speak`` (root), ``s``/``p``, ``break`` (time, strength), ``prosody`` (rate, pitch, volume; units,
+ranges and how nested spans combine: :mod:`engine.controls` and the ``parse_*`` functions below),
 ``say-as`` (interpret-as: telephone digits cardinal date time currency name address), ``phoneme``
 (alphabet py/pinyin, ph), ``emotion`` (category, intensity; Aliyun style). Errors give line/column and why.
 """
 
 from __future__ import annotations
 
+import math
 import re
 import xml.sax
 from dataclasses import dataclass, replace
@@ -15,12 +17,15 @@ from dataclasses import dataclass, replace
 import defusedxml.sax
 from defusedxml import DefusedXmlException
 
+from engine.controls import INTENSITY_RANGE, PITCH_RANGE, RATE_RANGE, VOLUME_RANGE, check_range
 from engine.frontend.errors import FrontendError
 from engine.frontend.normalize import SAY_AS
 
 MAX_DEPTH = 32
 MAX_BREAK_S = 10.0
 STRENGTH_S = {"none": 0.0, "x-weak": 0.1, "weak": 0.2, "medium": 0.4, "strong": 0.7, "x-strong": 1.2}
+# Labels are absolute (relative to the request's own value); numbers, percentages, st and dB are relative to
+# the enclosing span (SSML 1.1 §3.2.4: "relative changes ... are in reference to the containing prosody").
 RATE_WORDS = {"x-slow": 0.6, "slow": 0.8, "medium": 1.0, "fast": 1.25, "x-fast": 1.5, "default": 1.0}
 PITCH_WORDS = {"x-low": -4.0, "low": -2.0, "medium": 0.0, "high": 2.0, "x-high": 4.0, "default": 0.0}
 VOLUME_WORDS = {
@@ -33,19 +38,23 @@ VOLUME_WORDS = {
     "default": 1.0,
 }
 ELEMENTS = frozenset({"speak", "s", "p", "break", "prosody", "say-as", "phoneme", "emotion"})
+_NUMBER = r"([+-]?)(\d+(?:\.\d+)?|\.\d+)"
 
 
 @dataclass(frozen=True, slots=True)
 class Style:
+    """SSML state of a text span. ``rate``/``pitch``/``volume`` are relative to the request's values
+    (multiplier, semitones added, gain multiplier); ``intensity`` None = the request's intensity."""
+
     rate: float = 1.0
     pitch: float = 0.0  # semitones
     volume: float = 1.0
     emotion: str | None = None
-    intensity: float = 1.0
+    intensity: float | None = None
     say_as: str | None = None
     phoneme: tuple[str, ...] | None = None
 
-    def voice(self) -> tuple[float, float, float, str | None, float]:
+    def voice(self) -> tuple[float, float, float, str | None, float | None]:
         """The part of the style that must be constant within a synthesis unit."""
         return (self.rate, self.pitch, self.volume, self.emotion, self.intensity)
 
@@ -75,8 +84,16 @@ def _float(value: str, what: str, lo: float, hi: float) -> float:
     except ValueError:
         raise ValueError(f"{what} {value!r} is not a number") from None
     if not lo <= v <= hi:
-        raise ValueError(f"{what} {value!r} is outside {lo}..{hi}")
+        raise ValueError(f"{what} {value!r} is outside {lo:g}..{hi:g}")
     return v
+
+
+def _number(value: str, suffix: str) -> tuple[str, float] | None:
+    """(sign, magnitude) when ``value`` is a number with ``suffix``; None when the suffix differs."""
+    m = re.fullmatch(_NUMBER + re.escape(suffix), value, flags=re.IGNORECASE)
+    if m is None:
+        return None
+    return m.group(1), float(m.group(2))
 
 
 def parse_time(value: str) -> float:
@@ -89,32 +106,62 @@ def parse_time(value: str) -> float:
     return v
 
 
-def parse_rate(value: str) -> float:
+def parse_rate(value: str, parent: float = 1.0) -> float:
+    """``x-slow…x-fast``, ``50%`` / ``1.5`` (× the enclosing rate), ``+20%`` / ``-20%`` (change of it)."""
     v = value.strip()
     if v in RATE_WORDS:
-        return RATE_WORDS[v]
-    if v.endswith("%"):
-        pct = _float(v[:-1], "prosody rate", -90, 400)
-        return 1.0 + pct / 100.0 if v[0] in "+-" else pct / 100.0
-    return _float(v, "prosody rate", 0.25, 4.0)
+        rate = RATE_WORDS[v]
+    elif (pct := _number(v, "%")) is not None:
+        sign, mag = pct
+        rate = parent * (1 + (mag if sign != "-" else -mag) / 100 if sign else mag / 100)
+    elif (num := _number(v, "")) is not None and not num[0]:
+        rate = parent * num[1]
+    else:
+        raise ValueError(f"prosody rate {value!r}: use x-slow..x-fast, '50%', '+20%' or a multiplier (1.5)")
+    return check_range("prosody rate", rate, RATE_RANGE)
 
 
-def parse_pitch(value: str) -> float:
+def parse_pitch(value: str, parent: float = 0.0) -> float:
+    """``x-low…x-high``, ``+2st`` / ``-20%`` (change of the enclosing pitch), ``3st`` (absolute semitones)."""
     v = value.strip()
     if v in PITCH_WORDS:
-        return PITCH_WORDS[v]
-    if v.endswith("st"):
-        return _float(v[:-2], "prosody pitch (semitones)", -12, 12)
-    return _float(v, "prosody pitch (semitones)", -12, 12)
+        pitch = PITCH_WORDS[v]
+    elif (st := _number(v, "st")) is not None or (st := _number(v, "")) is not None:
+        sign, mag = st
+        pitch = parent + (mag if sign == "+" else -mag) if sign else mag
+    elif (pct := _number(v, "%")) is not None:
+        sign, mag = pct
+        factor = 1 + (mag if sign != "-" else -mag) / 100 if sign else mag / 100
+        if factor <= 0:
+            raise ValueError(f"prosody pitch {value!r} would make the frequency zero or negative")
+        pitch = parent + 12 * math.log2(factor)
+    elif v.lower().endswith("hz"):
+        raise ValueError(
+            f"prosody pitch {value!r}: Hz needs the voice's F0, which the model does not publish; "
+            "use semitones ('+2st') or a percentage ('+20%')"
+        )
+    else:
+        raise ValueError(f"prosody pitch {value!r}: use x-low..x-high, '+2st', '-3st' or '+20%'")
+    return check_range("prosody pitch", pitch, PITCH_RANGE, "st")
 
 
-def parse_volume(value: str) -> float:
+def parse_volume(value: str, parent: float = 1.0) -> float:
+    """``silent…x-loud``, ``+6dB`` / ``-6dB`` / ``+50%`` (change of the enclosing gain), ``50%`` (× it),
+    or a linear gain like ``0.5``."""
     v = value.strip()
     if v in VOLUME_WORDS:
-        return VOLUME_WORDS[v]
-    if v.lower().endswith("db"):
-        return 10 ** (_float(v[:-2], "prosody volume (dB)", -40, 20) / 20.0)
-    return _float(v, "prosody volume", 0.0, 4.0)
+        volume = VOLUME_WORDS[v]
+    elif (db := _number(v, "db")) is not None:
+        sign, mag = db
+        volume = parent * 10 ** ((-mag if sign == "-" else mag) / 20.0)
+    elif (pct := _number(v, "%")) is not None:
+        sign, mag = pct
+        volume = parent * (1 + (mag if sign != "-" else -mag) / 100 if sign else mag / 100)
+    elif (num := _number(v, "")) is not None and not num[0]:
+        volume = num[1]
+    else:
+        raise ValueError(f"prosody volume {value!r}: use silent..x-loud, '+6dB', '-6dB', '50%' or a gain")
+    return check_range("prosody volume (gain)", max(volume, 0.0), VOLUME_RANGE)
 
 
 class _Handler(xml.sax.ContentHandler):
@@ -195,9 +242,9 @@ class _Handler(xml.sax.ContentHandler):
                 raise ValueError("needs at least one of rate, pitch, volume")
             style = replace(
                 style,
-                rate=parse_rate(a["rate"]) if "rate" in a else style.rate,
-                pitch=parse_pitch(a["pitch"]) if "pitch" in a else style.pitch,
-                volume=parse_volume(a["volume"]) if "volume" in a else style.volume,
+                rate=parse_rate(a["rate"], style.rate) if "rate" in a else style.rate,
+                pitch=parse_pitch(a["pitch"], style.pitch) if "pitch" in a else style.pitch,
+                volume=parse_volume(a["volume"], style.volume) if "volume" in a else style.volume,
             )
         elif name == "say-as":
             only("interpret-as", "format", "detail")
@@ -223,7 +270,8 @@ class _Handler(xml.sax.ContentHandler):
             cat = a.get("category", "").strip().lower()
             if not re.fullmatch(r"[a-z][a-z0-9_]*", cat):
                 raise ValueError("category attribute is required (e.g. happy, sad, angry)")
-            inten = _float(a["intensity"], "intensity", 0.01, 2.0) if "intensity" in a else 1.0
+            lo, hi = INTENSITY_RANGE
+            inten = _float(a["intensity"], "emotion intensity", lo, hi) if "intensity" in a else 1.0
             style = replace(style, emotion=cat, intensity=inten)
         return style
 

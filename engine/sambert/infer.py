@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from engine.messages import AcousticInput, AcousticOutput
 from engine.sambert.model import KanTtsSAMBERT
 from engine.symbols import FIELDS, LinguisticVocab, SymbolError
 
@@ -31,33 +32,6 @@ if TYPE_CHECKING:
     from engine.modeldir import VoiceSpec
 
 _THREAD_LOCK = threading.Lock()
-
-
-@dataclass
-class AcousticInput:
-    """One utterance: ``ids`` [T, 6] (sy, tone, syllable_flag, word_segment, emotion, speaker) plus controls.
-
-    ``speed`` divides predicted durations before rounding; ``pitch_shift``/``energy_shift`` are added to the
-    predictions (normalised units); ``emotion``/``speaker`` (id or symbol) replace the id columns (the emotion
-    override leaves ``emotion_none`` break tokens alone); ``durations`` [T] gives frames per token, a negative
-    entry keeps the (speed-scaled) prediction.
-    """
-
-    ids: np.ndarray
-    speed: float = 1.0
-    pitch_shift: float = 0.0
-    energy_shift: float = 0.0
-    emotion: int | str | None = None
-    speaker: int | str | None = None
-    durations: np.ndarray | Sequence[float] | None = None
-
-
-@dataclass
-class AcousticOutput:
-    mel: np.ndarray  # [F, num_mels] float32, normalised log-mel for the vocoder
-    durations: np.ndarray  # [T] int64 frames per token
-    pitch: np.ndarray  # [T] float32 (normalised, shift included)
-    energy: np.ndarray  # [T] float32
 
 
 @dataclass
@@ -86,6 +60,10 @@ class AcousticModel:
         self._sizes = [
             self.params[k] for k in ("sy", "tone", "syllable_flag", "word_segment", "emotion", "speaker")
         ]
+        self._neutral_id = self._none_id = None
+        if vocab is not None and "emotion_neutral" in vocab.emotion:
+            self._neutral_id = vocab.id_of("emotion", "emotion_neutral")
+            self._none_id = vocab.id_of("emotion", "emotion_none") if "emotion_none" in vocab.emotion else -1
         with torch.inference_mode():
             self._dec = _DecoderWeights(model)
             self._dur = _DurationWeights(model)
@@ -179,9 +157,11 @@ class AcousticModel:
                 raise SymbolError(f"{FIELDS[col]} id {int(ids[bad.argmax(), col])} out of range [0, {size})")
         if not (math.isfinite(inp.speed) and inp.speed > 0):
             raise ValueError(f"speed must be a positive number, got {inp.speed}")
-        for name in ("pitch_shift", "energy_shift"):
+        for name in ("pitch_shift", "energy_shift", "emotion_intensity"):
             if not math.isfinite(getattr(inp, name)):
                 raise ValueError(f"{name} must be finite, got {getattr(inp, name)}")
+        if inp.emotion_intensity != 1.0 and self._neutral_id is None:
+            raise SymbolError("emotion_intensity needs a vocabulary with emotion_neutral")
         t = torch.from_numpy(ids.astype(np.int64))
         if inp.emotion is not None:
             emo = self._symbol_id(4, inp.emotion)
@@ -210,6 +190,7 @@ class AcousticModel:
         key_mask = mask if len(items) > 1 else None
         text_hid = m.text_encoder(ids[..., :4], key_mask)
         emo_hid, spk_hid = m.emo_tokenizer(ids[..., 4]), m.spk_tokenizer(ids[..., 5])
+        emo_hid = self._blend_emotion(emo_hid, ids[..., 4], [inp.emotion_intensity for _, inp, _ in items])
         va = m.variance_adaptor
         x = torch.cat([text_hid, spk_hid, emo_hid], dim=-1)
         shift_p = torch.tensor([inp.pitch_shift for _, inp, _ in items])[:, None]
@@ -238,6 +219,17 @@ class AcousticModel:
             front.bands.append(int(float(dur.max()) / self.r + 0.5))
             front.memory.append(self._memory(text_aug[b, :n], spk_hid[b, :n], emo_hid[b, :n], reps, frames))
         return front
+
+    def _blend_emotion(self, emo_hid: Tensor, emo_ids: Tensor, intensities: list[float]) -> Tensor:
+        """``neutral + k·(emotion − neutral)`` per item; items with k == 1 are returned untouched (exact)."""
+        if all(k == 1.0 for k in intensities) or self._neutral_id is None:
+            return emo_hid
+        table = self.model.emo_tokenizer.weight
+        neutral = table[self._neutral_id]
+        k = torch.tensor(intensities, dtype=emo_hid.dtype)[:, None, None]
+        blended = neutral + k * (emo_hid - neutral)
+        keep = (emo_ids == self._none_id)[..., None] | (k == 1.0)
+        return torch.where(keep, emo_hid, blended)
 
     def _memory(self, text: Tensor, spk: Tensor, emo: Tensor, reps: Tensor, frames: int) -> Tensor:
         """Length regulation (r-padding), duration position encoding and LFR packing -> [M, d_mem]."""
