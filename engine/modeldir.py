@@ -464,12 +464,32 @@ def _probe_hub(endpoint: str, model_ids: Sequence[str], timeout: float) -> str |
     return None
 
 
+def _bounded(probe: Callable[[], str | None], seconds: float, endpoint: str) -> str | None:
+    """``probe()`` with a wall-clock bound: socket timeouts do not cover DNS lookups, which can hang."""
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["found"] = probe()
+        except BaseException as exc:  # handed to the caller's thread
+            box["error"] = exc
+
+    worker = threading.Thread(target=run, name="modelscope-probe", daemon=True)
+    worker.start()
+    worker.join(seconds)
+    if worker.is_alive():
+        raise HubUnreachableError(f"{endpoint} did not answer within {seconds:.0f} s")
+    if "error" in box:
+        raise box["error"]
+    return box.get("found")
+
+
 def _pick_endpoint(model_ids: Sequence[str], timeout: float) -> tuple[str, str]:
     """(endpoint, model id) of the first reachable hub that has one of ``model_ids``."""
     problems = []
     for endpoint in modelscope_endpoints():
         try:
-            found = _probe_hub(endpoint, model_ids, timeout)
+            found = _bounded(lambda e=endpoint: _probe_hub(e, model_ids, timeout), 2 * timeout + 1, endpoint)
         except HubUnreachableError as exc:
             problems.append(str(exc))
             continue

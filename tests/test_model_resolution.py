@@ -266,3 +266,50 @@ def test_cli_prints_provenance(hub: FakeModelScopeHub) -> None:
     out = json.loads(proc.stdout)
     assert out["source"] == "modelscope-download" and out["model_id"] == DAMO
     assert out["random_weights"] is False and out["voices"] == ["zhitian_emo", "zhiyan_emo"]
+
+
+def test_progress_lines_for_big_files(
+    hub: FakeModelScopeHub, released: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    big = released / "extras" / "big.bin"
+    big.parent.mkdir()
+    big.write_bytes(os.urandom(9_000_000))
+    resolve_model(None)
+    err = capfd.readouterr().err  # the client's own tqdm bars share the stream: keep our lines only
+    lines = [
+        ln.split("[tts-model] ", 1)[1] for ln in err.splitlines() if "[tts-model]   extras/big.bin" in ln
+    ]
+    assert lines[-1].startswith("  extras/big.bin: 9.0 MB in ")
+    percents = [int(ln.split(": ")[1].split("%")[0]) for ln in lines[:-1]]
+    assert len(percents) >= 5 and percents == sorted(percents) and all(0 < p < 100 for p in percents)
+    assert "[tts-model]   voices/voices.json" not in err  # small files complete silently
+
+
+def test_engine_cli_synthesizes_with_the_downloaded_voice(hub: FakeModelScopeHub, tmp_path: Path) -> None:
+    """``python -m engine synth`` with no model given downloads the released voice and speaks with it."""
+    out = tmp_path / "out.wav"
+    proc = subprocess.run(
+        [sys.executable, "-m", "engine", "synth", "--text", "你好。", "--out", str(out)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert f"downloading {IIC} from {hub.url}" in proc.stderr and BANNER not in proc.stderr
+    assert out.read_bytes()[:4] == b"RIFF" and out.stat().st_size > 1000
+    assert {r.file_path for r in hub.file_downloads()} >= {CKPT, "configuration.json"}
+
+
+def test_silent_hub_counts_as_unreachable(env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A hub that accepts the connection and never answers is given up on after the probe timeout."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # connections complete in the backlog; nothing is ever read or written
+        monkeypatch.setenv("MODELSCOPE_ENDPOINT", f"http://127.0.0.1:{silent.getsockname()[1]}")
+        start = time.monotonic()
+        got = resolve_model(None, timeout=0.5, random_dir=tmp_path / "random", random_size="tiny")
+        elapsed = time.monotonic() - start
+    assert got.source == "generated-random" and got.random_weights
+    assert "unreachable" in got.detail and "timed out" in got.detail
+    assert elapsed < 15  # probe bound ~0.5 s; the rest is generating the tiny voice
