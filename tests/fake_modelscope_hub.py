@@ -5,7 +5,8 @@ Serves local directories as model repositories, shaped as modelscope_hub 0.5 (``
 
     GET       /api/v1/models/<owner>/<name>                   model info: {"Code": 200, "Data": {...}}
     GET       /api/v1/models/<owner>/<name>/repo/files        listing: Data.Files[{Path, Type, Size, Sha256}]
-    GET|HEAD  /api/v1/models/<owner>/<name>/repo?FilePath=p   file bytes; ``Range: bytes=N-`` answers 206
+    GET|HEAD  /api/v1/models/<owner>/<name>/repo?FilePath=p   file bytes; ``Range: bytes=N-`` answers 206;
+                                                              LFS files (.pth .zip .bin): 302 to /cdn/...
     GET       /api/v1/repos/internalAccelerationInfo          404 (the client's Alibaba-Cloud region probe)
 
 Point the client at it with ``MODELSCOPE_ENDPOINT`` / ``MODELSCOPE_DOMAIN`` = :attr:`FakeModelScopeHub.url`.
@@ -24,9 +25,13 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 API = "/api/v1/models/"
+CDN = (
+    "/cdn/"  # LFS files (checkpoints, archives) are answered with a 302 to here, like the hub's OSS redirect
+)
+LFS_SUFFIXES = (".pth", ".zip", ".bin")
 COMMIT = "0" * 39 + "1"
 
 
@@ -67,11 +72,15 @@ class FakeModelScopeHub:
         self.faults[file_path] = _Fault("corrupt", times)
 
     def file_downloads(self, file_path: str | None = None) -> list[Request]:
+        """GETs that answered with file bytes (an LFS file's redirect is not one; its CDN request is)."""
         with self._lock:
             return [
                 r
                 for r in self.requests
-                if r.method == "GET" and r.file_path and (file_path is None or r.file_path == file_path)
+                if r.method == "GET"
+                and r.file_path
+                and (r.path.startswith(CDN) or not r.file_path.endswith(LFS_SUFFIXES))
+                and (file_path is None or r.file_path == file_path)
             ]
 
     def listing(self, model_id: str) -> list[dict[str, Any]]:
@@ -88,7 +97,7 @@ class FakeModelScopeHub:
                     "CommitMessage": "upload",
                     "CommittedDate": 1700000000,
                     "CommitterName": "fake-hub",
-                    "IsLFS": (not is_dir) and path.suffix in (".pth", ".zip"),
+                    "IsLFS": (not is_dir) and path.name.endswith(LFS_SUFFIXES),
                     "Mode": "40000" if is_dir else "100644",
                     "Name": path.name,
                     "Path": rel,
@@ -155,10 +164,16 @@ class _Handler(BaseHTTPRequestHandler):
         path = unquote(url.path)
         query = {k: v[-1] for k, v in parse_qs(url.query).items()}
         file_path = query.get("FilePath") if path.endswith("/repo") else None
+        if path.startswith(CDN):
+            file_path = path.partition("/-/")[2] or None
         with self.hub._lock:
             self.hub.requests.append(
                 Request(self.command, path, file_path, self.headers.get("Range") if file_path else None)
             )
+        if path.startswith(CDN):  # where LFS downloads are redirected, as the hub sends them to its CDN
+            model_id, _, cdn_path = path[len(CDN) :].partition("/-/")
+            if model_id in self.hub.repos and cdn_path:
+                return self._file(self.hub.repos[model_id], cdn_path, head, cdn_path)
         if not path.startswith(API):
             return self._json(404, {"Code": 10010205, "Message": "not found", "Success": False})
         rest = path[len(API) :]
@@ -169,7 +184,9 @@ class _Handler(BaseHTTPRequestHandler):
                 files = self.hub.listing(model_id)
                 return self._json(200, {"Code": 200, "Data": {"Files": files}, "Success": True})
             if rest == f"{model_id}/repo" and file_path:
-                return self._file(root, file_path, head)
+                if file_path.endswith(LFS_SUFFIXES):
+                    return self._redirect(f"{CDN}{quote(model_id)}/-/{quote(file_path)}")
+                return self._file(root, file_path, head, file_path)
         return self._json(404, {"Code": 10010205, "Message": f"model {rest} not found", "Success": False})
 
     @staticmethod
@@ -189,14 +206,20 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(data)
 
-    def _file(self, root: Path, file_path: str, head: bool) -> None:
+    def _redirect(self, location: str) -> None:
+        self.send_response(302)
+        self.send_header("Location", location)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def _file(self, root: Path, file_path: str, head: bool, fault_key: str) -> None:
         target = (root / file_path).resolve()
         if root.resolve() not in target.parents or not target.is_file():
             return self._json(
                 404, {"Code": 10010205, "Message": f"file {file_path} not found", "Success": False}
             )
         data = target.read_bytes()
-        fault = None if head else self.hub._take_fault(file_path)
+        fault = None if head else self.hub._take_fault(fault_key)
         if fault is not None and fault.kind == "corrupt":
             data = bytes(b ^ 0xFF for b in data[:64]) + data[64:]
         start = 0
