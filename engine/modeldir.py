@@ -49,8 +49,8 @@ RELEASED_MODEL_IDS = (f"iic/{RELEASED_MODEL_NAME}", f"damo/{RELEASED_MODEL_NAME}
 DEFAULT_MODEL_ID = RELEASED_MODEL_IDS[0]
 HOW_TO_POINT = (
     f"point at a local model directory with the environment variable {ENV_MODEL_DIR}=/path/to/model "
-    "or the CLI flag --model-dir /path/to/model (a random one for testing: "
-    "python -m engine.testing.make_model_dir OUT --size full)"
+    "or the CLI flag --model-dir /path/to/model (either also takes a ModelScope id such as "
+    f"{DEFAULT_MODEL_ID}; a random one for testing: python -m engine.testing.make_model_dir OUT --size full)"
 )
 # Where a model came from (``ModelDirectory.source`` / ``ResolvedModel.source``).
 SOURCE_PATH = "path"
@@ -657,6 +657,8 @@ def resolve_model(
         local = Path(text).expanduser()
         if local.is_dir():
             resolved = ResolvedModel(local, SOURCE_PATH, None, f"model directory {local}")
+        elif local.exists():
+            raise ModelDirError(f"{local} is not a directory: expected a model directory; {HOW_TO_POINT}")
         elif not looks_like_model_id(text):
             raise ModelDirError(f"model directory {local} does not exist; {HOW_TO_POINT}")
         else:

@@ -248,3 +248,6 @@ def test_model_id_vs_path(text: str, is_id: bool) -> None:
 def test_missing_path_is_not_mistaken_for_an_id(tmp_path: Path) -> None:
     with pytest.raises(ModelDirError, match=r"model directory .*/a/b/c does not exist; .*TTS_MODEL_DIR"):
         resolve_model_dir(str(tmp_path / "a" / "b" / "c"))
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ModelDirError, match=r"file is not a directory: expected a model directory"):
+        resolve_model_dir(str(tmp_path / "file"))
