@@ -349,6 +349,16 @@ class ResolvedModel:
     def random_weights(self) -> bool:
         return is_random_model_dir(self.path)
 
+    def provenance(self) -> dict[str, Any]:
+        """``{source, model_id, random_weights, path, detail}``, as :meth:`ModelDirectory.provenance`."""
+        return {
+            "source": self.source,
+            "model_id": self.model_id,
+            "random_weights": self.random_weights,
+            "path": str(self.path),
+            "detail": self.detail,
+        }
+
 
 def is_random_weights(configuration: Mapping[str, Any]) -> bool:
     """Whether a ``configuration.json`` marks generated random weights (``generated.random_weights``)."""

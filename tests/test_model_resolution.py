@@ -100,19 +100,23 @@ def test_default_downloads_released_voice_then_reuses_cache(
         "path": str(directory.path),
         "detail": f"{IIC} downloaded from {hub.url}",
     }
+    before = len(hub.requests)
+    assert resolve_model(None).provenance() == {
+        **directory.provenance(),
+        "source": "modelscope-cache",
+        "detail": f"{IIC} from the ModelScope cache {env}",
+    }
     downloaded = {r.file_path for r in hub.file_downloads()}
     assert CKPT in downloaded and "configuration.json" in downloaded
     assert "resource.zip" not in downloaded  # ttsfrd resources: never read, never fetched
-    ckpt_requests = [r.path for r in hub.requests if r.file_path == CKPT]
-    assert ckpt_requests == [
-        f"/api/v1/models/{IIC}/repo",
-        f"/cdn/{IIC}/-/{CKPT}",
-    ]  # followed the CDN redirect
+    ckpt_requests = [
+        r.path for r in hub.requests if r.file_path == CKPT
+    ]  # the client follows the CDN redirect
+    assert ckpt_requests == [f"/api/v1/models/{IIC}/repo", f"/cdn/{IIC}/-/{CKPT}"]
     err = capfd.readouterr().err
     assert f"downloading {IIC} from {hub.url}" in err and "resumes where it stopped" in err
     assert BANNER not in err
 
-    before = len(hub.requests)
     again = load_model(None)
     assert (again.source, again.model_id, again.path) == ("modelscope-cache", IIC, directory.path)
     assert len(hub.requests) == before  # no listing, no probe, no file: the cache answers alone
