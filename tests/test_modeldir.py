@@ -16,8 +16,10 @@ import yaml
 from engine.modeldir import (
     ENV_MODEL_DIR,
     ModelDirError,
+    find_cached_model,
     load_checkpoint,
     load_model_dir,
+    looks_like_model_id,
     resolve_model_dir,
     scan_checkpoint,
 )
@@ -180,13 +182,34 @@ def test_resolve_local_and_env(model_dir: Path, monkeypatch: pytest.MonkeyPatch)
         resolve_model_dir(str(model_dir / "nope"))
 
 
+@pytest.mark.parametrize(
+    "layout",
+    [
+        "models/damo--some_model/snapshots/master",  # modelscope_hub (modelscope >= 1.38)
+        "models/damo/some_model",  # modelscope 1.x with MODELSCOPE_CACHE set
+        "hub/models/damo/some_model",  # modelscope 1.x default cache
+        "hub/damo/some_model",  # older SDKs
+        "damo/some_model",
+    ],
+)
 def test_resolve_uses_modelscope_cache(
-    model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, layout: str
 ) -> None:
     cache = tmp_path / "mscache"
-    shutil.copytree(model_dir, cache / "hub" / "damo" / "some_model")
+    shutil.copytree(model_dir, cache / layout)
     monkeypatch.setenv("MODELSCOPE_CACHE", str(cache))
-    assert resolve_model_dir("damo/some_model") == cache / "hub" / "damo" / "some_model"
+    monkeypatch.setenv("MODELSCOPE_ENDPOINT", "http://127.0.0.1:9")  # never asked: the cache answers
+    assert resolve_model_dir("damo/some_model") == cache / layout
+
+
+def test_incomplete_cached_copy_is_skipped(model_dir: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "mscache"
+    partial = Path(shutil.copytree(model_dir, cache / "models" / "damo--m" / "snapshots" / "master"))
+    (partial / "voices" / "zhiyan_emo" / "voc" / "ckpt" / "checkpoint_0.pth").unlink()
+    shutil.copytree(model_dir, cache / "hub" / "damo" / "m")
+    assert find_cached_model(["damo/m"], cache) == ("damo/m", cache / "hub" / "damo" / "m")
+    shutil.rmtree(cache / "hub")
+    assert find_cached_model(["damo/m"], cache) is None
 
 
 def test_offline_model_id_fails_fast(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -199,6 +222,32 @@ def test_offline_model_id_fails_fast(tmp_path: Path, monkeypatch: pytest.MonkeyP
     start = time.monotonic()
     with pytest.raises(ModelDirError, match=rf"unreachable.*{ENV_MODEL_DIR}=.*--model-dir"):
         resolve_model_dir("damo/speech_sambert-hifigan_tts_zh-cn_16k")
+    monkeypatch.setenv(ENV_MODEL_DIR, "iic/speech_sambert-hifigan_tts_zh-cn_16k")  # an explicit id, via env
     with pytest.raises(ModelDirError, match="unreachable"):
-        resolve_model_dir(None)  # no argument, no env: the default model id
+        resolve_model_dir(None)
     assert time.monotonic() - start < 10
+
+
+@pytest.mark.parametrize(
+    ("text", "is_id"),
+    [
+        ("iic/speech_sambert-hifigan_tts_zh-cn_16k", True),
+        ("owner/name", True),
+        ("./owner/name", False),
+        ("/abs/path", False),
+        ("~/models/x", False),
+        ("a/b/c", False),
+        ("plain", False),
+        ("/x", False),
+    ],
+)
+def test_model_id_vs_path(text: str, is_id: bool) -> None:
+    assert looks_like_model_id(text) is is_id
+
+
+def test_missing_path_is_not_mistaken_for_an_id(tmp_path: Path) -> None:
+    with pytest.raises(ModelDirError, match=r"model directory .*/a/b/c does not exist; .*TTS_MODEL_DIR"):
+        resolve_model_dir(str(tmp_path / "a" / "b" / "c"))
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ModelDirError, match=r"file is not a directory: expected a model directory"):
+        resolve_model_dir(str(tmp_path / "file"))
