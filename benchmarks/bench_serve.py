@@ -160,9 +160,10 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
     sys.path.insert(0, str(REPO))
-    from serve_app.graph import build_app, ensure_model_dir
+    from engine.modeldir import benchmark_model_dir
+    from serve_app.graph import build_app
 
-    model_dir = ensure_model_dir(args.model_dir, "full")
+    model_dir = benchmark_model_dir(args.model_dir, "full")
     print(f"model: {model_dir}  cores: {os.cpu_count()}", flush=True)
     raw = raw_engine(model_dir, args.seconds, args.raw_threads)
     print(

@@ -326,10 +326,10 @@ def main(argv: list[str] | None = None) -> int:
     if not levels or min(levels) < 1:
         p.error("--levels must be positive integers")
 
+    from engine.modeldir import benchmark_model_dir
     from loadtests.corpus import load_corpus
-    from serve_app.graph import ensure_model_dir
 
-    model_dir = ensure_model_dir(args.model_dir, "full")
+    model_dir = benchmark_model_dir(args.model_dir, "full")
     texts = [s.text for s in load_corpus().of("medium")]
     machine = machine_description()
     print(f"machine: {machine}\nmodel: {model_dir}\ntexts: {len(texts)} medium corpus sentences", flush=True)

@@ -620,9 +620,9 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     global DEADLINE_S
     DEADLINE_S = a.deadline
-    from serve_app.graph import ensure_model_dir
+    from engine.modeldir import benchmark_model_dir
 
-    model_dir = ensure_model_dir(a.model_dir, a.size)
+    model_dir = benchmark_model_dir(a.model_dir, a.size)
     base = _start(model_dir)
     rows: list[Row] = []
     ok = True

@@ -621,6 +621,14 @@ def ensure_random_model_dir(target: str | os.PathLike[str] | None = None, size: 
     return path
 
 
+def benchmark_model_dir(choice: str | None, size: str = "full") -> str:
+    """Benchmarks: the given model (path or id), else the generated random voice — never a download, so runs
+    on any machine measure the same architecture (cost, not quality)."""
+    if choice:
+        return str(resolve_model_dir(choice))
+    return str(ensure_random_model_dir(None, size))
+
+
 RANDOM_BANNER = """
 ################################################################################
 #  RANDOM WEIGHTS - this voice is untrained: every request returns NOISE.

@@ -3,10 +3,6 @@
 
 from __future__ import annotations
 
-import logging
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,46 +16,23 @@ from serve_app.ingress import IngressSettings, TTSIngress
 __all__ = ["APP_NAME", "build_app", "ensure_model_dir"]
 
 APP_NAME = "tts"
-log = logging.getLogger("tts.graph")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 GENERATED_DIR = REPO_ROOT / "models" / "_generated"  # git-ignored (/models/)
 
-_NOISE_BANNER = """
-################################################################################
-#  NO MODEL GIVEN - serving a RANDOMLY INITIALISED full-size voice.            #
-#  Every request will return NOISE, not speech.                                #
-#  To serve real speech, point TTS_MODEL_DIR (or args.model_dir in the Serve   #
-#  config, or `make run MODEL_DIR=...`) at a released model directory, e.g.    #
-#  the ModelScope snapshot of damo/speech_sambert-hifigan_tts_zhitian_emo_zh-cn_16k.
-################################################################################
-"""
-
 
 def ensure_model_dir(model_dir: str | None, size: str = "full") -> str:
-    """The model directory to serve: the argument, else ``$TTS_MODEL_DIR``, else a generated random voice."""
-    chosen = model_dir or os.environ.get("TTS_MODEL_DIR")
-    if chosen:
-        from engine.modeldir import resolve_model_dir
+    """The model directory to serve (``engine.modeldir.resolve_model``): the argument or ``$TTS_MODEL_DIR``
+    (a path or a ModelScope id), else the released voice (ModelScope cache, else download), else (only when
+    the hub is unreachable) a generated random voice in ``models/_generated/<size>``, with a banner."""
+    from engine.modeldir import resolve_model
 
-        return str(resolve_model_dir(chosen))
-    target = GENERATED_DIR / size
-    if not (target / ".complete").exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run(
-            [sys.executable, "-m", "engine.testing.make_model_dir", str(target), "--size", size, "--force"],
-            check=True,
-            cwd=REPO_ROOT,
-        )
-        (target / ".complete").write_text("generated random weights\n")
-    print(_NOISE_BANNER, file=sys.stderr, flush=True)
-    log.warning("serving random weights from %s: audio will be noise", target)
-    return str(target)
+    return str(resolve_model(model_dir, random_dir=GENERATED_DIR / size, random_size=size).path)
 
 
 def build_app(args: dict[str, Any] | None = None) -> Application:
     """Bind TextFrontend → SambertAcoustic → HifiGanVocoder behind TTSIngress.
 
-    ``args``: ``model_dir`` (null → ``$TTS_MODEL_DIR`` → generated random voice), ``random_size``
+    ``args``: ``model_dir`` (null → ``$TTS_MODEL_DIR`` → released voice → random if offline), ``random_size``
     (``full``/``tiny``), ``threads`` (per stage, e.g. ``{acoustic: 1}``; default = the replica's num_cpus),
     ``ingress`` (:class:`IngressSettings` fields: ``limits``, cache bounds, ``max_inflight``, ``stream``...),
     ``options`` (``{deployment: Deployment.options kwargs}``, for Python-driven runs; YAML wins),

@@ -135,6 +135,7 @@ class TTSIngress:
         self.model_version = str(directory.version) + (
             "" if vocoder_precision == "fp32" else f"+{vocoder_precision}"
         )
+        self.random_weights = directory.random_weights  # said on /api/voices, /ready and every audio response
         self.voices = list(directory.voices)
         self.default_voice = self.voices[0]
         self.emotions = {
@@ -306,6 +307,7 @@ class TTSIngress:
             "X-Audio-Duration": f"{result.duration_s:.3f}",
             "X-Sample-Rate": str(result.sample_rate),
             "X-Cache": "hit" if hit else "miss",
+            "X-Random-Weights": str(self.random_weights).lower(),
             "Content-Disposition": f'inline; filename="speech.{spec.extension}"',
         }
         if as_json:
@@ -348,7 +350,11 @@ class TTSIngress:
         return StreamingResponse(
             self._stream_body(req, endpoint, units, encoder, start, ticket),
             media_type=media,
-            headers={"X-Sample-Rate": str(encoder.rate), "Cache-Control": "no-store"},
+            headers={
+                "X-Sample-Rate": str(encoder.rate),
+                "X-Random-Weights": str(self.random_weights).lower(),
+                "Cache-Control": "no-store",
+            },
         )
 
     async def _stream_body(
@@ -431,6 +437,7 @@ class TTSIngress:
                 "status": "ready",
                 "latency_ms": round((time.perf_counter() - start) * 1000, 1),
                 "model_version": self.model_version,
+                "random_weights": self.random_weights,
             }
         )
 
@@ -466,6 +473,7 @@ class TTSIngress:
             sample_rates=list(audio_mod.SUPPORTED_SAMPLE_RATES),
             limits=self.settings.limits,
             model_version=self.model_version,
+            random_weights=self.random_weights,
         )
 
     @app.post(

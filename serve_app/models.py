@@ -155,6 +155,7 @@ class VoicesResponse(BaseModel):
     sample_rates: list[int]
     limits: Limits
     model_version: str
+    random_weights: bool = Field(description="True when the served voice is untrained (audio is noise).")
 
 
 OPENAI_VOICE_ALIASES = frozenset(
