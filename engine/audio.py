@@ -122,9 +122,14 @@ def prepare(audio: np.ndarray, src_rate: int, dst_rate: int, volume: float = 1.0
     return resample(apply_volume(audio, volume), src_rate, dst_rate)
 
 
-def _to_s16le(audio: np.ndarray) -> bytes:
+def _to_int16(audio: np.ndarray) -> np.ndarray:
+    """The one float → 16-bit conversion (whole files and streams alike, so both carry the same samples)."""
     clipped = np.clip(np.asarray(audio, dtype=np.float32), -1.0, 1.0)
-    return (clipped * 32767.0).round().astype("<i2").tobytes()
+    return (clipped * 32767.0).round().astype("<i2")
+
+
+def _to_s16le(audio: np.ndarray) -> bytes:
+    return _to_int16(audio).tobytes()
 
 
 def encode(
@@ -143,7 +148,8 @@ def encode(
     if spec.subtype in ("OPUS", "VORBIS", "MPEG_LAYER_III") and signal.size == 0:
         signal = np.zeros(1, dtype=np.float32)  # the lossy encoders reject empty input
     buf = io.BytesIO()
-    sf.write(buf, signal, rate, format=spec.container, subtype=spec.subtype)
+    data = _to_int16(signal) if spec.subtype == "PCM_16" else signal  # libsndfile would round differently
+    sf.write(buf, data, rate, format=spec.container, subtype=spec.subtype)
     return buf.getvalue(), rate
 
 

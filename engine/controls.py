@@ -21,6 +21,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 __all__ = [
+    "EMOTION_ALIASES",
     "INTENSITY_RANGE",
     "PITCH_RANGE",
     "PITCH_UNITS_PER_SEMITONE",
@@ -29,6 +30,7 @@ __all__ = [
     "VOLUME_RANGE",
     "ControlError",
     "Prosody",
+    "canonical_emotion",
     "check_range",
     "pitch_to_model_units",
 ]
@@ -65,3 +67,24 @@ def check_range(name: str, value: float, bounds: tuple[float, float], unit: str 
 def pitch_to_model_units(semitones: float) -> float:
     """Semitones → the acoustic model's additive pitch shift (standard deviations of the voice F0)."""
     return semitones * PITCH_UNITS_PER_SEMITONE
+
+
+# Names users and the seed services send for the trained emotions of the released *_emo voices. Matching is
+# case-insensitive; OpenAI ``instructions`` are searched for them in this order (neutral last).
+EMOTION_ALIASES: dict[str, tuple[str, ...]] = {
+    "happy": ("happy", "cheerful", "joyful", "excited", "joy", "开心", "高兴", "快乐", "愉快", "欢快"),
+    "angry": ("angry", "mad", "furious", "anger", "生气", "愤怒", "恼火"),
+    "sad": ("sad", "sorrow", "unhappy", "sadness", "悲伤", "难过", "伤心"),
+    "fear": ("fear", "afraid", "scared", "fearful", "害怕", "恐惧"),
+    "hate": ("hate", "disgust", "disgusted", "厌恶", "讨厌"),
+    "surprise": ("surprise", "surprised", "amazed", "惊讶", "吃惊", "惊喜"),
+    "neutral": ("neutral", "normal", "default", "calm", "plain", "普通", "正常", "中性", "平静", "默认"),
+}
+_ALIAS_TO_EMOTION = {alias.lower(): name for name, aliases in EMOTION_ALIASES.items() for alias in aliases}
+
+
+def canonical_emotion(name: str) -> str:
+    """The trained emotion an alias names (``normal`` → ``neutral``, ``开心`` → ``happy``); unknown names are
+    returned unchanged (stripped, lower-cased) for the caller to reject with the known list."""
+    key = name.strip().lower()
+    return _ALIAS_TO_EMOTION.get(key, key)

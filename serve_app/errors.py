@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+from collections.abc import Mapping
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -53,10 +54,21 @@ class UnavailableError(TTSError, StageUnavailable):
         super().__init__(503, "unavailable", message, retry_after_s)
 
 
-def error_response(status: int, code: str, message: str, retry_after_s: float | None = None) -> JSONResponse:
-    """The JSON error body (plus ``Retry-After`` for 429/503 when known)."""
-    headers = {"Retry-After": str(max(1, math.ceil(retry_after_s)))} if retry_after_s is not None else None
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    retry_after_s: float | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
+    """The JSON error body (plus ``Retry-After`` for 429/503 when known, and any protocol headers such as
+    the ``Allow`` a 405 must carry)."""
+    out = dict(headers or {})
+    if retry_after_s is not None:
+        out["Retry-After"] = str(max(1, math.ceil(retry_after_s)))
+    return JSONResponse(
+        {"error": {"code": code, "message": message}}, status_code=status, headers=out or None
+    )
 
 
 def _validation_message(exc: RequestValidationError) -> str:
@@ -81,7 +93,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _HTTP_CODES.get(exc.status_code, "error")
-        return error_response(exc.status_code, code, str(exc.detail))
+        return error_response(exc.status_code, code, str(exc.detail), headers=exc.headers)
 
     @app.exception_handler(asyncio.TimeoutError)
     async def _timeout(_: Request, exc: asyncio.TimeoutError) -> JSONResponse:

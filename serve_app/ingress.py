@@ -23,11 +23,12 @@ from ray.serve.handle import DeploymentHandle
 from deployments.common import route_logs_to_serve
 from deployments.metrics import IngressMetrics
 from engine import audio as audio_mod
-from engine.controls import ControlError, check_range
+from engine.controls import EMOTION_ALIASES, ControlError, canonical_emotion, check_range
 from engine.frontend import FrontendError, SynthesisUnit
 from engine.messages import SynthesisRequest
 from engine.modeldir import load_model_dir
 from engine.orchestrator import Orchestrator, StreamSettings
+from serve_app.audio_store import AudioStore
 from serve_app.cache import CachedResult, ResultCache, cache_key
 from serve_app.errors import TTSError, install_error_handlers
 from serve_app.models import (
@@ -41,9 +42,11 @@ from serve_app.models import (
     Timestamp,
     TTSJSONResponse,
     TTSRequest,
+    TTSURLResponse,
     VoiceInfo,
     VoicesResponse,
     emotion_from_instructions,
+    error_responses,
     intensity_from_instructions,
 )
 from serve_app.resilience import ResilientHandle, RetryPolicy
@@ -75,10 +78,12 @@ class IngressSettings:
     stream: StreamSettings = field(default_factory=StreamSettings)
     security: dict[str, Any] = field(default_factory=dict)  # serve_app.security.SecuritySettings
     retry: dict[str, Any] = field(default_factory=dict)  # serve_app.resilience.RetryPolicy
+    audio_store: dict[str, Any] = field(default_factory=dict)  # serve_app.audio_store.AudioStore (URL mode)
 
     def __post_init__(self) -> None:
         SecuritySettings.from_dict(self.security)  # fail fast on typos (keys are loaded in the replica)
         RetryPolicy.from_dict(self.retry)
+        AudioStore(**self.audio_store)
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any] | None) -> "IngressSettings":
@@ -112,6 +117,20 @@ class _Ticket:
         if self._held:
             self._held = False
             self._owner.inflight -= 1
+
+
+async def _one(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+async def _sse_events(chunks: AsyncIterator[bytes], input_chars: int) -> AsyncIterator[bytes]:
+    """OpenAI's speech SSE: ``speech.audio.delta`` events (base64 audio), then ``speech.audio.done``."""
+    async for chunk in chunks:
+        if chunk:
+            event = {"type": "speech.audio.delta", "audio": base64.b64encode(chunk).decode("ascii")}
+            yield f"data: {json.dumps(event)}\n\n".encode()
+    usage = {"input_tokens": input_chars, "output_tokens": 0, "total_tokens": input_chars}
+    yield f"data: {json.dumps({'type': 'speech.audio.done', 'usage': usage})}\n\n".encode()
 
 
 @serve.deployment(name="TTSIngress", max_ongoing_requests=64, max_queued_requests=128)
@@ -158,6 +177,7 @@ class TTSIngress:
             stages, self.settings.stream, self.settings.limits.max_concurrent_units
         )
         self.cache = ResultCache(self.settings.cache_max_entries, self.settings.cache_max_bytes)
+        self.audio_store = AudioStore(**self.settings.audio_store)
         self.metrics = IngressMetrics()
         self.inflight = 0
 
@@ -184,12 +204,16 @@ class TTSIngress:
         except ControlError as exc:
             raise TTSError(400, "out_of_range", str(exc)) from None
         voice = req.voice or self.default_voice
+        req = replace(req, emotion=canonical_emotion(req.emotion))
         if voice not in self.emotions:
             raise TTSError(400, "unknown_voice", f"unknown voice {voice!r}; known: {', '.join(self.voices)}")
         known = self.emotions[voice]
         if req.emotion not in known:
+            aliases = sorted(a for e in known for a in EMOTION_ALIASES.get(e, ()) if a != e)
             raise TTSError(
-                400, "unknown_emotion", f"unknown emotion {req.emotion!r} for voice {voice!r}; known: {known}"
+                400,
+                "unknown_emotion",
+                f"unknown emotion {req.emotion!r} for voice {voice!r}; known: {known}; aliases: {aliases}",
             )
         if req.speaker is not None and req.speaker not in self.speakers[voice]:
             raise TTSError(
@@ -283,13 +307,17 @@ class TTSIngress:
         self.cache.put(key, cached)
         return cached, False
 
-    async def _respond(self, req: SynthesisRequest, endpoint: str, as_json: bool = False) -> Response:
+    async def _respond(
+        self, req: SynthesisRequest, endpoint: str, mode: str = "audio", sse: bool = False
+    ) -> Response:
+        """Answer in ``mode``: ``audio`` bytes (streamed when ``req.stream``; OpenAI SSE events with
+        ``sse``), ``json`` (base64 audio, timestamps, unit reports) or ``url`` (``{"wav_url": ...}``)."""
         start = time.perf_counter()
         self.metrics.request(endpoint)
         try:
             try:
                 if req.stream:
-                    return await self._stream(req, endpoint, start)
+                    return await self._stream(req, endpoint, start, sse)
                 result, hit = await self._synthesize(req)
             except BackPressureError as exc:  # the stage adapters map these; never let one reach Serve's text
                 log.warning("unmapped stage backpressure", exc_info=True)
@@ -310,7 +338,23 @@ class TTSIngress:
             "X-Random-Weights": str(self.random_weights).lower(),
             "Content-Disposition": f'inline; filename="speech.{spec.extension}"',
         }
-        if as_json:
+        if mode == "url":
+            key = self.audio_store.put(result.audio, spec.media_type, spec.extension)
+            if key is None:
+                raise TTSError(413, "audio_too_large", "the audio exceeds the URL store's size limit")
+            link = f"/audio/{key}.{spec.extension}"
+            url_body = TTSURLResponse(
+                wav_url=link if req.format == "wav" else None,
+                audio_url=link,
+                format=req.format,
+                duration_s=round(result.duration_s, 4),
+                expires_in_s=self.audio_store.ttl_s,
+            )
+            return JSONResponse(url_body.model_dump(mode="json"), headers=headers)
+        if sse:  # a format that cannot be streamed: the whole encoded audio in one delta event
+            events = _sse_events(_one(result.audio), len(req.text))
+            return StreamingResponse(events, media_type="text/event-stream", headers=headers)
+        if mode == "json":
             body = TTSJSONResponse(
                 audio_base64=base64.b64encode(result.audio).decode("ascii"),
                 format=req.format,
@@ -331,7 +375,9 @@ class TTSIngress:
         media = spec.media_type + (f";rate={result.sample_rate}" if req.format == "pcm" else "")
         return Response(result.audio, media_type=media, headers=headers)
 
-    async def _stream(self, req: SynthesisRequest, endpoint: str, start: float) -> StreamingResponse:
+    async def _stream(
+        self, req: SynthesisRequest, endpoint: str, start: float, sse: bool = False
+    ) -> StreamingResponse:
         """Admit and run the frontend first (so errors are proper JSON), then stream audio chunks."""
         ticket = self._admit()
         try:
@@ -347,8 +393,11 @@ class TTSIngress:
             raise
         spec = audio_mod.FORMATS[req.format]
         media = spec.media_type + (f";rate={encoder.rate}" if req.format == "pcm" else "")
+        body = self._stream_body(req, endpoint, units, encoder, start, ticket)
+        if sse:
+            body, media = _sse_events(body, len(req.text)), "text/event-stream"
         return StreamingResponse(
-            self._stream_body(req, endpoint, units, encoder, start, ticket),
+            body,
             media_type=media,
             headers={
                 "X-Sample-Rate": str(encoder.rate),
@@ -482,15 +531,12 @@ class TTSIngress:
         tags=["tts"],
         responses={
             200: {
-                "content": {
-                    **AUDIO_CONTENT,
-                    "application/json": {"schema": TTSJSONResponse.model_json_schema()},
-                },
-                "description": "Audio bytes, or JSON on `Accept: application/json`.",
+                "model": TTSJSONResponse | TTSURLResponse,
+                "content": AUDIO_CONTENT,
+                "description": "Audio bytes; JSON with `response: json` / `Accept: application/json` "
+                "(base64 audio, timestamps) or `response: url`.",
             },
-            413: {"description": "Text longer than the configured limit."},
-            503: {"description": "At capacity (Retry-After set)."},
-            504: {"description": "Deadline exceeded."},
+            **error_responses(400, 413, 422, 429, 503, 504),
         },
     )
     async def tts(self, body: TTSRequest, request: Request) -> Response:
@@ -507,30 +553,44 @@ class TTSIngress:
             sample_rate=body.sample_rate,
             stream=body.stream,
         )
-        as_json = "application/json" in request.headers.get("accept", "")
-        if as_json and req.stream:
+        mode = body.response or (
+            "json" if "application/json" in request.headers.get("accept", "") else "audio"
+        )
+        if mode != "audio" and req.stream:
             raise TTSError(
-                400, "invalid_request", "stream=true returns audio bytes; drop Accept: application/json"
+                400,
+                "invalid_request",
+                f"stream=true returns audio bytes; drop response={mode!r}/Accept: json",
             )
-        return await self._respond(req, "api", as_json)
+        return await self._respond(req, "api", mode)
 
     @app.post(
         "/tts",
         summary="Seed-compatible: {text, emotion, speed} → WAV",
         tags=["compat"],
-        responses={200: {"content": {"audio/wav": {}}, "description": "WAV audio."}},
+        responses={
+            200: {"model": TTSURLResponse, "content": {"audio/wav": {}}, "description": "WAV, or a URL."},
+            **error_responses(400, 413, 422, 429, 503, 504),
+        },
     )
     async def seed_tts(self, body: SeedTTSRequest) -> Response:
         req = self._request(
             text=body.text, voice=body.voice, emotion=body.emotion or "neutral", speed=body.speed
         )
-        return await self._respond(req, "seed")
+        return await self._respond(req, "seed", body.response)
 
     @app.post(
         "/v1/audio/speech",
+        response_class=Response,
         summary="OpenAI-compatible speech endpoint",
         tags=["compat"],
-        responses={200: {"content": AUDIO_CONTENT, "description": "Audio in `response_format`."}},
+        responses={
+            200: {
+                "content": {**AUDIO_CONTENT, "text/event-stream": {}},
+                "description": "Audio in `response_format` (streamed for pcm/wav), or SSE events.",
+            },
+            **error_responses(400, 413, 422, 429, 503, 504),
+        },
     )
     async def openai_speech(self, body: OpenAISpeechRequest) -> Response:
         voice = body.voice if body.voice in self.emotions else None
@@ -559,5 +619,25 @@ class TTSIngress:
             speed=body.speed,
             format=fmt,
             sample_rate=OPENAI_PCM_RATE if fmt == "pcm" else None,
+            stream=fmt in audio_mod.STREAMABLE_FORMATS,  # OpenAI streams its audio (chunked transfer)
         )
-        return await self._respond(req, "openai")
+        sse = body.stream_format == "sse"
+        return await self._respond(req, "openai", sse=sse)
+
+    @app.get(
+        "/audio/{name}",
+        response_class=Response,
+        summary="Audio stored by a `response: url` request (expires; 404 after)",
+        tags=["compat"],
+        responses={
+            200: {"content": AUDIO_CONTENT, "description": "The stored audio."},
+            **error_responses(404),
+        },
+    )
+    async def stored_audio(self, name: str) -> Response:
+        item = self.audio_store.get(name)
+        if item is None:
+            raise TTSError(404, "not_found", "no such audio (unknown id, or expired)")
+        return Response(
+            item.data, media_type=item.media_type, headers={"Cache-Control": "private, max-age=60"}
+        )

@@ -2,26 +2,28 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from engine.audio import FORMATS
-from engine.controls import INTENSITY_RANGE, PITCH_RANGE, RATE_RANGE, VOLUME_RANGE
+from engine.controls import EMOTION_ALIASES, INTENSITY_RANGE, PITCH_RANGE, RATE_RANGE, VOLUME_RANGE
 from engine.messages import SynthesisRequest
 from engine.orchestrator import UnitReport
 
 __all__ = [
-    "EMOTION_KEYWORDS",
     "OPENAI_VOICE_ALIASES",
+    "ErrorResponse",
     "Limits",
     "OpenAISpeechRequest",
     "SeedTTSRequest",
     "TTSJSONResponse",
     "TTSRequest",
+    "TTSURLResponse",
     "Timestamp",
     "VoicesResponse",
     "emotion_from_instructions",
+    "error_responses",
     "intensity_from_instructions",
 ]
 
@@ -46,7 +48,7 @@ class Limits(BaseModel):
 class TTSRequest(BaseModel):
     """``POST /api/tts``. Unknown fields are rejected so typos surface as 422 instead of being ignored."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     text: str = Field(min_length=1, description="Text (Chinese, mixed Chinese/English, or SSML <speak>).")
     voice: str | None = Field(None, description="Voice name from GET /api/voices; default voice if omitted.")
@@ -75,23 +77,29 @@ class TTSRequest(BaseModel):
         None, description="Output rate (resampled with soxr); model rate if omitted."
     )
     stream: bool = Field(False, description="Stream audio chunks as they are produced (pcm/wav/mulaw/alaw).")
+    response: Literal["audio", "json", "url"] | None = Field(
+        None,
+        description="audio bytes (default), json (base64 audio + timestamps; also `Accept: "
+        'application/json`) or url ({"wav_url": "/audio/<id>.wav"}, fetched with GET, expires).',
+    )
 
 
 class SeedTTSRequest(BaseModel):
     """``POST /tts``: the seed services' request shape, answered with WAV bytes."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
 
     text: str = Field(min_length=1)
     emotion: str | None = DEFAULTS.emotion
     speed: float = Field(DEFAULTS.speed, ge=RATE_RANGE[0], le=RATE_RANGE[1])
     voice: str | None = None
+    response: Literal["audio", "url"] = Field("audio", description='audio (WAV bytes) or url ({"wav_url"}).')
 
 
 class OpenAISpeechRequest(BaseModel):
     """``POST /v1/audio/speech`` (OpenAI-compatible); emotion via ``emotion`` or ``instructions`` keywords."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
     model: str = Field("sambert-hifigan", description="Accepted and echoed; one model is served.")
     input: str = Field(min_length=1)
@@ -102,6 +110,9 @@ class OpenAISpeechRequest(BaseModel):
     speed: float = Field(DEFAULTS.speed, ge=RATE_RANGE[0], le=RATE_RANGE[1])
     instructions: str | None = None
     emotion: str | None = None
+    stream_format: Literal["audio", "sse"] = Field(
+        "audio", description="audio: chunked audio bytes; sse: speech.audio.delta/done events (pcm, wav)."
+    )
 
 
 class Timestamp(BaseModel):
@@ -131,6 +142,45 @@ class TTSJSONResponse(BaseModel):
     units: list[UnitReport] = Field(
         description="Per synthesis unit: the merged controls the model was given and what it predicted."
     )
+
+
+class TTSURLResponse(BaseModel):
+    """``response: "url"`` (the seed services' shape): where to GET the audio, until it expires."""
+
+    wav_url: str | None = Field(None, description="Set when the format is wav (the seeds' field).")
+    audio_url: str
+    format: str
+    duration_s: float
+    expires_in_s: float
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(
+        description="Stable machine-readable code, e.g. invalid_text, unknown_voice, overloaded."
+    )
+    message: str = Field(description="Human-readable explanation.")
+
+
+class ErrorResponse(BaseModel):
+    """Every error: ``{"error": {"code", "message"}}`` (429/503 also carry ``Retry-After``)."""
+
+    error: ErrorDetail
+
+
+ERROR_DESCRIPTIONS = {
+    400: "Bad input: unknown voice/emotion/speaker/format, invalid text or SSML, a control out of range.",
+    404: "Not found.",
+    413: "Text (or stored audio) larger than the configured limit.",
+    422: "The body does not match the schema.",
+    429: "A stage queue or a key's rate limit is full (Retry-After set).",
+    503: "At capacity or a stage is unavailable (Retry-After set).",
+    504: "The request deadline passed.",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` entries for these error statuses, all with the :class:`ErrorResponse` body."""
+    return {s: {"model": ErrorResponse, "description": ERROR_DESCRIPTIONS[s]} for s in statuses}
 
 
 class VoiceInfo(BaseModel):
@@ -177,16 +227,6 @@ OPENAI_VOICE_ALIASES = frozenset(
 OPENAI_FORMAT_MAP = {"mp3": "mp3", "opus": "opus", "wav": "wav", "flac": "flac", "pcm": "pcm"}
 OPENAI_PCM_RATE = 24000  # OpenAI's pcm is 24 kHz s16le
 
-EMOTION_KEYWORDS: dict[str, tuple[str, ...]] = {
-    "happy": ("happy", "cheerful", "joyful", "excited", "开心", "高兴", "快乐", "愉快"),
-    "angry": ("angry", "mad", "furious", "生气", "愤怒"),
-    "sad": ("sad", "sorrow", "unhappy", "悲伤", "难过", "伤心"),
-    "fear": ("fear", "afraid", "scared", "害怕", "恐惧"),
-    "surprise": ("surprise", "surprised", "amazed", "惊讶", "吃惊"),
-    "hate": ("hate", "disgust", "disgusted", "厌恶", "讨厌"),
-    "neutral": ("neutral", "calm", "plain", "中性", "平静"),
-}
-
 
 # Degree words in OpenAI ``instructions`` → emotion intensity (engine.controls: 0 neutral … 1 trained … 2).
 INTENSITY_KEYWORDS: tuple[tuple[float, tuple[str, ...]], ...] = (
@@ -211,7 +251,7 @@ def emotion_from_instructions(instructions: str | None, known: list[str]) -> str
     if not instructions:
         return None
     lowered = instructions.lower()
-    for emotion, words in EMOTION_KEYWORDS.items():
+    for emotion, words in EMOTION_ALIASES.items():
         if emotion in known and any(w in lowered for w in words):
             return emotion
     for emotion in known:

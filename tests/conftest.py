@@ -69,6 +69,7 @@ def test_apps(model_dir: str) -> list[tuple[str, str, dict[str, Any]]]:
         "ingress": {
             "limits": {"max_text_chars": 2000, "request_timeout_s": 0.25, "max_concurrent_units": 1},
             "cache_max_entries": 0,
+            "audio_store": {"ttl_s": 1.0},
         },
         "options": {
             "TTSIngress": _stage(max_ongoing_requests=64),

@@ -17,7 +17,14 @@ from dataclasses import dataclass, replace
 import defusedxml.sax
 from defusedxml import DefusedXmlException
 
-from engine.controls import INTENSITY_RANGE, PITCH_RANGE, RATE_RANGE, VOLUME_RANGE, check_range
+from engine.controls import (
+    INTENSITY_RANGE,
+    PITCH_RANGE,
+    RATE_RANGE,
+    VOLUME_RANGE,
+    canonical_emotion,
+    check_range,
+)
 from engine.frontend.errors import FrontendError
 from engine.frontend.normalize import SAY_AS
 
@@ -267,9 +274,9 @@ class _Handler(xml.sax.ContentHandler):
             style = replace(style, phoneme=tuple(syls))
         elif name == "emotion":
             only("category", "intensity")
-            cat = a.get("category", "").strip().lower()
+            cat = canonical_emotion(a.get("category", ""))
             if not re.fullmatch(r"[a-z][a-z0-9_]*", cat):
-                raise ValueError("category attribute is required (e.g. happy, sad, angry)")
+                raise ValueError(f"category {cat!r} is not an emotion (e.g. happy, sad, angry, 开心, 悲伤)")
             lo, hi = INTENSITY_RANGE
             inten = _float(a["intensity"], "emotion intensity", lo, hi) if "intensity" in a else 1.0
             style = replace(style, emotion=cat, intensity=inten)
