@@ -6,7 +6,7 @@ PIP := $(VENV)/bin/pip
 MODEL_DIR ?= $(TTS_MODEL_DIR)
 PYTEST_FLAGS ?=
 
-.PHONY: install lock lock-upgrade run test test-full bench bench-engine bench-frontend bench-serve lint doctor clean \
+.PHONY: install lock lock-upgrade run system-deps test test-full bench bench-engine bench-frontend bench-serve lint doctor clean \
 	loadtest loadtest-spike soak bench-compare autoscale-demo helm-lint helm-render tools security-scan failover-test \
 	reliability soak-rss
 
@@ -39,10 +39,14 @@ lock-upgrade: $(PY)
 doctor: $(PY)
 	$(PY) -m compat doctor $(if $(MODEL_DIR),--model-dir $(MODEL_DIR))
 
-test: $(PY)
+# Debian packages the tests need (nginx, redis, alsa-utils, chromium): installed when root/sudo, else named.
+system-deps:
+	@tools/system-deps
+
+test: $(PY) system-deps
 	$(PY) -m pytest -m "not slow" $(PYTEST_FLAGS)
 
-test-full: $(PY)
+test-full: $(PY) system-deps
 	$(PY) -m pytest $(PYTEST_FLAGS)
 
 lint: $(PY)

@@ -130,3 +130,24 @@ def _wait_running(name: str, timeout_s: float = 300.0) -> None:
         time.sleep(0.2)
     print(f"app {name} not running after {timeout_s}s: {status}", file=sys.stderr)
     raise TimeoutError(f"app {name} did not become RUNNING")
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    """One line naming the tests skipped for a missing system package, and the command that fixes it."""
+    import re
+
+    packages: set[str] = set()
+    count = 0
+    for report in terminalreporter.stats.get("skipped", []):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        found = re.search(r"apt-get install -y ([a-z0-9 .+-]+)", reason)
+        if found:
+            count += 1
+            packages.update(found.group(1).split())
+    if packages:
+        names = " ".join(sorted(packages))
+        terminalreporter.write_line(
+            f"SKIPPED {count} test(s) needing system packages ({names}); fix: `make system-deps` "
+            f"as root/sudo, or sudo apt-get install -y {names}",
+            yellow=True,
+        )

@@ -20,7 +20,7 @@ import pytest
 from tests.k8s.failover import Nginx, check, drill, free_port, gateway_nginx_conf
 
 pytestmark = pytest.mark.skipif(
-    shutil.which("nginx") is None, reason="nginx not installed (.ci/run installs it)"
+    shutil.which("nginx") is None, reason="nginx missing: apt-get install -y nginx"
 )
 
 

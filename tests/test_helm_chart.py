@@ -358,7 +358,7 @@ def test_gateway_rejects_tries_that_never_reach_the_standby() -> None:
         nginx_conf(extra={"gateway": {"primaryAttempts": 3, "nextUpstreamTries": 3}})
 
 
-@pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx not installed (CI installs it: .ci/run)")
+@pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx missing: apt-get install -y nginx")
 def test_gateway_config_passes_nginx_t(tmp_path: Path) -> None:
     conf = nginx_conf(extra={"gateway": {"scheme": "http"}}).replace("/tmp/", f"{tmp_path}/")
     # Upstream names need DNS: check with loopback addresses.

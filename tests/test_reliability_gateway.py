@@ -21,7 +21,9 @@ import pytest
 
 from tests.k8s.failover import Nginx, free_port, gateway_nginx_conf
 
-pytestmark = pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx not installed (.ci/run)")
+pytestmark = pytest.mark.skipif(
+    shutil.which("nginx") is None, reason="nginx missing: apt-get install -y nginx"
+)
 
 
 class Scripted:
