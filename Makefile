@@ -6,7 +6,7 @@ PIP := $(VENV)/bin/pip
 MODEL_DIR ?= $(TTS_MODEL_DIR)
 PYTEST_FLAGS ?=
 
-.PHONY: install lock lock-upgrade run system-deps test test-full bench bench-engine bench-frontend bench-serve lint doctor clean \
+.PHONY: install lock lock-upgrade run system-deps test test-full test-slow bench bench-engine bench-frontend bench-serve lint doctor clean \
 	loadtest loadtest-spike soak bench-compare autoscale-demo helm-lint helm-render tools security-scan failover-test \
 	reliability soak-rss
 
@@ -48,6 +48,10 @@ test: $(PY) system-deps
 
 test-full: $(PY) system-deps
 	$(PY) -m pytest $(PYTEST_FLAGS)
+
+# Only the slow drills (replica kills, drain, soak, failover, WebUI in Chromium): CI runs them after `make test`.
+test-slow: $(PY) system-deps
+	$(PY) -m pytest -m slow $(PYTEST_FLAGS)
 
 lint: $(PY)
 	$(PY) -m ruff check .

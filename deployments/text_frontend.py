@@ -12,6 +12,7 @@ from deployments.metrics import StageMetrics
 from engine.frontend import Frontend, FrontendError, SynthesisUnit
 from engine.messages import SynthesisRequest
 from engine.modeldir import load_model_dir
+from engine.stages import frontend_units
 
 __all__ = ["TextFrontend"]
 
@@ -31,14 +32,7 @@ class TextFrontend:
         self.worker.run_sync(self._process, SynthesisRequest("你好。"))  # warm jieba/pypinyin once
 
     def _process(self, request: SynthesisRequest) -> list[SynthesisUnit]:
-        return self.frontend.process(
-            request.text,
-            self.model.voice(request.voice).vocab,
-            emotion=request.emotion,
-            speaker=request.speaker,
-            prosody=request.prosody,
-            emotion_intensity=request.emotion_intensity,
-        )
+        return frontend_units(self.frontend, self.model, request)
 
     async def process(self, request: SynthesisRequest) -> list[SynthesisUnit]:
         """Units for the request's text; raises ``FrontendError`` (a client error) on bad input."""

@@ -136,13 +136,7 @@ class ModelDirectory:
 
     def provenance(self) -> dict[str, Any]:
         """``{source, model_id, random_weights, path, detail}``: what to show a user about this model."""
-        return {
-            "source": self.source,
-            "model_id": self.model_id,
-            "random_weights": self.random_weights,
-            "path": str(self.path),
-            "detail": self.source_detail,
-        }
+        return _provenance(self.source, self.model_id, self.random_weights, self.path, self.source_detail)
 
     @property
     def default_voice(self) -> VoiceSpec:
@@ -351,13 +345,17 @@ class ResolvedModel:
 
     def provenance(self) -> dict[str, Any]:
         """``{source, model_id, random_weights, path, detail}``, as :meth:`ModelDirectory.provenance`."""
-        return {
-            "source": self.source,
-            "model_id": self.model_id,
-            "random_weights": self.random_weights,
-            "path": str(self.path),
-            "detail": self.detail,
-        }
+        return _provenance(self.source, self.model_id, self.random_weights, self.path, self.detail)
+
+
+def _provenance(source: str, model_id: str | None, random: bool, path: Path, detail: str) -> dict[str, Any]:
+    return {
+        "source": source,
+        "model_id": model_id,
+        "random_weights": random,
+        "path": str(path),
+        "detail": detail,
+    }
 
 
 def is_random_weights(configuration: Mapping[str, Any]) -> bool:

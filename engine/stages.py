@@ -8,13 +8,29 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from engine.messages import MelChunk, VocodeRequest, VocoderInfo
+from engine.messages import MelChunk, SynthesisRequest, VocodeRequest, VocoderInfo
 
 if TYPE_CHECKING:
+    from engine.frontend import Frontend, SynthesisUnit
     from engine.hifigan import Vocoder
+    from engine.modeldir import ModelDirectory
     from engine.sambert import AcousticStream
 
-__all__ = ["mel_chunks", "vocode_request", "vocoder_info"]
+__all__ = ["frontend_units", "mel_chunks", "vocode_request", "vocoder_info"]
+
+
+def frontend_units(
+    frontend: Frontend, directory: ModelDirectory, request: SynthesisRequest
+) -> list[SynthesisUnit]:
+    """The request's units: its text in the chosen voice's vocabulary, with every control handed over."""
+    return frontend.process(
+        request.text,
+        directory.voice(request.voice).vocab,
+        emotion=request.emotion,
+        speaker=request.speaker,
+        prosody=request.prosody,
+        emotion_intensity=request.emotion_intensity,
+    )
 
 
 def vocoder_info(models: Mapping[str, Vocoder], default: str) -> VocoderInfo:

@@ -24,7 +24,7 @@ from engine.messages import (
     VocoderInfo,
 )
 from engine.orchestrator import Orchestrator, StreamSettings, Synthesized
-from engine.stages import mel_chunks, vocode_request, vocoder_info
+from engine.stages import frontend_units, mel_chunks, vocode_request, vocoder_info
 
 __all__ = ["LocalStages", "Synthesizer"]
 
@@ -70,14 +70,7 @@ class LocalStages:
         return self.directory.voice(voice).name
 
     async def units(self, request: SynthesisRequest) -> list[SynthesisUnit]:
-        return self.frontend.process(
-            request.text,
-            self.directory.voice(request.voice).vocab,
-            emotion=request.emotion,
-            speaker=request.speaker,
-            prosody=request.prosody,
-            emotion_intensity=request.emotion_intensity,
-        )
+        return frontend_units(self.frontend, self.directory, request)
 
     async def acoustic(self, voice: str | None, inp: AcousticInput) -> AcousticOutput:
         return self.acoustic_models[self._name(voice)].synthesize([inp])[0]

@@ -24,6 +24,7 @@ from engine.messages import (
     VocodeRequest,
     VocoderInfo,
 )
+from engine.orchestrator import MelStream
 from serve_app.errors import TTSError
 from serve_app.resilience import ResilientHandle
 
@@ -42,7 +43,7 @@ def backpressure(exc: BackPressureError, default_retry_s: float) -> TTSError:
 class _ServeMelStream:
     """An acoustic stage stream with backpressure mapped; ``cancel`` stops the decoder loop remotely."""
 
-    def __init__(self, gen: AsyncIterator[MelChunk], retry_after_s: float) -> None:
+    def __init__(self, gen: MelStream, retry_after_s: float) -> None:
         self._gen = gen
         self._retry_after_s = retry_after_s
 
@@ -57,7 +58,7 @@ class _ServeMelStream:
         """Stop the remote decoder loop; a call that was rejected or failed has nothing left to cancel
         (Serve's ``cancel`` re-raises its error, e.g. the ``BackPressureError`` already reported)."""
         with contextlib.suppress(Exception):  # the error itself reached the caller through iteration
-            self._gen.cancel()  # type: ignore[attr-defined]  # a _RetryingStream
+            self._gen.cancel()
 
 
 class ServeStages:
