@@ -441,6 +441,9 @@ def test_controls_change_the_request(ui: WebUI) -> None:
 
 # ---------------------------------------------------------------------------------------------- result view
 def test_waveform_timestamps_and_highlighting(ui: WebUI) -> None:
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
     assert ui.canvas_coverage() < 0.05  # nothing drawn yet but the axis
     ui.type_text(LONG_TEXT)
     sent = ui.synthesize()
@@ -476,21 +479,37 @@ def test_waveform_timestamps_and_highlighting(ui: WebUI) -> None:
     assert result["note"] == "ended", result
     samples = result["samples"]
     seen: list[int] = []
+    late = []
     for s in samples:
         assert len(s["active"]) <= 1, s
         if s["active"]:
             i = s["active"][0]
-            # rAF draws at most a frame or two behind the clock the sample read
-            assert ts[i]["start_s"] - 0.1 <= s["t"] <= ts[i]["end_s"] + 0.1, (s, ts[i])
+            # the highlight is drawn per animation frame: a frame or two behind the clock the sample read,
+            # more only when a loaded box drops frames
+            lag = max(ts[i]["start_s"] - s["t"], s["t"] - ts[i]["end_s"], 0.0)
+            assert lag < 0.5, (s, ts[i])
+            if lag > 0.1:
+                late.append((s, ts[i]))
             if not seen or seen[-1] != i:
                 seen.append(i)
+    assert len(late) <= 0.1 * len(samples), f"highlight out of step with the audio: {late}"
     assert len(seen) >= 0.5 * len(ts), f"highlight visited only {seen} of {len(ts)} syllables"
     assert seen == sorted(seen), f"highlight went backwards: {seen}"
     assert samples[-1]["spoken"] == len(ts) and not samples[-1]["active"], samples[-1]
 
+    # Clicking the waveform seeks: three quarters across → three quarters into the audio.
+    ui.js("document.getElementById('player').pause()")
+    ActionChains(ui.driver).move_to_element_with_offset(
+        ui.el("wave"), int(ui.el("wave").size["width"] * 0.25), 0
+    ).click().perform()
+    seek = ui.js("return document.getElementById('player').currentTime")
+    assert seek == pytest.approx(0.75 * duration, abs=0.05), (seek, duration)
+    ui.wait.until(lambda _: ui.js("return document.querySelectorAll('#syllables .syl.active').length") <= 1)
+
     # Clicking a syllable seeks the player to it.
     target = len(ts) // 2
-    ui.js("document.querySelectorAll('#syllables .syl')[arguments[0]].click()", target)
+    ui.js("document.querySelectorAll('#syllables .syl')[arguments[0]].scrollIntoView()", target)
+    ui.driver.find_elements(By.CSS_SELECTOR, "#syllables .syl")[target].click()
     ui.wait.until(
         lambda _: (
             ui.js("return document.querySelectorAll('#syllables .syl.active')[0]?.dataset.i") == str(target)
