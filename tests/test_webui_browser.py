@@ -506,15 +506,22 @@ def test_waveform_timestamps_and_highlighting(ui: WebUI) -> None:
     assert seek == pytest.approx(0.75 * duration, abs=0.05), (seek, duration)
     ui.wait.until(lambda _: ui.js("return document.querySelectorAll('#syllables .syl.active').length") <= 1)
 
-    # Clicking a syllable seeks the player to it.
+    # Clicking a syllable seeks the player to it (and highlights it as the seek lands) and plays on.
     target = len(ts) // 2
-    ui.js("document.querySelectorAll('#syllables .syl')[arguments[0]].scrollIntoView()", target)
+    ui.js(
+        "window.__seeks = []; const a = document.getElementById('player');"
+        "a.addEventListener('seeked', () => window.__seeks.push({t: a.currentTime,"
+        " active: [...document.querySelectorAll('#syllables .syl.active')].map(s => Number(s.dataset.i))}));"
+        "document.querySelectorAll('#syllables .syl')[arguments[0]].scrollIntoView();",
+        target,
+    )
     ui.driver.find_elements(By.CSS_SELECTOR, "#syllables .syl")[target].click()
+    ui.wait.until(lambda _: ui.js("return window.__seeks.length"), "clicking a syllable did not seek")
+    landed = ui.js("return window.__seeks[0]")
+    assert landed == {"t": pytest.approx(ts[target]["start_s"], abs=0.01), "active": [target]}, landed
     ui.wait.until(
-        lambda _: (
-            ui.js("return document.querySelectorAll('#syllables .syl.active')[0]?.dataset.i") == str(target)
-        ),
-        "clicking a syllable did not play from it",
+        lambda _: ui.js("const a = document.getElementById('player'); return !a.paused && a.currentTime > 0"),
+        "the player did not play from the clicked syllable",
     )
 
 
