@@ -645,6 +645,10 @@ def test_streaming_plays_progressively_and_reports_ttfa(ui: WebUI, tmp_path: Pat
     assert 0 < ttfa <= total, (ttfa, total)
     audio_s = _seconds(ui.metric("audio"))
     assert float(ui.metric("rtf").split()[0]) == pytest.approx(total / 1000 / audio_s, rel=0.05, abs=0.002)
+    print(
+        f"stream: first audio {ttfa:.0f} ms, total {total:.0f} ms, {audio_s:.2f} s audio,"
+        f" RTF {ui.metric('rtf')}"
+    )
 
     # The waveform grew while chunks arrived: several partial lengths before the final one.
     watch = ui.js("return window.__streamWatch")
