@@ -205,3 +205,21 @@ def cpp_g2pm(items: list[CppItem]) -> Score:
         score.total += 1
         score.correct += got == it.label
     return score
+
+
+def g2pm_pinyin_accuracy(path: Path | None = None) -> Score:
+    """Baseline: the ``g2pM`` package on our pinyin sets (whole sentences), same scoring as the others."""
+    from g2pM import G2pM
+
+    model = G2pM()
+    score = Score()
+    for _cat, sentence, expected in load_tsv(path or DATA_DIR / "pinyin_cs.tsv"):
+        got = [
+            p.replace("u:", "v")
+            for c, p in zip(sentence, model(sentence, char_split=True), strict=True)
+            if is_han(c)
+        ]
+        for lab, g in zip(expected.split(), got, strict=True):
+            score.total += 1
+            score.correct += g in lab.split("/")
+    return score

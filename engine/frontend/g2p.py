@@ -185,11 +185,7 @@ class G2P:
                 word.syllables.append(Syl(ch, fix or s, pos + k, pos + k, forced=fix is not None, source=src))
             words.append(word)
             pos += len(w)
-        before = [s.lexical for w in words for s in w.syllables]
         _context_rules(words)
-        for s, old in zip((s for w in words for s in w.syllables), before, strict=True):
-            if s.lexical != old:
-                s.source = "rule"
         self._names(text, words)
         if self.use_model:
             self._polyphones(text, words, context)
@@ -243,8 +239,9 @@ def _sub_phrases(word: str, syls: list[tuple[str, str]]) -> list[tuple[str, str]
 
 
 def _set(s: Syl, py: str) -> None:
-    if not s.forced:
-        s.lexical = py
+    """A context rule decides ``s`` (the model leaves it alone); forced readings and overrides always win."""
+    if not s.forced and s.source != "override":
+        s.lexical, s.source = py, "rule"
 
 
 def _context_rules(words: list[Word]) -> None:
@@ -315,15 +312,13 @@ def _context_rules(words: list[Word]) -> None:
         for k, s in enumerate(w.syllables):
             if (
                 s.hanzi == "的"
-                and not s.forced
                 and w.text not in lx.PHRASES
-                and s.lexical != "de5"
                 and (
                     w.text == "的"
                     or (k == len(w.syllables) - 1 and len(w.text) > 1 and w.text[-2:] != "目的")
                 )
             ):
-                s.lexical = "de5"
+                _set(s, "de5")
 
 
 def _erhua_ok(py: str) -> bool:

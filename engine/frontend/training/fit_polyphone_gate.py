@@ -16,8 +16,6 @@ import random
 from collections import defaultdict
 from dataclasses import dataclass
 
-import torch
-
 from engine.frontend import polyphone as pm
 from engine.frontend.evaluation import CPP_DEV, cpp_run, load_cpp
 from engine.frontend.g2p import DECIDED_SOURCES, G2P
@@ -76,7 +74,6 @@ def accuracy(cases: list[Case], gate: dict[str, float]) -> float:
 
 
 def main() -> None:
-    torch.set_num_threads(1)  # a small network: one thread is fastest, and the machine may be shared
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--write", action="store_true", help=f"write the gate to {pm.GATE_PATH}")
     ap.add_argument(
