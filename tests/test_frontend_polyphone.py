@@ -1,4 +1,4 @@
-"""Polyphones beyond customer service (issue 15): the context model, its gate, surnames, and what always wins."""
+"""Polyphones beyond customer service (issue 15): context model, gate, surnames, and what always wins."""
 
 from __future__ import annotations
 
@@ -100,12 +100,18 @@ def test_overrides_forced_readings_and_rules_beat_the_model() -> None:
     assert [s.lexical for w in G2P().words("很重要", forced) for s in w.syllables][1] == "zhong4"
 
 
-def test_context_changes_the_model_input(g2p: G2P) -> None:
-    plain = lexical(g2p, "长")[0]
-    with_ctx = [s.lexical for w in g2p.words("长", [None], ("他", "得很快")) for s in w.syllables][0]
-    assert plain == "chang2" and with_ctx in ("chang2", "zhang3")  # the 长 rule decides either way
-    probs = pm.model().log_probs("他长得很快", [1])[0]
-    assert max(probs, key=probs.__getitem__) == "zhang3"
+def test_context_reaches_the_model(g2p: G2P, monkeypatch: pytest.MonkeyPatch) -> None:
+    model = pm.model()
+    seen: list[tuple[str, list[int]]] = []
+    real = model.log_probs
+
+    def spy(text: str, positions: list[int]) -> list[dict[str, float]]:
+        seen.append((text, list(positions)))
+        return real(text, positions)
+
+    monkeypatch.setattr(model, "log_probs", spy)
+    g2p.words("为", [None], ("他被评", "先进"))
+    assert seen == [("他被评为先进", [3])]
 
 
 def test_decide_uses_the_bonus() -> None:
