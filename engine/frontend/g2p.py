@@ -199,7 +199,7 @@ class G2P:
     def _names(self, text: str, words: list[Word]) -> None:
         """Surname readings at the start of person names (单 shan4 in 单田芳, 翟 zhai2 in 翟先生)."""
         flat = [s for w in words for s in w.syllables]
-        for i, py in names.surname_readings(text):
+        for i, py in names.surname_readings(text, [w.text for w in words]):
             s = flat[i]
             if s.source not in DECIDED_SOURCES:
                 s.lexical, s.source = py, "name"

@@ -9,6 +9,7 @@ tagger only runs on text that contains a surname character.
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 
 import jieba.posseg
 from pypinyin.constants import PHRASES_DICT
@@ -42,9 +43,17 @@ def _surname_at(word: str) -> str | None:
     return None
 
 
-def surname_readings(text: str) -> list[tuple[int, str]]:
-    """``(index, reading)`` for each surname character read as a surname in ``text`` (a run of hanzi)."""
+def surname_readings(text: str, words: Sequence[str] = ()) -> list[tuple[int, str]]:
+    """``(index, reading)`` for each surname character read as a surname in ``text`` (a run of hanzi).
+
+    ``words`` (the run's segmentation, optional) skips the tagger when every surname character sits inside a
+    dictionary word it does not start (订单, 小区, 检查).
+    """
     if not _FIRST.intersection(text):
+        return []
+    if words and all(
+        len(w) > 1 and w in PHRASES_DICT and not _surname_at(w) for w in words if _FIRST.intersection(w)
+    ):
         return []
     tagged = [(p.word, p.flag) for p in tagger().cut(text)]
     out: list[tuple[int, str]] = []
