@@ -37,8 +37,8 @@ _NEVER = frozenset("一不")  # citation tone + sandhi rules own these
 class _BiLSTM:
     """g2pM's network (embedding → BiLSTM → Linear-ReLU-Linear) in numpy, float32.
 
-    The embedding and input projection are folded into one table per direction, and each direction runs only
-    as far as the requested positions need (forward up to the last, backward down to the first).
+    The embedding and input projection are folded into one table per direction; both directions run in one
+    loop, each only as far as the requested positions need (forward to the last, backward to the first).
     """
 
     def __init__(self, state: dict[str, np.ndarray]) -> None:
@@ -46,36 +46,45 @@ class _BiLSTM:
             return np.ascontiguousarray(np.asarray(state[name], dtype=np.float32))
 
         emb = f32("embedding.weight")
-        self.tables, self.recurrent = [], []
+        self.tables, recurrent = [], []
         for sfx in ("", "_reverse"):
             bias = f32(f"lstm.bias_ih_l0{sfx}") + f32(f"lstm.bias_hh_l0{sfx}")
             self.tables.append(np.ascontiguousarray(emb @ f32(f"lstm.weight_ih_l0{sfx}").T + bias))
-            self.recurrent.append(np.ascontiguousarray(f32(f"lstm.weight_hh_l0{sfx}").T))
-        self.hidden = self.recurrent[0].shape[0]
+            recurrent.append(f32(f"lstm.weight_hh_l0{sfx}").T)
+        self.recurrent = np.ascontiguousarray(np.stack(recurrent))  # [2, n, 4n]
+        self.hidden = self.recurrent.shape[1]
         self.w1, self.b1 = np.ascontiguousarray(f32("logit_layer.0.weight").T), f32("logit_layer.0.bias")
         self.w2, self.b2 = f32("logit_layer.2.weight"), f32("logit_layer.2.bias")
 
-    def _run(self, direction: int, ids: Sequence[int]) -> list[np.ndarray]:
-        n = self.hidden
-        w = self.recurrent[direction]
-        h = np.zeros(n, np.float32)
-        c = np.zeros(n, np.float32)
-        out = []
-        for x in self.tables[direction][list(ids)]:
-            g = x + h @ w  # gates i, f, g, o (PyTorch's order)
+    def _run(self, fw_ids: Sequence[int], bw_ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """Both directions in one loop (``bw_ids`` already reversed); hidden states per step for each."""
+        n, steps = self.hidden, max(len(fw_ids), len(bw_ids))
+        pad = [0] * steps
+        x = np.stack(
+            [
+                self.tables[0][list(fw_ids) + pad[len(fw_ids) :]],
+                self.tables[1][list(bw_ids) + pad[len(bw_ids) :]],
+            ],
+            axis=1,
+        )  # [steps, 2, 4n]; padded steps are computed and ignored
+        h = np.zeros((2, 1, n), np.float32)
+        c = np.zeros((2, n), np.float32)
+        out = np.empty((steps, 2, n), np.float32)
+        for t in range(steps):
+            g = x[t] + np.matmul(h, self.recurrent)[:, 0]  # gates i, f, g, o (PyTorch's order)
             s = 1.0 / (1.0 + np.exp(-g))
-            c = s[n : 2 * n] * c + s[:n] * np.tanh(g[2 * n : 3 * n])
-            h = s[3 * n :] * np.tanh(c)
-            out.append(h)
-        return out
+            c = s[:, n : 2 * n] * c + s[:, :n] * np.tanh(g[:, 2 * n : 3 * n])
+            out[t] = s[:, 3 * n :] * np.tanh(c)
+            h = out[t][:, None, :]
+        return out[: len(fw_ids), 0], out[: len(bw_ids), 1]
 
     def logits(
         self, ids: Sequence[int], positions: Sequence[int], classes: Sequence[np.ndarray]
     ) -> list[np.ndarray]:
         """Logits of the classes ``classes[k]`` at ``positions[k]`` of ``ids``."""
-        fw = self._run(0, ids[: max(positions) + 1])
         lo = min(positions)
-        bw = self._run(1, ids[lo:][::-1])[::-1]  # bw[i] is the state at position lo + i
+        fw, bw = self._run(ids[: max(positions) + 1], ids[lo:][::-1])
+        bw = bw[::-1]  # bw[i] is the state at position lo + i
         out = []
         for p, cls in zip(positions, classes, strict=True):
             hid = np.maximum(np.concatenate([fw[p], bw[p - lo]]) @ self.w1 + self.b1, 0.0)
