@@ -63,7 +63,7 @@ bench-engine: $(PY)
 	$(PY) -m benchmarks.bench_engine
 
 bench-frontend: $(PY)
-	$(PY) -m benchmarks.bench_frontend
+	$(PY) -m benchmarks.bench_frontend $(if $(CPP_TEST),--cpp-test $(CPP_TEST))
 
 # Served pipeline (full-size random model unless MODEL_DIR/TTS_MODEL_DIR): RTF, streamed TTFA, 1/4/8/16 clients.
 bench-serve: $(PY)

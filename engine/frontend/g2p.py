@@ -17,6 +17,8 @@ from pypinyin.constants import PHRASES_DICT, PINYIN_DICT
 from pypinyin.style import convert as _style_convert
 
 from engine.frontend import lexicon as lx
+from engine.frontend import names
+from engine.frontend import polyphone as pm
 from engine.frontend.errors import FrontendError
 from engine.frontend.phones import ERHUA_FINALS, is_valid_syllable, split_tone, syllable_phones
 from engine.frontend.segment import Segmenter
@@ -38,6 +40,7 @@ class Syl:
     last: int  # index of the last source NChar (erhua syllables cover two)
     forced: bool = False
     pinyin: str = ""
+    source: str = ""  # where ``lexical`` came from (see :data:`engine.frontend.polyphone.GATE_PATH`)
 
 
 @dataclass(slots=True)
@@ -46,12 +49,13 @@ class Word:
     syllables: list[Syl] = field(default_factory=list)
 
 
-def _pypinyin(words: Sequence[str]) -> list[str]:
-    """Readings from pypinyin's own tables: its phrase dictionary, else forward maximum matching over it, else
-    the first single-character reading; style conversion is cached. Several times faster than ``lazy_pinyin``;
-    it differs from it only inside words missing from the phrase dictionary (~2 % of random jieba words, where
-    pypinyin's own mmseg splits differently)."""
-    out: list[str] = []
+def _pypinyin(words: Sequence[str]) -> list[tuple[str, str]]:
+    """Readings from pypinyin's own tables, each with its source: the phrase dictionary (``pdictN`` for a
+    whole word of N syllables, capped at 4), else forward maximum matching over it (``subN``), else the first
+    single-character reading (``single``); style conversion is cached. Several times faster than
+    ``lazy_pinyin``; it differs from it only inside words missing from the phrase dictionary (~2 % of random
+    jieba words, where pypinyin's own mmseg splits differently)."""
+    out: list[tuple[str, str]] = []
     for w in words:
         out.extend(_word_pinyin(w))
     return out
@@ -67,22 +71,23 @@ def _tone3(marked: str) -> str:
     return py
 
 
-def _word_pinyin(word: str) -> list[str]:
+def _word_pinyin(word: str) -> list[tuple[str, str]]:
     phrase = PHRASES_DICT.get(word)
     if phrase is not None:
-        return [_tone3(p[0]) for p in phrase]
-    out: list[str] = []
+        src = f"pdict{min(len(phrase), 4)}" if len(word) > 1 else "single"
+        return [(_tone3(p[0]), src) for p in phrase]
+    out: list[tuple[str, str]] = []
     i, n = 0, len(word)
     while i < n:
         for length in range(min(_MAX_PHRASE, n - i), 1, -1):
             phrase = PHRASES_DICT.get(word[i : i + length])
             if phrase is not None:
-                out.extend(_tone3(p[0]) for p in phrase)
+                out.extend((_tone3(p[0]), f"sub{min(length, 4)}") for p in phrase)
                 i += length
                 break
         else:
             single = PINYIN_DICT.get(ord(word[i]))
-            out.append(_tone3(single.split(",")[0]) if single else "?")
+            out.append((_tone3(single.split(",")[0]) if single else "?", "single"))
             i += 1
     return out
 
@@ -107,12 +112,18 @@ def parse_pinyin_string(py: str | Sequence[str], what: str) -> list[str]:
 
 
 class G2P:
-    """Segmentation + pinyin with polyphone rules; thread-safe after construction."""
+    """Segmentation + pinyin: dictionaries, polyphone rules, names and the polyphone context model.
+
+    Thread-safe after construction.
+
+    ``polyphone_model=False`` keeps only dictionaries and rules (the pre-model behaviour, for comparison).
+    """
 
     def __init__(
         self,
         user_dict: object | None = None,
         pronunciation_overrides: Mapping[str, str | Sequence[str]] | None = None,
+        polyphone_model: bool = True,
     ) -> None:
         self.overrides: dict[str, list[str]] = {}
         for word, py in (pronunciation_overrides or {}).items():
@@ -129,31 +140,55 @@ class G2P:
             extra += [(w, f) if f is not None else w for w, f in _parse_user_dict(user_dict)]  # type: ignore[arg-type]
         extra += list(self.overrides)
         self.segmenter = Segmenter(extra or None)
+        self.use_model = polyphone_model
+        self._gate = pm.load_gate() if polyphone_model else {}
 
     def warm_up(self) -> None:
         with _WARM_LOCK:
             self.segmenter.tokenizer()
             _pypinyin(["预热"])
+            names.warm_up()
+            if self.use_model:
+                pm.model()
 
-    def words(self, text: str, forced: Sequence[str | None]) -> list[Word]:
-        """Segment and read a run of hanzi; ``forced[i]`` is a fixed reading for character ``i`` or None."""
+    def words(
+        self, text: str, forced: Sequence[str | None], context: tuple[str, str] = ("", "")
+    ) -> list[Word]:
+        """Segment and read a run of hanzi; ``forced[i]`` is a fixed reading for character ``i`` or None.
+
+        ``context`` is the sentence text around the run (left, right); the polyphone model reads it too.
+        """
+        if len(forced) != len(text):
+            raise FrontendError("internal: forced readings and text differ in length")
         cut = self.segmenter.cut(text)
-        lookup: list[list[str] | None] = [self.overrides.get(w) or lx.PHRASES.get(w) for w in cut]
+        lookup: list[tuple[list[str], str] | None] = []
+        for w in cut:
+            if w in self.overrides:
+                lookup.append((self.overrides[w], "override"))
+            elif w in lx.PHRASES:
+                lookup.append((lx.PHRASES[w], "proj"))
+            else:
+                lookup.append(None)
         need = [w for w, py in zip(cut, lookup, strict=True) if py is None]
         flat = iter(_pypinyin(need)) if need else iter(())
         words: list[Word] = []
         pos = 0
         for w, py in zip(cut, lookup, strict=True):
-            syls = list(py) if py is not None else _sub_phrases(w, [next(flat) for _ in w])
+            syls = [(s, py[1]) for s in py[0]] if py else _sub_phrases(w, [next(flat) for _ in w])
             word = Word(w)
-            for k, (ch, s) in enumerate(zip(w, syls, strict=True)):
+            for k, (ch, (s, src)) in enumerate(zip(w, syls, strict=True)):
                 fix = forced[pos + k]
                 if py is None and ch in _CITATION:
                     s = _CITATION[ch]  # citation tone; surface 一/不 tones come from apply_sandhi
-                word.syllables.append(Syl(ch, fix or s, pos + k, pos + k, forced=fix is not None))
+                if fix is not None:
+                    src = "forced"
+                word.syllables.append(Syl(ch, fix or s, pos + k, pos + k, forced=fix is not None, source=src))
             words.append(word)
             pos += len(w)
         _context_rules(words)
+        self._names(text, words)
+        if self.use_model:
+            self._polyphones(text, words, context)
         for word in words:
             _erhua(word)
         _erhua_across(words)
@@ -161,15 +196,42 @@ class G2P:
             word.syllables = [s for s in word.syllables if s.lexical != "?"]
         return [w for w in words if w.syllables]
 
+    def _names(self, text: str, words: list[Word]) -> None:
+        """Surname readings at the start of person names (单 shan4 in 单田芳, 翟 zhai2 in 翟先生)."""
+        flat = [s for w in words for s in w.syllables]
+        for i, py in names.surname_readings(text, [w.text for w in words]):
+            s = flat[i]
+            if s.source not in DECIDED_SOURCES:
+                s.lexical, s.source = py, "name"
 
-def _sub_phrases(word: str, syls: list[str]) -> list[str]:
+    def _polyphones(self, text: str, words: list[Word], context: tuple[str, str]) -> None:
+        """Let the context model confirm or change every polyphone our dictionaries did not decide."""
+        model = pm.model()
+        todo = [
+            s
+            for w in words
+            for s in w.syllables
+            if s.source not in DECIDED_SOURCES and model.is_polyphone(s.hanzi)
+        ]
+        if not todo:
+            return
+        left, right = context
+        probs = model.log_probs(left + text + right, [len(left) + s.first for s in todo])
+        for s, lp in zip(todo, probs, strict=True):
+            s.lexical = pm.decide(lp, s.lexical, s.source, self._gate)
+
+
+DECIDED_SOURCES = frozenset({"override", "proj", "forced", "name", "rule"})
+
+
+def _sub_phrases(word: str, syls: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """Project phrases inside a longer jieba word (谢谢您, 处理结果) override pypinyin, longest first."""
     i, n = 0, len(word)
     while i < n - 1:
         for length in range(min(5, n - i), 1, -1):
             py = lx.PHRASES.get(word[i : i + length])
             if py is not None and (i, length) != (0, n):
-                syls[i : i + length] = py
+                syls[i : i + length] = [(p, "proj") for p in py]
                 i += length - 1
                 break
         i += 1
@@ -177,8 +239,9 @@ def _sub_phrases(word: str, syls: list[str]) -> list[str]:
 
 
 def _set(s: Syl, py: str) -> None:
-    if not s.forced:
-        s.lexical = py
+    """A context rule decides ``s`` (the model leaves it alone); forced readings and overrides always win."""
+    if not s.forced and s.source != "override":
+        s.lexical, s.source = py, "rule"
 
 
 def _context_rules(words: list[Word]) -> None:
@@ -249,15 +312,13 @@ def _context_rules(words: list[Word]) -> None:
         for k, s in enumerate(w.syllables):
             if (
                 s.hanzi == "的"
-                and not s.forced
                 and w.text not in lx.PHRASES
-                and s.lexical != "de5"
                 and (
                     w.text == "的"
                     or (k == len(w.syllables) - 1 and len(w.text) > 1 and w.text[-2:] != "目的")
                 )
             ):
-                s.lexical = "de5"
+                _set(s, "de5")
 
 
 def _erhua_ok(py: str) -> bool:

@@ -276,3 +276,64 @@ DI4_PREV = frozenset(
     ]
 )
 YI1_NEXT = frozenset(["月", "号", "楼", "等", "栋", "期", "单元", "年级", "层", "班", "线"])
+
+# Surname readings that differ from the character's common reading, applied at the start of a person's name
+# (see :mod:`engine.frontend.names`). Compound surnames are read as a unit.
+SURNAMES: dict[str, list[str]] = {
+    "单": ["shan4"],
+    "翟": ["zhai2"],
+    "解": ["xie4"],
+    "仇": ["qiu2"],
+    "区": ["ou1"],
+    "朴": ["piao2"],
+    "查": ["zha1"],
+    "曾": ["zeng1"],
+    "缪": ["miao4"],
+    "盖": ["ge3"],
+    "覃": ["qin2"],
+    "种": ["chong2"],
+    "繁": ["po2"],
+    "华": ["hua4"],
+    "任": ["ren2"],
+    "秘": ["bi4"],
+    "员": ["yun4"],
+    "尉迟": ["yu4", "chi2"],
+    "万俟": ["mo4", "qi2"],
+    "长孙": ["zhang3", "sun1"],
+    "令狐": ["ling2", "hu2"],
+    "单于": ["chan2", "yu2"],
+}
+# Words after a bare surname that make it a name (翟先生, 缪女士, 解老师); 姓 before one does too (我姓单).
+NAME_TITLES = frozenset(
+    [
+        "先生",
+        "女士",
+        "小姐",
+        "老师",
+        "师傅",
+        "经理",
+        "总",
+        "医生",
+        "大夫",
+        "教授",
+        "同学",
+        "阿姨",
+        "叔叔",
+        "老板",
+        "律师",
+        "警官",
+        "主任",
+        "局长",
+        "处长",
+        "科长",
+        "部长",
+        "书记",
+        "董事长",
+        "总监",
+        "工",
+        "老",
+        "某",
+        "家",
+        "氏",
+    ]
+)

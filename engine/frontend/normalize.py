@@ -1,7 +1,9 @@
 """Text normalisation (TN) for customer-service Chinese, keeping source offsets for every output character.
 
 Integers are read with ``cn2an``; everything else here is our own rules, written for this project:
-full-width folding, money (¥/元/角/分, $, currency codes), dates, times, phone numbers (digit by digit,
+full-width folding, money (¥/元/角/分, $, A$/C$/S$/NT$/… prefixes, currency codes), dates, year-months
+(2008-08), times (also with a full-width colon, after a date, and with a.m./p.m.), IP addresses, versions,
+±, phone numbers (digit by digit,
 1 → 幺), order/ID/verification codes (digit by digit), years, percentages, fractions, ranges,
 temperatures, units,
 symbols, Latin letters/words (kept as ``en`` items for :mod:`engine.frontend.english`), emoji/unknown symbols
@@ -150,7 +152,36 @@ CURRENCY = {
     "JPY": "日元",
     "₩": "韩元",
     "KRW": "韩元",
+    "A$": "澳元",
+    "AU$": "澳元",
+    "AUD": "澳元",
+    "C$": "加元",
+    "CA$": "加元",
+    "CAD": "加元",
+    "NZ$": "新西兰元",
+    "NZD": "新西兰元",
+    "S$": "新加坡元",
+    "SGD": "新加坡元",
+    "NT$": "新台币",
+    "TWD": "新台币",
+    "MOP$": "澳门元",
+    "MOP": "澳门元",
+    "R$": "雷亚尔",
+    "BRL": "雷亚尔",
+    "CHF": "瑞士法郎",
+    "₹": "卢比",
+    "INR": "卢比",
+    "₽": "卢布",
+    "RUB": "卢布",
+    "฿": "泰铢",
+    "THB": "泰铢",
+    "₫": "越南盾",
+    "VND": "越南盾",
+    "JP¥": "日元",
+    "RM": "林吉特",
+    "MYR": "林吉特",
 }
+_CUR_CODES = "|".join(k for k in CURRENCY if k.isalpha() and k.isupper() and len(k) == 3)
 UNITS = {
     "km/h": "公里每小时",
     "km": "公里",
@@ -318,6 +349,47 @@ def _h_time(m: re.Match[str], text: str) -> list[tuple[str, str | None]]:
     return _plain(read_time(h, mi, sec))
 
 
+def _h_time_ampm(m: re.Match[str], text: str) -> list[tuple[str, str | None]]:
+    """``9:30 a.m.`` → 上午九点三十分; ``8pm`` → 晚上八点 (12 a.m. is 凌晨十二点, 12 p.m. 中午十二点)."""
+    h = int(m.group("h"))
+    mi = int(m.group("mi") or 0)
+    sec = int(m.group("sec")) if m.group("sec") else None
+    if not 1 <= h <= 12 or mi > 59 or (sec is not None and sec > 59):
+        head = _h_time(m, text) if m.group("mi") else _plain(read_number(m.group("h")))
+        return [*head, (m.group("ap").replace(".", ""), "EN")]
+    if m.group("ap")[0] in "Aa":
+        part = "凌晨" if h == 12 or h < 5 else "上午"
+    else:
+        part = "中午" if h == 12 else "下午" if h < 6 else "晚上"
+    if text[max(0, m.start() - 8) : m.start()].rstrip()[-2:] in _DAY_PARTS:
+        part = ""  # 晚上8pm: the text already says which part of the day
+    return _plain(part + read_time(h, mi, sec))
+
+
+_DAY_PARTS = frozenset("凌晨 早上 上午 中午 下午 傍晚 晚上 夜里 夜间 清晨 早晨".split())
+
+
+def _h_version(m: re.Match[str], text: str) -> list[tuple[str, str | None]]:
+    """Dotted version numbers: ``1.2.3`` → 一点二点三."""
+    return _plain("点".join(read_int(p) for p in m.group(0).split(".")))
+
+
+def _h_ip(m: re.Match[str], text: str) -> list[tuple[str, str | None]]:
+    """IPv4 address digit by digit with 点 between parts; a port after the colon as a number."""
+    out: list[tuple[str, str | None]] = []
+    for k, part in enumerate(m.group("ip").split(".")):
+        out += (_plain("点") if k else []) + digit_chars(part, yao=False)
+    if m.group("port"):
+        out += _plain("端口" + read_int(m.group("port")))
+    return out
+
+
+def _h_year_month(m: re.Match[str], text: str) -> list[tuple[str, str | None]]:
+    """``2008-08`` / ``2002/01`` / ``2008年08月`` → 二零零八年八月."""
+    year, month = m.group("y") or m.group("y2"), m.group("mo") or m.group("mo2")
+    return digit_chars(year, yao=False) + _plain("年" + read_int(month) + ("月" if m.group("mo") else ""))
+
+
 def _h_phone(m: re.Match[str], text: str) -> list[tuple[str, str | None]]:
     return digit_chars(m.group(0), yao=True)
 
@@ -415,7 +487,17 @@ def _h_letters(m: re.Match[str], text: str) -> list[tuple[str, str | None]]:
     return [(m.group(0), "EN")]
 
 
-_SYMBOLS = {"&": "和", "=": "等于", "@": "艾特", "#": "井号", "*": "星号", "×": "乘", "÷": "除以", "+": "加"}
+_SYMBOLS = {
+    "&": "和",
+    "=": "等于",
+    "@": "艾特",
+    "#": "井号",
+    "*": "星号",
+    "×": "乘",
+    "÷": "除以",
+    "+": "加",
+    "±": "正负",
+}
 
 
 def _h_symbol(m: re.Match[str], text: str) -> list[tuple[str, str | None]]:
@@ -430,16 +512,40 @@ def _h_symbol(m: re.Match[str], text: str) -> list[tuple[str, str | None]]:
 
 
 _NUM = r"\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?"
-_CUR_PREFIX = r"US\$|HK\$|RMB|CNY|USD|EUR|HKD|GBP|JPY|KRW|[¥$€£₩]"
+_CUR_PREFIX = (
+    r"(?<![A-Za-z])(?:US|HK|AU|CA|NZ|NT|MOP|A|C|S|R)\$|JP¥|(?<![A-Za-z])(?:"
+    + _CUR_CODES
+    + r"|RM)(?=\s?\d)|[¥$€£₩₹₽฿₫]"
+)
 _RULES: list[tuple[str, Handler]] = [
     (r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}", _h_email),
     (
         r"(?<!\d)(?P<y>\d{4})(?P<sep>[-/.])(?P<mo>0?[1-9]|1[0-2])(?P=sep)(?P<d>0?[1-9]|[12]\d|3[01])(?!\d)",
         _h_date,
     ),
-    (r"(?:(?<=[码号])|(?<=[码号][:：])|(?<=[码号] )|(?<=[码号]: ))\d[\d\- ]*\d(?![\d.])", _h_code),
-    (r"(?<![\d:])(?P<a>\d{1,2}):(?P<b>\d)(?![\d:])", _h_ratio),
-    (r"(?<![\d:])(?P<h>\d{1,2}):(?P<mi>\d{2})(?::(?P<sec>\d{2}))?(?![\d:])", _h_time),
+    (
+        r"(?<![\d.])(?P<ip>(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(?:25[0-5]|2[0-4]\d|1?\d?\d))"
+        r"(?:[:：](?P<port>\d{1,5}))?(?![\d.]*\d)",
+        _h_ip,
+    ),
+    (r"(?<![\d.])\d{1,4}(?:\.\d{1,4}){2,}(?![\d.]*\d)", _h_version),
+    (
+        r"(?<![\d.])(?P<y>(?:1[89]|20)\d{2})(?P<sep>[-/.])(?P<mo>0[1-9]|1[0-2])(?![\d.])(?!(?P=sep)\d)"
+        r"|(?<![\d.])(?P<y2>(?:1[89]|20)\d{2})年(?P<mo2>0[1-9])(?=月)",
+        _h_year_month,
+    ),
+    (
+        r"(?:(?<=[码号])|(?<=[码号][:：])|(?<=[码号] )|(?<=[码号]: ))(?<!\d月\d号)(?<!\d月\d\d号)"
+        r"\d[\d\- ]*\d(?![\d.])(?![:：]\d)",  # 号12:00 is a time
+        _h_code,
+    ),
+    (r"(?<![\d:：])(?P<a>\d{1,2})[:：](?P<b>\d)(?![\d:：])", _h_ratio),
+    (
+        r"(?<![\d:：])(?P<h>\d{1,2})(?:[:：](?P<mi>\d{2})(?:[:：](?P<sec>\d{2}))?)?\s?"
+        r"(?P<ap>[AaPp]\.[Mm]\.|[AaPp][Mm])(?![A-Za-z])",
+        _h_time_ampm,
+    ),
+    (r"(?<![\d:：])(?P<h>\d{1,2})[:：](?P<mi>\d{2})(?:[:：](?P<sec>\d{2}))?(?![\d:：])", _h_time),
     (r"(?<![\d.])(?:\+?86[-\s]?)?1[3-9]\d(?:[-\s]?\d{4}){2}(?![\d.])", _h_phone),
     (r"(?<![\d.])[48]00[-\s]?\d{3}[-\s]?\d{4}(?![\d.])", _h_phone),
     (r"(?<![\d.])(?:\(0\d{2,3}\)|0\d{2,3}-)\s?\d{7,8}(?![\d.])", _h_phone),
@@ -448,7 +554,7 @@ _RULES: list[tuple[str, Handler]] = [
         _h_money_prefix,
     ),
     (
-        rf"(?<![A-Za-z0-9_.])(?P<neg>-)?(?P<amt>{_NUM})\s?(?P<cur>USD|EUR|HKD|GBP|JPY|RMB|CNY|KRW)(?![A-Za-z])",
+        rf"(?<![A-Za-z0-9_.])(?P<neg>-)?(?P<amt>{_NUM})\s?(?P<cur>{_CUR_CODES})(?![A-Za-z])",
         _h_money_suffix,
     ),
     (rf"(?<![A-Za-z0-9_.])(?P<neg>-)?(?P<amt>{_NUM})元", _h_yuan),
@@ -457,10 +563,10 @@ _RULES: list[tuple[str, Handler]] = [
     (rf"(?<![A-Za-z0-9_.])(?P<neg>-)?(?P<n>{_NUM})\s?(?P<u>℃|°C|°F)", _h_temp),
     (r"(?<![\d/.])(?P<a>\d{1,4})/(?P<b>\d{1,4})(?![\d/.])", _h_fraction),
     (r"(?<!\d)\d{4}(?=年)|(?<!\d)\d{2}(?=年代)|(?<!\d)\d{4}(?=\s?[-~～—–]\s?\d{4}年)", _h_year),
-    (r"(?<=[\d%℃])\s?[-~～—–]\s?(?=[\d¥$])", _h_range_sep),
+    (r"(?<=[\d%℃日号])\s?[-~～—–]\s?(?=[\d¥$])", _h_range_sep),
     (rf"(?P<n>(?<![A-Za-z0-9_.])-(?:{_NUM})|{_NUM})(?:\s?(?P<u>{_UNIT_ALT})(?![A-Za-z]))?", _h_number_unit),
     (r"[A-Za-z]+(?:'[A-Za-z]+)?", _h_letters),
-    (r"[&=@#*×÷+/]", _h_symbol),
+    (r"[&=@#*×÷+±/]", _h_symbol),
 ]
 _COMPILED: list[tuple[re.Pattern[str], Handler]] = [(re.compile(p), h) for p, h in _RULES]
 _NUMBER_RULE = len(_RULES) - 3
