@@ -5,8 +5,8 @@ the RayService's Serve config (placement, autoscaling bounds, replica CPUs), hea
 fault tolerance and autoscaler options from the rendered object. :func:`scaled` then shrinks what does not fit
 a 2-core box, by the explicit factors below, and nothing else: the number of worker nodes is capped, every
 delay/timeout is multiplied by ``TIME_SCALE``, torch threads drop to 1 and the model directory is a local
-one. Per-replica ``num_cpus``, ``max_replicas_per_node`` and the worker node's logical CPUs stay as rendered, so
-the chart's "one pipeline slice per worker node" packing is what the drills exercise.
+one. Per-replica ``num_cpus``, ``max_replicas_per_node`` and the worker node's logical CPUs stay as rendered,
+so the chart's "one pipeline slice per worker node" packing is what the drills exercise.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
-"""Multi-node reliability drills on loopback (``make reliability-cluster``): node loss, GCS outage, autoscaling.
+"""Multi-node reliability drills on loopback (``make reliability-cluster``): node loss, GCS outage, scaling.
 
 Real Ray code, several raylets on this host (``ray.cluster_utils.Cluster``; the autoscaling drill lets the
 fake multi-node provider launch and terminate them), all settings read from the rendered Helm chart and
-scaled to this box (``benchmarks.cluster_settings``), the tiny random model. Each drill runs in its own process
-with a private ``RAY_TMPDIR`` (never ``ray start``) and tears down everything it started.
+scaled to this box (``benchmarks.cluster_settings``), the tiny random model. Each drill runs in its own
+process with a private ``RAY_TMPDIR`` (never ``ray start``) and tears down everything it started.
 
 1. ``node-loss``: head (num-cpus 0) + worker_min + 1 workers (the chart's spare "+1 for a lost node"); stage
    replicas spread by the chart's ``max_replicas_per_node``; closed-loop load through the chart's nginx
