@@ -209,5 +209,19 @@ def worker_node_count() -> int:
     return sum(1 for n in alive_nodes() if n.get("Resources", {}).get("CPU", 0) > 0)
 
 
+def reap(root: Path) -> list[int]:
+    """SIGKILL every process left from this drill: those started with ``RAY_TMPDIR=<root>`` in their
+    environment (Ray rewrites process titles, the environment stays). Catches raylets the fake provider
+    started inside the autoscaler monitor, which outlive the head's shutdown. Returns the pids killed."""
+    me = os.getpid()
+    killed = []
+    for proc in psutil.process_iter():
+        with contextlib.suppress(psutil.Error):
+            if proc.pid != me and proc.environ().get("RAY_TMPDIR") == str(root):
+                proc.kill()
+                killed.append(proc.pid)
+    return killed
+
+
 def cleanup_tmp(root: Path) -> None:
     shutil.rmtree(root, ignore_errors=True)
