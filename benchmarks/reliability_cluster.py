@@ -144,6 +144,12 @@ def node_loss(model_dir: str, short: bool) -> Row:
             time.sleep(tail)
             stats = load.stop()
             replays = gw.replays()
+            err_log = gw.nginx.prefix / "error.log"
+            upstream_errors = [
+                line.split("] ", 1)[-1][:160]
+                for line in (err_log.read_text().splitlines() if err_log.exists() else [])
+                if "upstream" in line
+            ]
         after = ch.alive_replica_actors()
         failed = stats.failed(allow_rejections=False)
         fail_pct = 100.0 * len(failed) / max(1, stats.sent)
@@ -167,8 +173,12 @@ def node_loss(model_dir: str, short: bool) -> Row:
                 "victim": victim_id[:8],
                 "rps_before": round(pre, 2),
                 "rps_after_recovery": round(post, 2),
+                "in_flight_at_kill": sum(
+                    1 for x in stats.samples if x.start <= t_kill <= x.start + x.latency
+                ),
                 "failed_at_s": [round(x.start - t_kill, 2) for x in failed][:20],
                 "gateway": replays,
+                "gateway_upstream_errors": upstream_errors[:8],
                 "statuses": stats.statuses(),
                 "errors": dict(stats.errors.most_common(5)),
                 "ok": rec is not None and rec <= MAX_RECOVERY_S and fail_pct <= MAX_FAIL_PCT,
@@ -379,7 +389,7 @@ def autoscale(model_dir: str, short: bool, png: Path | None) -> Row:
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
         low_s, spike_s, settle_max = (10.0, 60.0, 150.0) if short else (20.0, 90.0, 200.0)
-        spike_clients = 24
+        spike_clients = 16
         url = f"http://127.0.0.1:{port}"
         parts: list[LoadStats] = []
         base = Load(url, 2, low_s + spike_s + settle_max + 10, body=_simple)
