@@ -278,6 +278,7 @@ def gcs_outage(model_dir: str, short: bool) -> Row:
         if redis is not None:
             redis.stop()
         os.environ.pop("RAY_REDIS_ADDRESS", None)
+        ch.cleanup_tmp(workdir)
 
 
 def _replica_names() -> list[str]:
