@@ -27,10 +27,15 @@ APP = "tts"
 OBJECT_STORE_BYTES = 80 * 1024 * 1024  # the app passes no big objects; keeps /dev/shm use small
 
 
-def private_ray_tmp() -> Path:
-    """A fresh temp root for this process's Ray (``RAY_TMPDIR``): session dirs and the address file go there,
-    not to /tmp/ray. Short path: Ray's unix sockets live under it."""
-    root = Path(tempfile.mkdtemp(prefix="ttsc-", dir="/tmp"))
+def new_tmp_root() -> Path:
+    """A fresh, short temp root (Ray's unix sockets live under it)."""
+    return Path(tempfile.mkdtemp(prefix="ttsc-", dir="/tmp"))
+
+
+def private_ray_tmp(root: Path | None = None) -> Path:
+    """Make ``root`` (default: a fresh one) this process's Ray temp root (``RAY_TMPDIR``): session dirs and
+    the address file go there, not to /tmp/ray."""
+    root = root or new_tmp_root()
     os.environ["RAY_TMPDIR"] = str(root)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ["RAY_AUTH_MODE"] = "disabled"  # loopback-only test cluster, like `make run`

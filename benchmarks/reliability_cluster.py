@@ -504,9 +504,11 @@ def plot(
 
 
 # ------------------------------------------------------------------------------------------------ main
-def run_one(drill: str, short: bool, png: Path | None, model_dir: str | None) -> Row:
-    """Run one drill in THIS process (which must not have started Ray yet)."""
-    root = ch.private_ray_tmp()
+def run_one(
+    drill: str, short: bool, png: Path | None, model_dir: str | None, root: Path | None = None
+) -> Row:
+    """Run one drill in THIS process (which must not have started Ray yet), Ray's temp root ``root``."""
+    root = ch.private_ray_tmp(root)
     try:
         from serve_app.graph import ensure_model_dir
 
@@ -525,10 +527,13 @@ def run_one(drill: str, short: bool, png: Path | None, model_dir: str | None) ->
 
 
 def run_subprocess(drill: str, short: bool, png: Path | None, timeout_s: float = 1200.0) -> dict[str, Any]:
-    """One drill in a child process (own Ray, own temp root); returns its row as a dict."""
+    """One drill in a child process (own Ray, own temp root); returns its row as a dict. Whatever the child
+    leaves behind (e.g. if Ray aborts it) is killed by its temp root afterwards."""
+    root = ch.new_tmp_root()
     with tempfile.TemporaryDirectory(prefix="ttsc-out-") as d:
         out = Path(d) / "row.json"
         cmd = [sys.executable, "-m", "benchmarks.reliability_cluster", "--drill", drill, "--json", str(out)]
+        cmd += ["--tmp-root", str(root)]
         cmd += ["--short"] if short else []
         cmd += ["--png", str(png)] if png else []
         env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -539,6 +544,9 @@ def run_subprocess(drill: str, short: bool, png: Path | None, timeout_s: float =
             os.killpg(proc.pid, 9)
             proc.wait(30)
             raise
+        finally:
+            ch.reap(root)
+            ch.cleanup_tmp(root)
         if not out.exists():
             raise RuntimeError(f"drill {drill} exited {proc.returncode} without a result")
         return json.loads(out.read_text())
@@ -551,9 +559,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--png", type=Path, default=None, help="autoscaling plot (default: benchmarks/results)")
     p.add_argument("--json", type=Path, default=None, help="write the row here (single drill)")
     p.add_argument("--model-dir", default=None, help="model dir (default: generated tiny random voice)")
+    p.add_argument("--tmp-root", type=Path, default=None, help="Ray temp root (default: a fresh /tmp/ttsc-*)")
     a = p.parse_args(argv)
     if a.drill != "all":
-        row = run_one(a.drill, a.short, a.png, a.model_dir)
+        row = run_one(a.drill, a.short, a.png, a.model_dir, a.tmp_root)
         if a.json:
             a.json.write_text(json.dumps(asdict(row), default=str))
         print(table([row]))
