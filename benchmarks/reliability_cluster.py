@@ -32,7 +32,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -41,7 +41,7 @@ import numpy as np
 
 from benchmarks import cluster_harness as ch
 from benchmarks.cluster_settings import DrillSettings, read_chart, scaled
-from benchmarks.reliability import LoadStats, Row, _fanout, drive, gateway, pct, table, unique_text
+from benchmarks.reliability import Gateway, LoadStats, Row, _fanout, drive, pct, table, unique_text
 
 REPO = ch.REPO
 RESULTS = REPO / "benchmarks" / "results"
@@ -106,8 +106,25 @@ def _window_rps(stats: LoadStats, t0: float, t1: float) -> float:
 
 
 # ------------------------------------------------------------------------------------------ node loss
-def node_loss(model_dir: str, short: bool) -> Row:
-    s = scaled(read_chart("default"))
+@contextlib.contextmanager
+def chart_gateway(serve_url: str, overlay: dict[str, Any]) -> Iterator[Gateway]:
+    """Real nginx with the gateway config the chart renders (values-primary.yaml + ``overlay``'s
+    ``gateway``), the Serve proxies as the primary, a closed port as the standby (only same-cluster replays
+    can save a request)."""
+    from tests.k8s.failover import Nginx, gateway_nginx_conf
+
+    listen, closed = ch.free_port(), ch.free_port()
+    port = int(serve_url.rsplit(":", 1)[1])
+    nginx = Nginx(gateway_nginx_conf(port, closed, listen, overlay.get("gateway")))
+    nginx.start(listen)
+    try:
+        yield Gateway(f"http://127.0.0.1:{listen}", nginx)
+    finally:
+        nginx.stop()
+
+
+def node_loss(model_dir: str, short: bool, overlay: dict[str, Any]) -> Row:
+    s = scaled(read_chart("default", overlay))
     workers = min(s.worker_min + 1, s.worker_max)  # README "Capacity": +1 node for a lost node
     target = {d: s.replicas(d)[0] for d in s.deployments}
     port = ch.free_port()
@@ -125,7 +142,7 @@ def node_loss(model_dir: str, short: bool) -> Row:
         lost = {d: v.count(victim_id) for d, v in before.items() if victim_id in v}
         warm, tail = (6.0, 8.0) if short else (12.0, 12.0)
         base = f"http://127.0.0.1:{port}"
-        with gateway(base, "") as gw:
+        with chart_gateway(base, overlay) as gw:
             load = Load(gw.url, 4, warm + MAX_RECOVERY_S + 60 + tail, body=_fanout)
             time.sleep(warm)
             t_kill = time.monotonic()
@@ -189,10 +206,10 @@ def node_loss(model_dir: str, short: bool) -> Row:
 
 
 # ----------------------------------------------------------------------------------------- GCS outage
-def gcs_outage(model_dir: str, short: bool) -> Row:
+def gcs_outage(model_dir: str, short: bool, overlay: dict[str, Any]) -> Row:
     from tests._reliability import start_redis
 
-    s = scaled(read_chart("default"))
+    s = scaled(read_chart("default", overlay))
     ft = s.chart.gcs_fault_tolerance  # rendered gcsFaultToleranceOptions -> external Redis, as KubeRay does
     workdir = Path(tempfile.mkdtemp(prefix="ttsc-redis-", dir="/tmp"))
     redis = start_redis(workdir) if ft else None
@@ -344,10 +361,10 @@ def autoscaling_config(s: DrillSettings, gcs_port: int) -> dict[str, Any]:
     }
 
 
-def autoscale(model_dir: str, short: bool, png: Path | None) -> Row:
+def autoscale(model_dir: str, short: bool, png: Path | None, overlay: dict[str, Any]) -> Row:
     from ray.autoscaler._private.fake_multi_node.node_provider import FAKE_HEAD_NODE_ID
 
-    s = scaled(read_chart("standby"))
+    s = scaled(read_chart("standby", overlay))
     use_autoscaler = s.chart.autoscaler_enabled  # enableInTreeAutoscaling
     cluster = ch.LocalCluster(s.head_num_cpus, s.worker_num_cpus)
     if use_autoscaler:
@@ -505,7 +522,12 @@ def plot(
 
 # ------------------------------------------------------------------------------------------------ main
 def run_one(
-    drill: str, short: bool, png: Path | None, model_dir: str | None, root: Path | None = None
+    drill: str,
+    short: bool,
+    png: Path | None,
+    model_dir: str | None,
+    root: Path | None = None,
+    overlay: dict[str, Any] | None = None,
 ) -> Row:
     """Run one drill in THIS process (which must not have started Ray yet), Ray's temp root ``root``."""
     root = ch.private_ray_tmp(root)
@@ -514,10 +536,10 @@ def run_one(
 
         md = ensure_model_dir(model_dir, "tiny")
         if drill == "node-loss":
-            return node_loss(md, short)
+            return node_loss(md, short, overlay or {})
         if drill == "gcs":
-            return gcs_outage(md, short)
-        return autoscale(md, short, png)
+            return gcs_outage(md, short, overlay or {})
+        return autoscale(md, short, png, overlay or {})
     finally:
         time.sleep(2.0)  # let the shutdown finish, then kill whatever is left
         left = ch.reap(root)
@@ -526,7 +548,13 @@ def run_one(
         ch.cleanup_tmp(root)
 
 
-def run_subprocess(drill: str, short: bool, png: Path | None, timeout_s: float = 1200.0) -> dict[str, Any]:
+def run_subprocess(
+    drill: str,
+    short: bool,
+    png: Path | None,
+    timeout_s: float = 1200.0,
+    overlay: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """One drill in a child process (own Ray, own temp root); returns its row as a dict. Whatever the child
     leaves behind (e.g. if Ray aborts it) is killed by its temp root afterwards."""
     root = ch.new_tmp_root()
@@ -534,6 +562,7 @@ def run_subprocess(drill: str, short: bool, png: Path | None, timeout_s: float =
         out = Path(d) / "row.json"
         cmd = [sys.executable, "-m", "benchmarks.reliability_cluster", "--drill", drill, "--json", str(out)]
         cmd += ["--tmp-root", str(root)]
+        cmd += ["--values-json", json.dumps(overlay)] if overlay else []
         cmd += ["--short"] if short else []
         cmd += ["--png", str(png)] if png else []
         env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -559,10 +588,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--png", type=Path, default=None, help="autoscaling plot (default: benchmarks/results)")
     p.add_argument("--json", type=Path, default=None, help="write the row here (single drill)")
     p.add_argument("--model-dir", default=None, help="model dir (default: generated tiny random voice)")
+    p.add_argument(
+        "--values-json",
+        type=json.loads,
+        default=None,
+        help="chart values overlay (like helm --set-json): evaluate a values change before making it",
+    )
     p.add_argument("--tmp-root", type=Path, default=None, help="Ray temp root (default: a fresh /tmp/ttsc-*)")
     a = p.parse_args(argv)
     if a.drill != "all":
-        row = run_one(a.drill, a.short, a.png, a.model_dir, a.tmp_root)
+        row = run_one(a.drill, a.short, a.png, a.model_dir, a.tmp_root, a.values_json)
         if a.json:
             a.json.write_text(json.dumps(asdict(row), default=str))
         print(table([row]))
@@ -571,7 +606,7 @@ def main(argv: list[str] | None = None) -> int:
     png = a.png or RESULTS / "reliability-cluster-autoscale.png"
     rows = []
     for drill in DRILLS:
-        d = run_subprocess(drill, a.short, png if drill == "autoscale" else None)
+        d = run_subprocess(drill, a.short, png if drill == "autoscale" else None, overlay=a.values_json)
         rows.append(Row(**d))
     print()
     print(table(rows))
