@@ -111,6 +111,13 @@ soak-rss: $(PY)
 clean:
 	rm -rf .pytest_cache .ruff_cache build models/_generated
 
+# Multi-node drills on loopback (tiny model; settings from the rendered chart, see benchmarks/cluster_settings.py):
+# SIGKILL a worker node under load, GCS outage >= 20 s with a real redis-server, spike -> fake-provider nodes
+# 1 -> 3 -> 1. Prints the table; plot in benchmarks/results/reliability-cluster-autoscale.png. Never `ray start`.
+.PHONY: reliability-cluster
+reliability-cluster: $(PY)
+	RAY_AUTH_MODE=disabled $(PY) -m benchmarks.reliability_cluster $(if $(MODEL_DIR),--model-dir $(MODEL_DIR))
+
 # Helm chart (helm/tts) with the real Helm v4 engine from the helm-sdkpy wheel, offline (see helm/README.md).
 HELM_OUT ?= build/helm
 helm-lint: $(PY)
