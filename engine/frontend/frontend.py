@@ -31,6 +31,7 @@ from engine.controls import (
 from engine.frontend import english
 from engine.frontend.errors import FrontendError
 from engine.frontend.g2p import G2P, apply_sandhi
+from engine.frontend.lexicon import SURNAMES
 from engine.frontend.normalize import PAUSE, SENTENCE_END, NChar, normalize
 from engine.frontend.phones import split_tone, syllable_phones
 from engine.frontend.ssml import Marker, Style, TextChunk, looks_like_ssml, parse_ssml
@@ -41,27 +42,15 @@ NEUTRAL = Prosody()
 SENTENCE_PAUSE_S = 0.3
 PARAGRAPH_PAUSE_S = 0.5
 SPLIT_PAUSE_S = 0.15
-_SURNAMES = {
-    "单": "shan4",
-    "曾": "zeng1",
-    "解": "xie4",
-    "仇": "qiu2",
-    "朴": "piao2",
-    "查": "zha1",
-    "区": "ou1",
-    "华": "hua4",
-    "任": "ren2",
-    "盖": "ge3",
-    "乐": "yue4",
-    "覃": "qin2",
-    "种": "chong2",
-    "繁": "po2",
-    "缪": "miao4",
-    "翟": "zhai2",
-    "尉": "yu4",
-    "长": "chang2",
-    "重": "chong2",
-    "万": "wan4",
+# <say-as interpret-as="name">: lexicon.SURNAMES (also used for names found in plain text) plus surname
+# readings too ambiguous to apply without the markup (乐 le4/yue4, 长 chang2/zhang3, 重, 万, 尉).
+_SAY_AS_SURNAMES: dict[str, list[str]] = {
+    **SURNAMES,
+    "乐": ["yue4"],
+    "尉": ["yu4"],
+    "长": ["chang2"],
+    "重": ["chong2"],
+    "万": ["wan4"],
 }
 
 
@@ -223,9 +212,12 @@ class Frontend:
                     if c.kind == "han":
                         c.pinyin = next(pys, None)
             elif it.style.say_as == "name":
-                first = next((c for c in nchars if c.kind == "han"), None)
-                if first is not None and first.text in _SURNAMES:
-                    first.pinyin = _SURNAMES[first.text]
+                hans = [c for c in nchars if c.kind == "han"]
+                head = "".join(c.text for c in hans[:2])
+                surname = next((head[:n] for n in (2, 1) if head[:n] in _SAY_AS_SURNAMES), None)
+                if surname is not None:
+                    for c, reading in zip(hans, _SAY_AS_SURNAMES[surname], strict=False):
+                        c.pinyin = reading
             out.extend((c, it.style) for c in nchars)
         return out
 
