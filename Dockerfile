@@ -4,8 +4,9 @@
 #                (serves the whole pipeline on one node from serve_app/config/local.yaml, the `make run` config)
 #   KubeRay:     the Helm chart (helm/tts) uses it for head and worker pods; KubeRay supplies the command.
 #
-# Dependencies come from the SAME hash-pinned lock CI installs (requirements.lock, `make install`), with
-# --require-hashes and --no-deps: nothing is resolved at build time, so no unpinned/CUDA torch can get in.
+# Dependencies come from the SAME hash-pinned lock CI installs (requirements.lock, `make install`): its runtime
+# subset (scripts/image/runtime_lock.py), with --require-hashes and --no-deps: nothing is resolved at build
+# time, so no unpinned/CUDA torch can get in.
 # The lock pins torch==2.13.0+cpu, which lives on PyTorch's CPU wheel index: TORCH_INDEX_URL points pip at
 # it (override with a mirror; a --find-links directory works through PIP_FIND_LINKS).
 #
@@ -32,11 +33,13 @@ RUN apt-get update \
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /build
-COPY requirements.lock requirements-dev.txt ./
-# Install the CI lock exactly, then drop the test/lint-only top-level tools (requirements-dev.txt) and check
-# that every remaining package still has its dependencies; refuse anything but a CPU torch.
-RUN pip install --no-deps --require-hashes --extra-index-url "${TORCH_INDEX_URL}" -r requirements.lock \
-    && pip uninstall -y -r requirements-dev.txt \
+COPY requirements.lock scripts/image/runtime_lock.py ./
+# Install the runtime subset of the CI lock (what requirements.txt pulls in, per pip-compile's `# via`; same
+# pins and hashes, no test/lint tools or their dependencies), check that every package has its dependencies,
+# and refuse anything but a CPU torch. An empty TORCH_INDEX_URL means "no extra index" (wheel via find-links).
+RUN python runtime_lock.py requirements.lock > runtime.lock \
+    && pip install --no-deps --require-hashes ${TORCH_INDEX_URL:+--extra-index-url "${TORCH_INDEX_URL}"} \
+        -r runtime.lock \
     && pip check \
     && python -c "import torch; v = torch.__version__; assert v.endswith('+cpu') and torch.version.cuda is None, v" \
     && ! pip list --format=freeze | grep -i '^nvidia-'
