@@ -48,7 +48,8 @@ FROM ${PYTHON_IMAGE} AS runtime
 ARG TTS_MODEL_DIR=/models/current
 LABEL org.opencontainers.image.title="sambert-serve" \
       org.opencontainers.image.description="Chinese TTS (SAmBERT + HiFi-GAN) on Ray Serve, CPU"
-# libsndfile for soundfile; wget + bash for KubeRay's readiness probes; tini as PID 1.
+# libsndfile for soundfile; wget + bash for KubeRay's readiness probes; tini as PID 1. KubeRay starts Ray
+# with `bash -lc`, whose /etc/profile resets PATH: profile.d puts the venv (ray, serve, python) back.
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends libsndfile1 wget tini \
@@ -56,7 +57,8 @@ RUN apt-get update \
     && groupadd --gid 10001 tts \
     && useradd --uid 10001 --gid tts --home-dir /home/tts --create-home --shell /usr/sbin/nologin tts \
     && mkdir -p /models /opt/models \
-    && chown tts:tts /models
+    && chown tts:tts /models \
+    && echo "export PATH=/opt/venv/bin:\$PATH" > /etc/profile.d/venv.sh
 COPY --from=builder /opt/venv /opt/venv
 WORKDIR /app
 COPY engine/ engine/

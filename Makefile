@@ -8,7 +8,7 @@ PYTEST_FLAGS ?=
 
 .PHONY: install lock lock-upgrade run test test-full bench bench-engine bench-frontend bench-serve lint doctor clean \
 	loadtest loadtest-spike soak bench-compare autoscale-demo helm-lint helm-render tools security-scan failover-test \
-	reliability soak-rss
+	reliability soak-rss image image-test
 
 $(PY):
 	python3.11 -m venv $(VENV)
@@ -126,3 +126,12 @@ security-scan: helm-render tools
 # Loopback failover drill: two Ray clusters behind the chart's nginx gateway; kill, fail over, fail back.
 failover-test: $(PY)
 	$(PY) -m tests.k8s.failover
+
+# Container image without a Docker daemon: buildah builds the real Dockerfile (making a stand-in base where no
+# registry answers), podman runs it (scripts/image/imagectl.py, README "Container image").
+IMAGE ?= localhost/sambert-serve:dev
+image: $(PY)
+	$(PY) -m scripts.image.imagectl build --tag $(IMAGE)
+
+image-test: $(PY)
+	TTS_IMAGE=$(IMAGE) TTS_IMAGE_REQUIRED=1 $(PY) -m pytest -m slow -s -p no:cacheprovider tests/test_image_run.py

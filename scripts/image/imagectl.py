@@ -63,7 +63,7 @@ STANDIN_PACKAGES = [
     "libtirpc3",
 ]
 # podman as measured on this machine type: crun cannot setrlimit here (no CAP_SYS_RESOURCE), runc can.
-PODMAN = ["podman", *STORAGE]
+PODMAN = ["podman"]  # storage: what buildah made (overlay), auto-detected
 RUN_FLAGS = ["--runtime", "runc", "--ulimit", "nofile=20000:20000", "--ulimit", "nproc=4096:4096"]
 # pip settings that decide how the index is reached (copied into the build's pip.conf).
 PIP_KEYS = ("index-url", "extra-index-url", "trusted-host", "cert", "client-cert", "timeout", "retries")
@@ -349,7 +349,7 @@ def podman_run(
     tag: str, cmd: Sequence[str] = (), flags: Sequence[str] = (), timeout: float = 300
 ) -> subprocess.CompletedProcess[str]:
     """``podman run --rm`` to completion (own network namespace unless ``flags`` say otherwise)."""
-    full = [*PODMAN, "run", "--rm", *RUN_FLAGS, "--network", "none", *flags, tag, *cmd]
+    full = [*PODMAN, "run", "--rm", "--no-healthcheck", *RUN_FLAGS, "--network", "none", *flags, tag, *cmd]
     return subprocess.run(full, capture_output=True, text=True, timeout=timeout)
 
 
@@ -368,6 +368,13 @@ def running(tag: str, name: str, flags: Sequence[str] = (), cmd: Sequence[str] =
         raise
     finally:
         subprocess.run([*PODMAN, "rm", "-f", "-t", "10", name], capture_output=True, timeout=180)
+
+
+def container_status(name: str) -> str:
+    """podman's state of a container: running, exited, ... ('' when it does not exist)."""
+    cmd = [*PODMAN, "inspect", "--format", "{{.State.Status}}", name]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    return proc.stdout.strip() if proc.returncode == 0 else ""
 
 
 def podman_exec(
