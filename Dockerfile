@@ -45,7 +45,6 @@ RUN python runtime_lock.py requirements.lock > runtime.lock \
     && ! pip list --format=freeze | grep -i '^nvidia-'
 
 FROM ${PYTHON_IMAGE} AS runtime
-ARG TTS_MODEL_DIR=/models/current
 LABEL org.opencontainers.image.title="sambert-serve" \
       org.opencontainers.image.description="Chinese TTS (SAmBERT + HiFi-GAN) on Ray Serve, CPU"
 # libsndfile for soundfile; wget + bash for KubeRay's readiness probes; tini as PID 1. KubeRay starts Ray
@@ -66,6 +65,8 @@ COPY compat/ compat/
 COPY deployments/ deployments/
 COPY serve_app/ serve_app/
 COPY --from=model / /opt/models/baked/
+# Declared late: a different value (baked model) reuses every layer above.
+ARG TTS_MODEL_DIR=/models/current
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \

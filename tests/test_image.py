@@ -155,3 +155,24 @@ def test_build_uses_the_dockerfiles_base_default() -> None:
     assert imagectl.dockerfile_arg("PYTHON_IMAGE") == "python:3.11-slim-bookworm"
     with pytest.raises(imagectl.ImageError, match="no 'ARG NOPE="):
         imagectl.dockerfile_arg("NOPE")
+
+
+def test_inputs_digest_tracks_the_build_context_only(tmp_path: Path) -> None:
+    (tmp_path / "Dockerfile").write_text("FROM scratch\n")
+    (tmp_path / ".dockerignore").write_text("*\n!app/\n!req.lock\n")
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "main.py").write_text("print(1)\n")
+    (tmp_path / "req.lock").write_text("a==1\n")
+    (tmp_path / "notes.txt").write_text("not in the context\n")
+
+    def digest() -> str:
+        return imagectl.build_inputs_digest(tmp_path / "Dockerfile", tmp_path)
+
+    first = digest()
+    (tmp_path / "notes.txt").write_text("changed, still ignored\n")
+    assert digest() == first
+    (tmp_path / "app" / "main.py").write_text("print(2)\n")
+    second = digest()
+    assert second != first
+    (tmp_path / "Dockerfile").write_text("FROM scratch\nUSER 1\n")
+    assert digest() not in (first, second)

@@ -49,6 +49,10 @@ def image() -> str:
         if REQUIRED:
             pytest.fail(f"image {TAG} not built: run `make image` first")
         imagectl.build(TAG)
+    label = imagectl.image_labels(TAG).get(imagectl.INPUTS_LABEL)
+    assert label == imagectl.build_inputs_digest(), (
+        f"{TAG} was not built from this tree (stale image; did the last `make image` fail?)"
+    )
     return TAG
 
 
@@ -144,48 +148,68 @@ def _wait_ready(base: str, deadline_s: float) -> float:
     raise AssertionError(f"/ready not 200 within {deadline_s} s: {last}")
 
 
-def test_standalone_serves_health_ready_and_synthesis(image: str, model_dir: Path) -> None:
+@pytest.fixture(scope="class")
+def standalone(image: str, model_dir: Path) -> Iterator[tuple[str, str, float]]:
+    """The image's default command (doctor, then `serve run` of local.yaml), port 8000 published on loopback.
+
+    Yields (container name, base URL, seconds from `podman run` to the first 200 from /ready).
+    """
     port = _free_port()
     flags = (
-        "--network",
-        "slirp4netns",
-        "-p",
-        f"127.0.0.1:{port}:8000",
-        "--shm-size",
-        "512m",
-        "-v",
-        f"{model_dir}:/models/current:ro",
-    )
+        "--network", "slirp4netns", "-p", f"127.0.0.1:{port}:8000",
+        "--shm-size", "512m",
+        "-v", f"{model_dir}:/models/current:ro",
+    )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
+    name = _container_name("standalone")
     started = time.monotonic()
-    with imagectl.running(image, _container_name("standalone"), flags):
-        ready_s = _wait_ready(base, READY_TIMEOUT_S)
+    with imagectl.running(image, name, flags):
+        _wait_ready(base, READY_TIMEOUT_S)
+        ready_s = time.monotonic() - started
+        print(f"\n[image] standalone: podman run -> /ready 200 in {ready_s:.1f} s")
+        yield name, base, ready_s
+
+
+class TestStandalone:
+    """One standalone container (the default command) for these tests, removed after them."""
+
+    def test_standalone_serves_health_ready_and_synthesis(self, standalone: tuple[str, str, float]) -> None:
+        _, base, _ = standalone
         health = httpx.get(f"{base}/health", timeout=10)
         assert health.status_code == 200, health.text
+        ready = httpx.get(f"{base}/ready", timeout=60)
+        assert ready.status_code == 200, ready.text
         wav = httpx.post(f"{base}/api/tts", json={"text": "今天天气真不错。", "format": "wav"}, timeout=60)
         assert wav.status_code == 200, wav.text[:300]
         assert wav.content[:4] == b"RIFF" and wav.content[8:12] == b"WAVE"
         assert len(wav.content) > 16000, "under half a second of 16 kHz audio"
-        # the Dockerfile's HEALTHCHECK (wget /health), run as the engine would
+        print(f"\n[image] standalone: synthesis from the host, {len(wav.content)} bytes of WAV")
+
+    def test_standalone_healthcheck_and_non_root_processes(self, standalone: tuple[str, str, float]) -> None:
+        name, _, _ = standalone
+        # the Dockerfile's HEALTHCHECK (wget /health), run as the engine runs it
         check = subprocess.run(
-            [*imagectl.PODMAN, "healthcheck", "run", _container_name("standalone")],
-            capture_output=True,
-            text=True,
-            timeout=60,
+            [*imagectl.PODMAN, "healthcheck", "run", name], capture_output=True, text=True, timeout=60
         )
         assert check.returncode == 0, check.stdout + check.stderr
         top = subprocess.run(
-            [*imagectl.PODMAN, "top", _container_name("standalone"), "user", "comm"],
-            capture_output=True,
-            text=True,
-            timeout=60,
+            [*imagectl.PODMAN, "top", name, "user", "comm"], capture_output=True, text=True, timeout=60
         )
-    assert "root" not in top.stdout.split(), top.stdout
-    print(
-        f"\n[image] standalone: container start -> /ready 200 in {ready_s:.1f} s "
-        f"(podman run included: {time.monotonic() - started:.1f} s total test); "
-        f"synthesis {len(wav.content)} bytes"
-    )
+        assert top.returncode == 0, top.stderr
+        users = {line.split()[0] for line in top.stdout.splitlines()[1:] if line.strip()}
+        assert users == {"tts"}, top.stdout
+
+    def test_kuberay_worker_probe_passes_on_a_serving_node(
+        self, standalone: tuple[str, str, float], ray_cluster_spec: dict
+    ) -> None:
+        """The worker's exec readiness probe (bash, wget, grep) as rendered, on a Ray node serving the app."""
+        name, _, _ = standalone
+        proc = _probe(name, _worker_readiness_probe(ray_cluster_spec), timeout=60)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert proc.stdout.count("success") == 2
+        worker = ray_cluster_spec["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]
+        stop = worker["lifecycle"]["preStop"]["exec"]["command"]
+        assert imagectl.podman_exec(name, ["sh", "-c", f"command -v {stop[0]}"]).returncode == 0
 
 
 # ------------------------------------------------------------------------------------------- baked model
@@ -267,7 +291,7 @@ def _probe(container: str, probe: dict, timeout: float) -> subprocess.CompletedP
     return imagectl.podman_exec(container, cmd, timeout=timeout)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="class")
 def head_pod(image: str, ray_cluster_spec: dict, model_dir: Path) -> Iterator[tuple[str, dict]]:
     """The head pod's container, started as KubeRay starts it, with the pod's security context."""
     group = ray_cluster_spec["headGroupSpec"]
@@ -292,47 +316,45 @@ def test_kuberay_doctor_init_container(image: str, ray_cluster_spec: dict, model
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-def test_kuberay_head_starts_and_passes_its_probes(head_pod: tuple[str, dict]) -> None:
-    name, container = head_pod
-    start = time.monotonic()
-    probe = container["readinessProbe"]
-    while True:
-        proc = _probe(name, probe, timeout=30)
-        if proc.returncode == 0:
-            break
-        assert imagectl.container_status(name) == "running", "the head container exited (see its logs above)"
-        assert time.monotonic() - start < 180, (
-            f"head readiness probe never passed: {proc.stdout}{proc.stderr}"
+class TestKubeRayHead:
+    """One head container, started as KubeRay starts it, for these tests."""
+
+    def test_kuberay_head_starts_and_passes_its_probes(self, head_pod: tuple[str, dict]) -> None:
+        name, container = head_pod
+        start = time.monotonic()
+        probe = container["readinessProbe"]
+        while True:
+            proc = _probe(name, probe, timeout=30)
+            if proc.returncode == 0:
+                break
+            assert imagectl.container_status(name) == "running", (
+                "the head container exited (see its logs above)"
+            )
+            assert time.monotonic() - start < 180, (
+                f"head readiness probe never passed: {proc.stdout}{proc.stderr}"
+            )
+            time.sleep(probe["periodSeconds"])
+        live = _probe(name, container["livenessProbe"], timeout=30)
+        assert live.returncode == 0, live.stderr
+        print(
+            f"\n[image] KubeRay head: ray start -> readiness probe passed in {time.monotonic() - start:.1f} s"
         )
-        time.sleep(probe["periodSeconds"])
-    live = _probe(name, container["livenessProbe"], timeout=30)
-    assert live.returncode == 0, live.stderr
-    print(f"\n[image] KubeRay head: ray start -> readiness probe passed in {time.monotonic() - start:.1f} s")
+
+    def test_kuberay_worker_probe_fails_on_a_node_without_serve(
+        self, head_pod: tuple[str, dict], ray_cluster_spec: dict
+    ) -> None:
+        """Negative control: the head's raylet agent answers, but no Serve proxy runs there."""
+        name, _ = head_pod
+        proc = _probe(name, _worker_readiness_probe(ray_cluster_spec), timeout=60)
+        assert proc.returncode != 0
+        assert "success" in proc.stdout  # the first half (local raylet) passed
 
 
-def test_kuberay_worker_probe_runs_inside_the_image(
-    head_pod: tuple[str, dict], ray_cluster_spec: dict
-) -> None:
-    """The worker's exec readiness probe (bash, wget, grep) against this node's raylet agent + Serve proxy."""
-    name, _ = head_pod
+def _worker_readiness_probe(ray_cluster_spec: dict) -> dict:
     worker = ray_cluster_spec["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]
     probe = worker["readinessProbe"]
     assert probe["exec"]["command"][0] == "bash"
-    before = _probe(name, probe, timeout=60)
-    assert before.returncode != 0, "the probe must fail while no Serve proxy runs"
-    serve = imagectl.podman_exec(
-        name,
-        ["serve", "start", "--proxy-location", "EveryNode", "--http-host", "0.0.0.0", "--http-port", "8000"],
-        timeout=180,
-    )
-    assert serve.returncode == 0, serve.stdout + serve.stderr
-    deadline = time.monotonic() + 120
-    while (proc := _probe(name, probe, timeout=60)).returncode != 0:
-        assert time.monotonic() < deadline, f"worker readiness probe never passed: {proc.stdout}{proc.stderr}"
-        time.sleep(probe["periodSeconds"])
-    assert "success" in proc.stdout
-    stop = worker["lifecycle"]["preStop"]["exec"]["command"]
-    assert imagectl.podman_exec(name, ["sh", "-c", f"command -v {stop[0]}"]).returncode == 0
+    return probe
 
 
 def test_image_size_is_reported(image: str) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -292,6 +293,28 @@ def url_reachable(url: str, timeout: float = 10) -> bool:
 
 
 # ------------------------------------------------------------------------------------------------ build
+INPUTS_LABEL = "sambert-serve.inputs"
+
+
+def build_inputs_digest(dockerfile: Path = DOCKERFILE, context: Path = REPO) -> str:
+    """sha256 over the Dockerfile, .dockerignore and every file its ``!`` entries let into the context.
+
+    Stored as a label on the image: `make image-test` refuses an image built from other sources (a stale tag
+    left by an earlier successful build when the latest build failed).
+    """
+    ignore = context / ".dockerignore"
+    digest = hashlib.sha256()
+    files = [dockerfile, ignore]
+    for line in ignore.read_text().splitlines():
+        if line.startswith("!"):
+            path = context / line[1:].strip().rstrip("/")
+            files += sorted(path.rglob("*")) if path.is_dir() else [path]
+    for path in files:
+        if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
+            digest.update(str(path.relative_to(context)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
 def build(
     tag: str = DEFAULT_TAG,
     build_contexts: Sequence[str] = (),
@@ -323,6 +346,7 @@ def build(
             "--pull=never",
             "-f", str(dockerfile),
             "-t", tag,
+            "--label", f"{INPUTS_LABEL}={build_inputs_digest(dockerfile, context)}",
             *mounts,
         ]  # fmt: skip
         for arg in args:
