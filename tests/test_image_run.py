@@ -133,10 +133,12 @@ def test_doctor_fails_clearly_without_a_model(image: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------- standalone
-def _wait_ready(base: str, deadline_s: float) -> float:
+def _wait_ready(base: str, deadline_s: float, container: str) -> float:
     start = time.monotonic()
     last = ""
     while time.monotonic() - start < deadline_s:
+        status = imagectl.container_status(container)
+        assert status == "running", f"container {container} is {status or 'gone'} before /ready (logs above)"
         try:
             resp = httpx.get(f"{base}/ready", timeout=30)
             if resp.status_code == 200:
@@ -164,7 +166,7 @@ def standalone(image: str, model_dir: Path) -> Iterator[tuple[str, str, float]]:
     name = _container_name("standalone")
     started = time.monotonic()
     with imagectl.running(image, name, flags):
-        _wait_ready(base, READY_TIMEOUT_S)
+        _wait_ready(base, READY_TIMEOUT_S, name)
         ready_s = time.monotonic() - started
         print(f"\n[image] standalone: podman run -> /ready 200 in {ready_s:.1f} s")
         yield name, base, ready_s
