@@ -366,11 +366,18 @@ def test_image_size_is_reported(image: str) -> None:
 
 
 def test_image_config_matches_the_dockerfile(image: str) -> None:
+    """Docker-format config (buildah --format docker): OCI would drop HEALTHCHECK."""
     out = subprocess.run(
-        [*imagectl.PODMAN, "image", "inspect", image], capture_output=True, text=True, timeout=60, check=True
+        ["buildah", *imagectl.STORAGE, "inspect", "--type", "image", image],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     ).stdout
-    cfg = json.loads(out)[0]["Config"]
+    cfg = json.loads(out)["Docker"]["config"]
     assert cfg["User"] == "10001:10001"
     assert cfg["Entrypoint"] == ["tini", "--"]
     assert "compat doctor" in " ".join(cfg["Cmd"])
-    assert cfg.get("Healthcheck", {}).get("Test", [None])[-1] == "http://127.0.0.1:8000/health"
+    assert cfg["Healthcheck"]["Test"][0] == "CMD"
+    assert cfg["Healthcheck"]["Test"][-1] == "http://127.0.0.1:8000/health"
+    assert "8000/tcp" in cfg["ExposedPorts"]
