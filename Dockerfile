@@ -47,11 +47,12 @@ RUN python runtime_lock.py requirements.lock > runtime.lock \
 FROM ${PYTHON_IMAGE} AS runtime
 LABEL org.opencontainers.image.title="sambert-serve" \
       org.opencontainers.image.description="Chinese TTS (SAmBERT + HiFi-GAN) on Ray Serve, CPU"
-# libsndfile for soundfile; wget + bash for KubeRay's readiness probes; tini as PID 1. KubeRay starts Ray
-# with `bash -lc`, whose /etc/profile resets PATH: profile.d puts the venv (ray, serve, python) back.
+# wget + bash for KubeRay's readiness probes and the HEALTHCHECK; tini as PID 1. (No libsndfile1: the
+# soundfile wheel bundles its own libsndfile.) KubeRay starts Ray with `bash -lc`, whose /etc/profile resets
+# PATH: profile.d puts the venv (ray, serve, python) back.
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends libsndfile1 wget tini \
+    && apt-get install -y --no-install-recommends wget tini \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --gid 10001 tts \
     && useradd --uid 10001 --gid tts --home-dir /home/tts --create-home --shell /usr/sbin/nologin tts \
