@@ -45,14 +45,16 @@ def image() -> str:
     missing = [t for t in ("buildah", "podman", "runc", "slirp4netns") if not shutil.which(t)]
     if missing:
         _skip_or_fail(f"needs {', '.join(missing)} (apt-get install buildah podman runc slirp4netns)")
-    if not imagectl.image_exists(TAG):
-        if REQUIRED:
-            pytest.fail(f"image {TAG} not built: run `make image` first")
+
+    def current() -> bool:
+        label = imagectl.image_labels(TAG).get(imagectl.INPUTS_LABEL)
+        return label == imagectl.build_inputs_digest()
+
+    if not imagectl.image_exists(TAG) or not current():
+        if REQUIRED:  # make image-test: test what `make image` built from this tree, or fail
+            pytest.fail(f"{TAG} missing or not built from this tree (did the last `make image` fail?)")
         imagectl.build(TAG)
-    label = imagectl.image_labels(TAG).get(imagectl.INPUTS_LABEL)
-    assert label == imagectl.build_inputs_digest(), (
-        f"{TAG} was not built from this tree (stale image; did the last `make image` fail?)"
-    )
+        assert current()
     return TAG
 
 
