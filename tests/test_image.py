@@ -176,3 +176,25 @@ def test_inputs_digest_tracks_the_build_context_only(tmp_path: Path) -> None:
     assert second != first
     (tmp_path / "Dockerfile").write_text("FROM scratch\nUSER 1\n")
     assert digest() not in (first, second)
+
+
+@pytest.mark.parametrize(
+    ("exists", "reachable", "expected", "action"),
+    [
+        (False, True, "registry", "pull"),
+        (False, False, "stand-in", "standin"),
+        (True, True, "local", None),
+    ],
+)
+def test_base_image_comes_from_the_registry_when_it_answers(
+    monkeypatch: pytest.MonkeyPatch, exists: bool, reachable: bool, expected: str, action: str | None
+) -> None:
+    done: list[tuple[str, str]] = []
+    monkeypatch.setattr(imagectl, "image_exists", lambda name: exists)
+    monkeypatch.setattr(imagectl, "image_labels", lambda name: {})
+    monkeypatch.setattr(imagectl, "registry_reachable", lambda name, timeout=30: reachable)
+    monkeypatch.setattr(imagectl, "make_standin", lambda name: done.append(("standin", name)))
+    monkeypatch.setattr(imagectl, "_run", lambda cmd, **kw: done.append(("pull", cmd[-1])) or "")
+    assert imagectl.ensure_base() == expected
+    want = "docker.io/library/python:3.11-slim-bookworm"
+    assert done == ([(action, want)] if action else [])
