@@ -4,8 +4,9 @@
 #                (serves the whole pipeline on one node from serve_app/config/local.yaml, the `make run` config)
 #   KubeRay:     the Helm chart (helm/tts) uses it for head and worker pods; KubeRay supplies the command.
 #
-# Dependencies come from the SAME hash-pinned lock CI installs (requirements.lock, `make install`), with
-# --require-hashes and --no-deps: nothing is resolved at build time, so no unpinned/CUDA torch can get in.
+# Dependencies come from the SAME hash-pinned lock CI installs (requirements.lock, `make install`): its runtime
+# subset (scripts/image/runtime_lock.py), with --require-hashes and --no-deps: nothing is resolved at build
+# time, so no unpinned/CUDA torch can get in.
 # The lock pins torch==2.13.0+cpu, which lives on PyTorch's CPU wheel index: TORCH_INDEX_URL points pip at
 # it (override with a mirror; a --find-links directory works through PIP_FIND_LINKS).
 #
@@ -32,28 +33,32 @@ RUN apt-get update \
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /build
-COPY requirements.lock requirements-dev.txt ./
-# Install the CI lock exactly, then drop the test/lint-only top-level tools (requirements-dev.txt) and check
-# that every remaining package still has its dependencies; refuse anything but a CPU torch.
-RUN pip install --no-deps --require-hashes --extra-index-url "${TORCH_INDEX_URL}" -r requirements.lock \
-    && pip uninstall -y -r requirements-dev.txt \
+COPY requirements.lock scripts/image/runtime_lock.py ./
+# Install the runtime subset of the CI lock (what requirements.txt pulls in, per pip-compile's `# via`; same
+# pins and hashes, no test/lint tools or their dependencies), check that every package has its dependencies,
+# and refuse anything but a CPU torch. An empty TORCH_INDEX_URL means "no extra index" (wheel via find-links).
+RUN python runtime_lock.py requirements.lock > runtime.lock \
+    && pip install --no-deps --require-hashes ${TORCH_INDEX_URL:+--extra-index-url "${TORCH_INDEX_URL}"} \
+        -r runtime.lock \
     && pip check \
     && python -c "import torch; v = torch.__version__; assert v.endswith('+cpu') and torch.version.cuda is None, v" \
     && ! pip list --format=freeze | grep -i '^nvidia-'
 
 FROM ${PYTHON_IMAGE} AS runtime
-ARG TTS_MODEL_DIR=/models/current
 LABEL org.opencontainers.image.title="sambert-serve" \
       org.opencontainers.image.description="Chinese TTS (SAmBERT + HiFi-GAN) on Ray Serve, CPU"
-# libsndfile for soundfile; wget + bash for KubeRay's readiness probes; tini as PID 1.
+# wget + bash for KubeRay's readiness probes and the HEALTHCHECK; tini as PID 1. (No libsndfile1: the
+# soundfile wheel bundles its own libsndfile.) KubeRay starts Ray with `bash -lc`, whose /etc/profile resets
+# PATH: profile.d puts the venv (ray, serve, python) back.
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends libsndfile1 wget tini \
+    && apt-get install -y --no-install-recommends wget tini \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --gid 10001 tts \
     && useradd --uid 10001 --gid tts --home-dir /home/tts --create-home --shell /usr/sbin/nologin tts \
     && mkdir -p /models /opt/models \
-    && chown tts:tts /models
+    && chown tts:tts /models \
+    && echo "export PATH=/opt/venv/bin:\$PATH" > /etc/profile.d/venv.sh
 COPY --from=builder /opt/venv /opt/venv
 WORKDIR /app
 COPY engine/ engine/
@@ -61,6 +66,8 @@ COPY compat/ compat/
 COPY deployments/ deployments/
 COPY serve_app/ serve_app/
 COPY --from=model / /opt/models/baked/
+# Declared late: a different value (baked model) reuses every layer above.
+ARG TTS_MODEL_DIR=/models/current
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \

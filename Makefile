@@ -8,7 +8,7 @@ PYTEST_FLAGS ?=
 
 .PHONY: install lock lock-upgrade run system-deps test test-full test-slow bench bench-engine bench-frontend bench-serve lint doctor clean \
 	loadtest loadtest-spike soak bench-compare autoscale-demo helm-lint helm-render tools security-scan failover-test \
-	reliability soak-rss
+	reliability soak-rss image image-test
 
 $(PY):
 	python3.11 -m venv $(VENV)
@@ -50,8 +50,9 @@ test-full: $(PY) system-deps
 	$(PY) -m pytest $(PYTEST_FLAGS)
 
 # Only the slow drills (replica kills, drain, soak, failover, WebUI in Chromium): CI runs them after `make test`.
+# The multi-node drills (marker `cluster`) run in `make test-full` and `make reliability-cluster`.
 test-slow: $(PY) system-deps
-	$(PY) -m pytest -m slow $(PYTEST_FLAGS)
+	$(PY) -m pytest -m "slow and not cluster" $(PYTEST_FLAGS)
 
 lint: $(PY)
 	$(PY) -m ruff check .
@@ -141,3 +142,12 @@ security-scan: helm-render tools
 # Loopback failover drill: two Ray clusters behind the chart's nginx gateway; kill, fail over, fail back.
 failover-test: $(PY)
 	$(PY) -m tests.k8s.failover
+
+# Container image without a Docker daemon: buildah builds the real Dockerfile (making a stand-in base where no
+# registry answers), podman runs it (scripts/image/imagectl.py, README "Container image").
+IMAGE ?= localhost/sambert-serve:dev
+image: $(PY)
+	$(PY) -m scripts.image.imagectl build --tag $(IMAGE)
+
+image-test: $(PY)
+	TTS_IMAGE=$(IMAGE) TTS_IMAGE_REQUIRED=1 $(PY) -m pytest -m slow -s -p no:cacheprovider tests/test_image_run.py

@@ -92,6 +92,7 @@ def _drill(name: str, png: Path | None = None) -> dict[str, Any]:
 
 
 @pytest.mark.slow
+@pytest.mark.cluster
 def test_node_loss_under_load_fails_few_requests_and_recovers() -> None:
     if not shutil.which("nginx") and not Path("/usr/sbin/nginx").exists():
         pytest.skip("nginx not installed: the node-loss drill sends traffic through the chart's gateway")
@@ -106,6 +107,7 @@ def test_node_loss_under_load_fails_few_requests_and_recovers() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.cluster
 def test_gcs_outage_with_redis_loses_no_request_and_reconciles() -> None:
     if not shutil.which("redis-server"):
         pytest.skip("redis-server not installed (apt-get install -y redis-server)")
@@ -118,6 +120,7 @@ def test_gcs_outage_with_redis_loses_no_request_and_reconciles() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.cluster
 def test_spike_adds_nodes_and_they_go_away(tmp_path: Path) -> None:
     png = tmp_path / "autoscale.png"
     row = _drill("autoscale", png)

@@ -1,0 +1,1 @@
+"""Helper scripts (not imported by the service)."""

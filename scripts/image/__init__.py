@@ -1,0 +1,1 @@
+"""Container image build/run helpers (buildah + podman, no Docker daemon)."""
