@@ -638,6 +638,8 @@ class TTSIngress:
         item = self.audio_store.get(name)
         if item is None:
             raise TTSError(404, "not_found", "no such audio (unknown id, or expired)")
-        return Response(
-            item.data, media_type=item.media_type, headers={"Cache-Control": "private, max-age=60"}
-        )
+        headers = {
+            "Cache-Control": "private, max-age=60",
+            "X-Random-Weights": str(self.random_weights).lower(),
+        }
+        return Response(item.data, media_type=item.media_type, headers=headers)

@@ -274,3 +274,33 @@ def test_controls_served_equal_the_local_orchestrator(serve_instance, stream: bo
     local = Synthesizer(str(serve_instance.model_dir), threads=1).synthesize(SynthesisRequest(**fields)).audio
     assert len(served) == len(local)
     np.testing.assert_allclose(served, np.clip(local, -1, 1), atol=2e-4)
+
+
+def test_whole_units_served_equal_the_local_orchestrator(serve_instance) -> None:  # type: ignore[no-untyped-def]
+    """The under-load path (whole units through the batched acoustic and vocoder calls, ``pipeline_below``
+    0) gives the local orchestrator's audio too."""
+    from engine.messages import SynthesisRequest
+    from engine.synthesizer import Synthesizer
+    from tests._reliability import deploy, stage_options, undeploy
+
+    args = {
+        "model_dir": str(serve_instance.model_dir),
+        "threads": {"frontend": 1, "acoustic": 1, "vocoder": 1},
+        "ingress": {"stream": {"pipeline_below": 0}, "cache_max_entries": 0},
+        "options": {
+            name: {**stage_options(), "num_replicas": 1}
+            for name in ("TTSIngress", "TextFrontend", "SambertAcoustic", "HifiGanVocoder")
+        },
+    }
+    deploy("wholeunits", "/wholeunits", args)
+    try:
+        fields = {
+            "text": speak('<prosody pitch="+2st">今天天气真不错，</prosody>我们去公园散步吧。'),
+            "volume": 0.7,
+        }
+        served = pcm(serve_instance.url + "/wholeunits", **fields) / 32767
+    finally:
+        undeploy("wholeunits")
+    local = Synthesizer(str(serve_instance.model_dir), threads=1).synthesize(SynthesisRequest(**fields)).audio
+    assert len(served) == len(local)
+    np.testing.assert_allclose(served, np.clip(local, -1, 1), atol=2e-4)
