@@ -20,7 +20,7 @@ import pytest
 import soundfile as sf
 
 from benchmarks import reliability as rel
-from tests._observe import post_chunks, scrape, serve_log_text, wait_for
+from tests._observe import post_chunks, scrape, serve_log_text, total, wait_for
 from tests._reliability import deploy, stage_options, undeploy
 
 pytestmark = pytest.mark.serve
@@ -259,6 +259,43 @@ def test_cache_zero_entries_is_off(url: str) -> None:
     assert main[-1] == "hit"  # the same request is cached where the cache is on
 
 
+# ------------------------------------------------------------------ pipeline_below, max_concurrent_units
+def _stage_calls(app: str) -> dict[str, float]:
+    """Acoustic calls so far by method: ``stream`` (a unit pipelined chunk by chunk) and
+    ``synthesize_batch`` (whole units, batched), from tts_stage_latency_ms on the metrics endpoint."""
+    samples = scrape()
+    return {
+        m: total(samples, "ray_tts_stage_latency_ms_count", stage="acoustic", method=m, application=app)
+        for m in ("stream", "synthesize_batch")
+    }
+
+
+def units_by_path(app_url: str, app: str, text: str, **headers: str) -> dict[str, float]:
+    """How the units of one non-streamed request reached the acoustic stage (per method, from metrics)."""
+    before = _stage_calls(app)
+    r = httpx.post(app_url + "/api/tts", json={"text": text, "format": "pcm"}, headers=headers, timeout=120)
+    assert r.status_code == 200, r.text
+
+    def delta() -> dict[str, float]:
+        return {k: v - before[k] for k, v in _stage_calls(app).items()}
+
+    wait_for(lambda: sum(delta().values()) >= 1, 30, "stage metrics exported")
+    time.sleep(2.5)  # two more export periods: every call of this (finished) request is counted
+    return delta()
+
+
+FOUR_UNITS = "第一句话。第二句话。第三句话。第四句话。"
+
+
+def test_pipeline_below_pipelines_only_the_first_units(url: str) -> None:
+    """pipeline_below 2 (default): a lone unit is vocoded chunk by chunk as the decoder runs; of four
+    concurrent units, two are pipelined and the others go whole through the batched calls."""
+    one = units_by_path(url, "tts", unique("单句流水线"))
+    assert one == {"stream": 1, "synthesize_batch": 0}, one
+    four = units_by_path(url, "tts", FOUR_UNITS.replace("第一", unique("首")[:-1]))
+    assert four["stream"] == 2 and four["synthesize_batch"] >= 1, four
+
+
 # ------------------------------------------------------------------ Prometheus metric names
 README_METRICS = {
     "ray_tts_stage_latency_ms_bucket": {"stage": "acoustic"},
@@ -297,10 +334,9 @@ KEY_NAME, KEY_VALUE = "callcenter", "cc-" + "5e1f0c9a7b3d2e4f6a8b"
 CLAIMS_APP = "claims"
 
 
-@pytest.fixture(scope="module")
-def claims(serve_instance) -> Iterator[str]:  # type: ignore[no-untyped-def]
-    args = {
-        "model_dir": str(serve_instance.model_dir),
+def claims_args(model_dir: str, max_batch_size: int = 1) -> dict:
+    return {
+        "model_dir": model_dir,
         "threads": {"frontend": 1, "acoustic": 1, "vocoder": 1},
         "vocoder_precision": "bf16",
         "ingress": {
@@ -309,10 +345,21 @@ def claims(serve_instance) -> Iterator[str]:  # type: ignore[no-untyped-def]
             "ready_timeout_s": 2.0,
             "retry": {"max_attempts": 1},
             "security": {"auth_enabled": True, "keys": f"{KEY_NAME}:{KEY_VALUE}"},
+            "limits": {"max_concurrent_units": 1},
         },
-        "options": {n: stage_options(num_replicas=1) for n in ("TTSIngress", *rel.STAGES)},
+        "options": {
+            **{n: stage_options(num_replicas=1) for n in ("TTSIngress", *rel.STAGES)},
+            "SambertAcoustic": stage_options(
+                num_replicas=1,
+                user_config={"max_batch_size": max_batch_size, "batch_wait_timeout_s": 0.05},
+            ),
+        },
     }
-    deploy(CLAIMS_APP, f"/{CLAIMS_APP}", args)
+
+
+@pytest.fixture(scope="module")
+def claims(serve_instance) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    deploy(CLAIMS_APP, f"/{CLAIMS_APP}", claims_args(str(serve_instance.model_dir)))
     try:
         yield serve_instance.url + f"/{CLAIMS_APP}"
     finally:
@@ -339,6 +386,14 @@ def test_bf16_is_in_the_model_version_and_changes_the_audio(url: str, claims: st
 
 
 @pytest.mark.slow
+def test_max_concurrent_units_one_runs_units_one_at_a_time(claims: str) -> None:
+    """max_concurrent_units 1: the units of a request never overlap, so each is alone in flight and
+    pipelined (the shared app, at 4, sends the 3rd and 4th whole: test_pipeline_below...)."""
+    got = units_by_path(claims, CLAIMS_APP, FOUR_UNITS.replace("第一", unique("首")[:-1]), **AUTH)
+    assert got == {"stream": 4, "synthesize_batch": 0}, got
+
+
+@pytest.mark.slow
 def test_only_the_key_name_is_logged_and_log_text_logs_text(claims: str) -> None:
     text = unique("日志测试")
     ok = httpx.post(claims + "/api/tts", json={"text": text}, headers=AUTH, timeout=120)
@@ -362,6 +417,46 @@ def test_log_text_off_never_logs_the_text(url: str) -> None:
     tts(url, {"text": text})
     time.sleep(2)
     assert "默认不记录" not in serve_log_text("tts", "TTSIngress")
+
+
+def _acoustic_batches(calls: int) -> tuple[float, float]:
+    """Send ``calls`` concurrent acoustic calls to the claims app; (batches, calls) they ran in."""
+    from ray import serve
+
+    from engine.messages import SynthesisRequest
+    from engine.orchestrator import acoustic_input
+
+    frontend = serve.get_deployment_handle("TextFrontend", app_name=CLAIMS_APP)
+    acoustic = serve.get_deployment_handle("SambertAcoustic", app_name=CLAIMS_APP)
+    inp = acoustic_input(frontend.process.remote(SynthesisRequest("批处理测试。")).result()[0])
+
+    def stats() -> tuple[float, float]:
+        samples = scrape()
+        labels = {"stage": "acoustic", "application": CLAIMS_APP}
+        return (
+            total(samples, "ray_tts_stage_batch_size_count", **labels),
+            total(samples, "ray_tts_stage_batch_size_sum", **labels),
+        )
+
+    before = stats()
+    for f in [acoustic.synthesize.remote(None, inp) for _ in range(calls)]:
+        f.result()
+    after = wait_for(lambda: (a := stats())[1] - before[1] >= calls and a, 30, "batch metrics exported")
+    assert isinstance(after, tuple)
+    return after[0] - before[0], after[1] - before[1]
+
+
+@pytest.mark.slow
+def test_user_config_changes_max_batch_size_live(serve_instance, claims: str) -> None:  # type: ignore[no-untyped-def]
+    """``user_config {max_batch_size}`` applies without a restart: same replica, batches 1 -> up to 8."""
+    replicas = rel.replica_names(CLAIMS_APP, "SambertAcoustic")
+    batches, calls = _acoustic_batches(8)
+    assert batches == calls == 8  # max_batch_size 1: every call alone
+    deploy(CLAIMS_APP, f"/{CLAIMS_APP}", claims_args(str(serve_instance.model_dir), max_batch_size=8))
+    time.sleep(3)  # the controller pushes the new user_config to the running replica
+    assert rel.replica_names(CLAIMS_APP, "SambertAcoustic") == replicas  # reconfigured, not restarted
+    batches, calls = _acoustic_batches(8)
+    assert calls == 8 and batches < calls  # batches of more than one call now form
 
 
 @pytest.mark.slow
