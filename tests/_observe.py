@@ -105,6 +105,22 @@ def total(samples: dict[str, list[tuple[dict[str, str], float]]], name: str, **l
     return sum(v for lab, v in samples.get(name, []) if all(lab.get(k) == x for k, x in labels.items()))
 
 
+def batch_counts(stage: str, **labels: str) -> tuple[float, float]:
+    """(batches run, batches of more than one call) so far, from the tts_stage_batch_size histogram.
+
+    Uses the buckets, not ``_sum``: Ray's exporter approximates a histogram's sum from bucket midpoints."""
+    samples = scrape()
+    count = total(samples, "ray_tts_stage_batch_size_count", stage=stage, **labels)
+    singles = sum(
+        v
+        for lab, v in samples.get("ray_tts_stage_batch_size_bucket", [])
+        if lab.get("stage") == stage
+        and float(lab.get("le", "nan")) == 1.0
+        and all(lab.get(k) == x for k, x in labels.items())
+    )
+    return count, count - singles
+
+
 def wait_for(check: Callable[[], object], timeout_s: float, what: str, every_s: float = 0.5) -> object:
     """Poll ``check`` until it returns a truthy value (metrics are exported periodically); bounded."""
     deadline = time.monotonic() + timeout_s
@@ -115,6 +131,20 @@ def wait_for(check: Callable[[], object], timeout_s: float, what: str, every_s: 
             return last
         time.sleep(every_s)
     raise AssertionError(f"{what}: not seen within {timeout_s}s (last: {last!r})")
+
+
+def settled(read: Callable[[], object], timeout_s: float = 20.0, period_s: float = 1.5) -> object:
+    """``read()`` once two reads one export period apart agree: calls made before now are all counted
+    (a baseline taken earlier could miss observations still waiting for the periodic export)."""
+    last = read()
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        time.sleep(period_s)
+        now = read()
+        if now == last:
+            return now
+        last = now
+    raise AssertionError(f"metrics still changing after {timeout_s}s: {last!r}")
 
 
 # ------------------------------------------------------------------ logs

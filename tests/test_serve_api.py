@@ -14,7 +14,7 @@ import pytest
 import soundfile as sf
 
 from engine.audio import FORMATS
-from tests._observe import post_chunks, scrape, total, wait_for
+from tests._observe import batch_counts, post_chunks, settled, wait_for
 
 pytestmark = pytest.mark.serve
 
@@ -239,12 +239,13 @@ def test_batched_equals_single(serve_instance) -> None:  # type: ignore[no-untyp
     texts = ["你好。", "今天天气真不错。", "我们去公园散步吧！", "好的。"]
     reqs = [acoustic_input(frontend.process.remote(SynthesisRequest(t)).result()[0]) for t in texts]
     single = [acoustic.synthesize.remote(None, r).result() for r in reqs]
-    before = _batch_stats("acoustic")
+    before = settled(lambda: batch_counts("acoustic", application="tts"))
+    assert isinstance(before, tuple)
     batched = [f.result() for f in [acoustic.synthesize.remote(None, r) for r in reqs * 2]][: len(reqs)]
     # some batch held more than one call: the batch sizes observed since `before` sum to more than the
     # number of batches (metrics are exported periodically: bounded wait)
     wait_for(
-        lambda: _grew_by_batches(before, _batch_stats("acoustic"), len(reqs) * 2),
+        lambda: _more_batches_of_several("acoustic", before, len(reqs) * 2),
         30,
         "acoustic batch of more than one call",
     )
@@ -252,11 +253,12 @@ def test_batched_equals_single(serve_instance) -> None:  # type: ignore[no-untyp
         np.testing.assert_array_equal(a.durations, b.durations)
         np.testing.assert_allclose(a.mel, b.mel, atol=1e-4)
     voc_single = [vocoder.vocode.remote(VocodeRequest(a.mel)).result() for a in single]
-    before = _batch_stats("vocoder")
+    before = settled(lambda: batch_counts("vocoder", application="tts"))
+    assert isinstance(before, tuple)
     calls = [vocoder.vocode.remote(VocodeRequest(a.mel)) for a in single * 2]
     voc_batched = [f.result() for f in calls][: len(single)]
     wait_for(
-        lambda: _grew_by_batches(before, _batch_stats("vocoder"), len(single) * 2),
+        lambda: _more_batches_of_several("vocoder", before, len(single) * 2),
         30,
         "vocoder batch of more than one call",
     )
@@ -264,19 +266,10 @@ def test_batched_equals_single(serve_instance) -> None:  # type: ignore[no-untyp
         np.testing.assert_allclose(a, b, atol=1e-4)
 
 
-def _batch_stats(stage: str) -> tuple[float, float]:
-    """(number of batches, calls in them) so far for ``stage``, from the tts_stage_batch_size histogram."""
-    samples = scrape()
-    return (
-        total(samples, "ray_tts_stage_batch_size_count", stage=stage),
-        total(samples, "ray_tts_stage_batch_size_sum", stage=stage),
-    )
-
-
-def _grew_by_batches(before: tuple[float, float], after: tuple[float, float], calls: int) -> bool:
-    """All ``calls`` are exported and they ran in fewer batches than calls (a batch > 1 formed)."""
-    batches, items = after[0] - before[0], after[1] - before[1]
-    return items >= calls and items > batches
+def _more_batches_of_several(stage: str, before: tuple[float, float], calls: int) -> bool:
+    """Every call's batch is exported and at least one batch held more than one call."""
+    after = batch_counts(stage, application="tts")
+    return after[0] > before[0] and after[1] > before[1]
 
 
 # ------------------------------------------------------------------ backpressure, timeout
