@@ -348,10 +348,13 @@ def claims_args(model_dir: str, max_batch_size: int = 1) -> dict:
             "security": {"auth_enabled": True, "keys": f"{KEY_NAME}:{KEY_VALUE}"},
             "limits": {"max_concurrent_units": 1},
         },
+        # A fixed code version, as a config-file deploy (serve deploy / KubeRay) has: Serve then applies a
+        # user_config change in place (Python redeploys otherwise get a fresh random version: a restart).
         "options": {
-            **{n: stage_options(num_replicas=1) for n in ("TTSIngress", *rel.STAGES)},
+            **{n: stage_options(num_replicas=1, version="1") for n in ("TTSIngress", *rel.STAGES)},
             "SambertAcoustic": stage_options(
                 num_replicas=1,
+                version="1",
                 user_config={"max_batch_size": max_batch_size, "batch_wait_timeout_s": 0.05},
             ),
         },

@@ -78,13 +78,13 @@ class AudioProbe:
         self._thread.join(180)
 
 
-def _check(row: rel.Row, probe: AudioProbe | None = None) -> None:
+def _check(row: rel.Row, probe: AudioProbe | None = None, stage_kill: bool = True) -> None:
     print(rel.table([row]), row.extra)
     assert row.sent >= 20, row.extra
     assert row.extra["fail_pct"] <= MAX_FAIL_PCT, row.extra
     assert row.recovery_s is not None and row.recovery_s < 90, row.extra
-    # the kills hit in-flight stage calls (only a retry could have saved them), not idle replicas
-    assert row.extra["stage_call_retries"] >= 1, row.extra
+    if stage_kill:  # the kills hit in-flight stage calls (only a retry could save them), not idle replicas
+        assert row.extra["stage_call_retries"] >= 1, row.extra
     if probe is not None:
         print(f"audio probe: {probe.checked} checked, wrong={probe.wrong}, failed={probe.failed}")
         assert probe.checked >= 3 and not probe.wrong, (probe.checked, probe.wrong)
@@ -156,7 +156,7 @@ def test_kill_ingress_behind_gateway_under_load(chaos: tuple[str, dict], serve_i
     with rel.gateway(serve_instance.url, f"/{APP}") as gw:
         row = rel.faults(gw.url, APP, ["TTSIngress"], concurrency=4, warmup_s=3.0, gap_s=10.0)
         row.extra["gateway"] = gw.replays()
-    _check(row)
+    _check(row, stage_kill=False)  # in-flight work is proven by the gateway's replays below
     assert row.extra["gateway"]["replayed_ok"] >= 1, "no request was replayed: the kill hit no in-flight work"
     assert not row.extra["late_failures"], row.extra
 
