@@ -21,7 +21,7 @@ import soundfile as sf
 
 from benchmarks import reliability as rel
 from tests._observe import batch_counts, post_chunks, scrape, serve_log_text, settled, total, wait_for
-from tests._reliability import deploy, stage_options, undeploy
+from tests._reliability import stage_options, undeploy
 
 pytestmark = pytest.mark.serve
 
@@ -348,22 +348,43 @@ def claims_args(model_dir: str, max_batch_size: int = 1) -> dict:
             "security": {"auth_enabled": True, "keys": f"{KEY_NAME}:{KEY_VALUE}"},
             "limits": {"max_concurrent_units": 1},
         },
-        # A fixed code version, as a config-file deploy (serve deploy / KubeRay) has: Serve then applies a
-        # user_config change in place (Python redeploys otherwise get a fresh random version: a restart).
         "options": {
-            **{n: stage_options(num_replicas=1, version="1") for n in ("TTSIngress", *rel.STAGES)},
+            **{n: stage_options(num_replicas=1) for n in ("TTSIngress", *rel.STAGES)},
             "SambertAcoustic": stage_options(
                 num_replicas=1,
-                version="1",
                 user_config={"max_batch_size": max_batch_size, "batch_wait_timeout_s": 0.05},
             ),
         },
     }
 
 
+def deploy_pinned(name: str, args: dict) -> None:
+    """Deploy ``build_app(args)`` with a fixed code version on every deployment, as a config-file deploy
+    (``serve deploy``, KubeRay) has: Serve then applies a ``user_config``-only change in place. (A Python
+    redeploy otherwise gets a fresh random version, i.e. new replicas.) Ray 2.60 removed the public
+    ``version`` option; the private attribute is what its deploy path reads."""
+    from ray import serve
+    from ray.serve.deployment import Application
+
+    from serve_app.graph import build_app
+    from tests.conftest import _wait_running
+
+    def pin(app: Application) -> None:
+        deployment = app._bound_deployment
+        deployment._version = f"{name}-pinned"
+        for arg in [*deployment.init_args, *deployment.init_kwargs.values()]:
+            if isinstance(arg, Application):
+                pin(arg)
+
+    app = build_app(args)
+    pin(app)
+    serve._run(app, name=name, route_prefix=f"/{name}", _blocking=False)
+    _wait_running(name, 180)
+
+
 @pytest.fixture(scope="module")
 def claims(serve_instance) -> Iterator[str]:  # type: ignore[no-untyped-def]
-    deploy(CLAIMS_APP, f"/{CLAIMS_APP}", claims_args(str(serve_instance.model_dir)))
+    deploy_pinned(CLAIMS_APP, claims_args(str(serve_instance.model_dir)))
     try:
         yield serve_instance.url + f"/{CLAIMS_APP}"
     finally:
@@ -453,7 +474,7 @@ def test_user_config_changes_max_batch_size_live(serve_instance, claims: str) ->
     replicas = rel.replica_names(CLAIMS_APP, "SambertAcoustic")
     batches, several = _acoustic_batches(8)
     assert (batches, several) == (8, 0)  # max_batch_size 1: every call alone
-    deploy(CLAIMS_APP, f"/{CLAIMS_APP}", claims_args(str(serve_instance.model_dir), max_batch_size=8))
+    deploy_pinned(CLAIMS_APP, claims_args(str(serve_instance.model_dir), max_batch_size=8))
     time.sleep(3)  # the controller pushes the new user_config to the running replica
     assert rel.replica_names(CLAIMS_APP, "SambertAcoustic") == replicas  # reconfigured, not restarted
     batches, several = _acoustic_batches(8)
