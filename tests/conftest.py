@@ -101,6 +101,8 @@ def serve_instance(tiny_model_dir: Path) -> Iterator[ServeInstance]:
         log_to_driver=False,
         namespace="tts-tests",
         runtime_env={"env_vars": {"RAY_AUTH_MODE": "disabled", "PYTHONPATH": os.environ["PYTHONPATH"]}},
+        # metrics reach the Prometheus endpoint within ~1 s (default 10 s), so scrape tests stay short
+        _system_config={"metrics_report_interval_ms": 1000},
     )
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})

@@ -109,6 +109,30 @@ def test_request_handlers_never_touch_files_with_user_input() -> None:
             if name in FS_CALLS:
                 calls.append((name, ast.unparse(node)))
     assert calls == [("FileResponse", "FileResponse(STATIC_DIR / 'index.html', media_type='text/html')")]
+    # The request-path modules: no file access at all, except the CSP hash of the WebUI page, read from a
+    # constant path (the default argument of webui_csp), never from anything a request carries.
+    allowed = {
+        "serve_app/hardening.py": [
+            ("Path", "Path(__file__)"),
+            ("read_text", "index.read_text('utf-8')"),
+        ],
+    }
     for module in ("serve_app/security/middleware.py", "serve_app/hardening.py", "serve_app/stages.py"):
-        src = (REPO / module).read_text("utf-8")
-        assert 'scope["path"]' not in src.replace('scope.get("path"', "") or "open(" not in src, module
+        tree = ast.parse((REPO / module).read_text("utf-8"))
+        found = [
+            (name, ast.unparse(node))
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Call)
+            and (name := _call_name(node)) in FS_CALLS | {"open", "iterdir", "glob", "mkdir", "rename"}
+        ]
+        assert sorted(found) == sorted(allowed.get(module, [])), (module, found)
+    csp = next(
+        n
+        for n in ast.walk(ast.parse((REPO / "serve_app/hardening.py").read_text("utf-8")))
+        if isinstance(n, ast.FunctionDef) and n.name == "webui_csp"
+    )
+    assert [ast.unparse(d) for d in csp.args.defaults] == ["STATIC_INDEX"]
+
+
+def _call_name(node: ast.Call) -> str:
+    return node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")

@@ -1,7 +1,8 @@
 """The locust harness end to end: real `locust` subprocesses, exit codes from the SLO gate.
 
 A tiny stdlib HTTP server speaking the `/api/tts` contract stands in for the service here so the harness
-is tested on its own in about 5 s; `test_loadtests_serve.py` runs it against the real test service.
+is tested on its own in about 5 s; `test_loadtests_serve.py` runs it against the real test service (a
+lenient run that must pass and a tight-SLO run that must fail on real latencies).
 """
 
 from __future__ import annotations

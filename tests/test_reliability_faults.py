@@ -1,5 +1,7 @@
 """Replica kills under load (ingress retries stage calls) and graceful drain, on the shared Serve instance.
 
+Order matters: the drain test (last) redeploys the chaos app; the tests before it use it as deployed.
+
 The short vocoder-kill test runs in `make test`; killing every stage, the ingress (behind the chart's nginx
 gateway, and without it), and the drain test are slow (`make test-full`). Budget: at most 1 % of client
 requests may fail.
@@ -8,9 +10,11 @@ requests may fail.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Iterator
 
+import httpx
 import numpy as np
 import pytest
 
@@ -32,11 +36,61 @@ def chaos(serve_instance) -> Iterator[tuple[str, dict]]:  # type: ignore[no-unty
         undeploy(APP)
 
 
-def _check(row: rel.Row) -> None:
+class AudioProbe:
+    """Fixed requests sent beside the load while replicas die; every answer must be the reference audio
+    (the chaos app has no result cache, so each one is a fresh synthesis through the stages)."""
+
+    TEXTS = ("您好，这里是客服中心。", "您的订单已经发货，请注意查收。")
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.reference = {t: self._get(t) for t in self.TEXTS}
+        self.checked = 0
+        self.wrong: list[str] = []
+        self.failed: list[int] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _get(self, text: str) -> np.ndarray | int:
+        r = httpx.post(self.url + "/api/tts", json={"text": text, "format": "pcm"}, timeout=120)
+        return np.frombuffer(r.content, "<i2").astype(np.int32) if r.status_code == 200 else r.status_code
+
+    def _run(self) -> None:
+        i = 0
+        while not self._stop.is_set():
+            text = self.TEXTS[i % len(self.TEXTS)]
+            got = self._get(text)
+            if isinstance(got, int):
+                self.failed.append(got)
+            else:
+                ref = self.reference[text]
+                if len(got) != len(ref) or np.abs(got - ref).max() > 2:  # batching: <= 2 LSB
+                    self.wrong.append(text)
+                self.checked += 1
+            i += 1
+
+    def __enter__(self) -> AudioProbe:
+        for ref in self.reference.values():
+            assert not isinstance(ref, int), f"reference request failed: {ref}"
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(180)
+
+
+def _check(row: rel.Row, probe: AudioProbe | None = None, stage_kill: bool = True) -> None:
     print(rel.table([row]), row.extra)
     assert row.sent >= 20, row.extra
     assert row.extra["fail_pct"] <= MAX_FAIL_PCT, row.extra
     assert row.recovery_s is not None and row.recovery_s < 90, row.extra
+    if stage_kill:  # the kills hit in-flight stage calls (only a retry could save them), not idle replicas
+        assert row.extra["stage_call_retries"] >= 1, row.extra
+    if probe is not None:
+        print(f"audio probe: {probe.checked} checked, wrong={probe.wrong}, failed={probe.failed}")
+        assert probe.checked >= 3 and not probe.wrong, (probe.checked, probe.wrong)
+        assert len(probe.failed) <= 1, probe.failed
 
 
 def test_in_flight_stage_calls_survive_replica_kill(chaos: tuple[str, dict]) -> None:
@@ -50,6 +104,7 @@ def test_in_flight_stage_calls_survive_replica_kill(chaos: tuple[str, dict]) -> 
     raw = serve.get_deployment_handle("HifiGanVocoder", app_name=APP)
     handle = ResilientHandle(raw, "vocoder", RetryPolicy(max_attempts=4, initial_backoff_s=0.05))
     mel = np.random.default_rng(0).standard_normal((3000, 80)).astype(np.float32)
+    reference = raw.vocode.remote(VocodeRequest(mel)).result()
 
     async def run() -> list[object]:
         calls = [handle.vocode.remote(VocodeRequest(mel)) for _ in range(16)]
@@ -68,6 +123,8 @@ def test_in_flight_stage_calls_survive_replica_kill(chaos: tuple[str, dict]) -> 
     print(f"16 calls, retries={handle._stats.retries}, errors={errors[:2]}, {time.monotonic() - t0:.1f}s")
     assert not errors, errors[:3]
     assert handle._stats.retries >= 1, "the kill hit no in-flight call: the test did not exercise failover"
+    for audio in results:  # the retried calls (and the rest) give the right audio, not just an answer
+        np.testing.assert_allclose(np.asarray(audio), reference, atol=1e-4)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and rel.running_replicas(APP, "HifiGanVocoder") < 2:
         time.sleep(0.2)
@@ -75,14 +132,84 @@ def test_in_flight_stage_calls_survive_replica_kill(chaos: tuple[str, dict]) -> 
 
 def test_kill_vocoder_and_acoustic_replica_under_load(chaos: tuple[str, dict]) -> None:
     url, _ = chaos
-    row = rel.faults(url, APP, ["HifiGanVocoder", "SambertAcoustic"], concurrency=4, warmup_s=2.0, gap_s=5.0)
-    _check(row)
+    with AudioProbe(url) as probe:
+        row = rel.faults(
+            url, APP, ["HifiGanVocoder", "SambertAcoustic"], concurrency=4, warmup_s=2.0, gap_s=5.0
+        )
+    _check(row, probe)
+
+
+def _kill_vocoder_during(url: str, body: dict, streamed: bool, clients: int = 3) -> tuple[list[bytes], int]:
+    """Send ``body`` from ``clients`` clients at once; once under way (streamed: every client has audio),
+    kill a vocoder replica. Returns the bodies received and the stage-call retries the ingress logged."""
+    deadline = time.monotonic() + 120  # both vocoder replicas up (a previous kill may still be healing)
+    while time.monotonic() < deadline and (
+        rel.running_replicas(APP, "HifiGanVocoder") < 2 or len(rel.replica_names(APP, "HifiGanVocoder")) < 2
+    ):
+        time.sleep(0.2)
+    retries0 = rel.retry_log_lines(APP)
+    started = [threading.Event() for _ in range(clients)]
+    out: list[dict] = [{} for _ in range(clients)]
+
+    def client(i: int) -> None:
+        try:
+            with httpx.stream("POST", url + "/api/tts", json=body, timeout=120) as r:
+                out[i]["status"] = r.status_code
+                data = bytearray()
+                for chunk in r.iter_raw():
+                    data += chunk
+                    started[i].set()
+                out[i]["body"] = bytes(data)
+        finally:
+            started[i].set()
+
+    threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(clients)]
+    for t in threads:
+        t.start()
+    if streamed:
+        for e in started:
+            e.wait(60)
+    else:
+        time.sleep(0.4)  # the units are being vocoded (pipelined chunk by chunk, or whole)
+    rel.kill_replica(APP, "HifiGanVocoder")
+    for t in threads:
+        t.join(150)
+    assert all(o.get("status") == 200 for o in out), [o.get("status") for o in out]
+    time.sleep(1.0)  # the ingress's retry warnings reach its log file
+    return [o["body"] for o in out], rel.retry_log_lines(APP) - retries0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("streamed", [True, False], ids=["streamed", "pipelined"])
+def test_vocoder_chunk_retried_on_another_replica_after_a_crash(
+    chaos: tuple[str, dict], streamed: bool
+) -> None:
+    """README: a vocoder chunk carries its state, so a chunk in flight on a replica that dies is retried on
+    the other replica, and the audio is exactly the uninterrupted audio (streamed body and pipelined unit)."""
+    url, _ = chaos
+    text = "这是一个用来测试故障恢复的长句子，我们在合成的过程中杀掉一个声码器副本，然后检查音频是否完整正确"
+    body = {"text": text, "format": "pcm", "stream": streamed}
+    expected = np.frombuffer(
+        httpx.post(url + "/api/tts", json={**body, "stream": False}, timeout=120).content, "<i2"
+    )
+    for attempt in range(5):  # a kill can land between two chunks (no call in flight): then try again
+        bodies, retries = _kill_vocoder_during(url, body, streamed)
+        for got in bodies:
+            a = np.frombuffer(got, "<i2").astype(np.int32)
+            assert len(a) == len(expected), (len(a), len(expected))
+            assert np.abs(a - expected).max() <= 2
+        print(f"attempt {attempt}: {len(bodies)} bodies exact, stage-call retries logged: {retries}")
+        if retries >= 1:
+            return
+    pytest.fail("no kill hit an in-flight vocoder call in 5 tries: the retry path was not exercised")
 
 
 @pytest.mark.slow
 def test_kill_every_stage_under_load(chaos: tuple[str, dict]) -> None:
     url, _ = chaos
-    _check(rel.faults(url, APP, ["SambertAcoustic", "TextFrontend", "HifiGanVocoder"], concurrency=3))
+    with AudioProbe(url) as probe:
+        row = rel.faults(url, APP, ["SambertAcoustic", "TextFrontend", "HifiGanVocoder"], concurrency=3)
+    _check(row, probe)
 
 
 @pytest.mark.slow
@@ -96,7 +223,7 @@ def test_kill_ingress_behind_gateway_under_load(chaos: tuple[str, dict], serve_i
     with rel.gateway(serve_instance.url, f"/{APP}") as gw:
         row = rel.faults(gw.url, APP, ["TTSIngress"], concurrency=4, warmup_s=3.0, gap_s=10.0)
         row.extra["gateway"] = gw.replays()
-    _check(row)
+    _check(row, stage_kill=False)  # in-flight work is proven by the gateway's replays below
     assert row.extra["gateway"]["replayed_ok"] >= 1, "no request was replayed: the kill hit no in-flight work"
     assert not row.extra["late_failures"], row.extra
 
