@@ -12,21 +12,14 @@ import httpx
 import pytest
 
 from benchmarks import reliability as rel
-from tests._reliability import RedisServer, deploy, stage_options, start_redis, undeploy
+from tests._reliability import RedisServer, deploy, redis_server, stage_options, undeploy
+
+__all__ = ["redis_server"]  # the module fixture, used by `shared`
 
 pytestmark = [pytest.mark.serve, pytest.mark.slow]
 APP = "relredis"
 KEY = "crm-" + "5e6f7a8b9c0d1e2f3a4b"
 BURST = 6
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = start_redis(tmp_path_factory.mktemp("redis-shared"))
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")
