@@ -131,12 +131,18 @@ def test_in_flight_stage_calls_survive_replica_kill(chaos: tuple[str, dict]) -> 
 
 
 def test_kill_vocoder_and_acoustic_replica_under_load(chaos: tuple[str, dict]) -> None:
+    """Every drill: no failed request, right audio. A kill that lands between requests proves nothing, so the
+    drill is repeated (at most 3 times) until a logged stage-call retry shows a kill hit in-flight work."""
     url, _ = chaos
-    with AudioProbe(url) as probe:
-        row = rel.faults(
-            url, APP, ["HifiGanVocoder", "SambertAcoustic"], concurrency=4, warmup_s=2.0, gap_s=5.0
-        )
-    _check(row, probe)
+    for _ in range(3):
+        with AudioProbe(url) as probe:
+            row = rel.faults(
+                url, APP, ["HifiGanVocoder", "SambertAcoustic"], concurrency=4, warmup_s=2.0, gap_s=5.0
+            )
+        _check(row, probe, stage_kill=False)
+        if row.extra["stage_call_retries"] >= 1:
+            return
+    pytest.fail(f"in 3 drills no kill hit an in-flight stage call: failover not exercised ({row.extra})")
 
 
 def _kill_vocoder_during(url: str, body: dict, streamed: bool, clients: int = 3) -> tuple[list[bytes], int]:
