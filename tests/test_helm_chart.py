@@ -338,10 +338,10 @@ def nginx_conf(value_set: str = "primary", extra: dict[str, Any] | None = None) 
 
 def test_gateway_config_has_backup_and_idempotent_retries() -> None:
     conf = nginx_conf()
-    # The primary twice (a synthesis that hit a dying ingress replica is replayed on the same cluster first),
-    # then the standby; tries cover every primary slot plus the standby.
+    # The primary three times (a synthesis that hit a dying ingress replica is replayed on the same
+    # cluster first; a node loss can reset two attempts), then the standby; tries cover every slot.
     primary = re.findall(r"server tts-primary\.example\.com:443 max_fails=3 fail_timeout=10s;", conf)
-    assert len(primary) == 2, conf
+    assert len(primary) == 3, conf
     assert re.search(r"server tts-standby\.example\.com:443 backup ", conf)
     assert conf.index("tts-primary") < conf.index("tts-standby")
     assert int(re.search(r"proxy_next_upstream_tries (\d+);", conf).group(1)) > len(primary)
@@ -355,7 +355,7 @@ def test_gateway_config_has_backup_and_idempotent_retries() -> None:
 
 def test_gateway_rejects_tries_that_never_reach_the_standby() -> None:
     with pytest.raises(HelmFailure, match="nextUpstreamTries must exceed"):
-        nginx_conf(extra={"gateway": {"primaryAttempts": 3, "nextUpstreamTries": 3}})
+        nginx_conf(extra={"gateway": {"primaryAttempts": 4, "nextUpstreamTries": 4}})
 
 
 @pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx missing: apt-get install -y nginx")

@@ -1,10 +1,10 @@
 """The chart's nginx gateway replays a synthesis that hit a dying ingress replica (real nginx, loopback).
 
 When the ingress replica holding a request dies, the Serve proxy answers 500 before any response byte (it
-cannot replay: the request body lived in the dead replica). The gateway lists the primary twice
-(`gateway.primaryAttempts`), so nginx replays the POST on the primary again - where Serve routes it to a live
-replica - before the standby. These tests pin that behaviour with a scripted backend; the end-to-end ingress
-kill under load is tests/test_reliability_faults.py::test_kill_ingress_behind_gateway_*.
+cannot replay: the request body lived in the dead replica). The gateway lists the primary
+`gateway.primaryAttempts` times (3), so nginx replays the POST on the primary again - where Serve routes it
+to a live replica - before the standby. These tests pin that behaviour with a scripted backend; the
+end-to-end ingress kill under load is tests/test_reliability_faults.py::test_kill_ingress_behind_gateway_*.
 """
 
 from __future__ import annotations
@@ -18,8 +18,12 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from tests.k8s.failover import Nginx, free_port, gateway_nginx_conf
+from tests.k8s.render import CHART_DIR
+
+PRIMARY_ATTEMPTS = int(yaml.safe_load((CHART_DIR / "values.yaml").read_text())["gateway"]["primaryAttempts"])
 
 pytestmark = pytest.mark.skipif(
     shutil.which("nginx") is None, reason="nginx missing: apt-get install -y nginx"
@@ -108,11 +112,23 @@ def test_dying_ingress_500_is_replayed_on_the_same_cluster(gw: tuple[str, Script
 
 def test_standby_gets_the_replay_when_every_primary_attempt_fails(gw: tuple[str, Scripted, Scripted]) -> None:
     url, primary, standby = gw
-    primary.script = ["500", "500"]
+    attempts = PRIMARY_ATTEMPTS
+    primary.script = ["500"] * attempts
     with httpx.Client(timeout=10) as client:
         r = client.post(url, json={"text": "你好"})
     assert (r.status_code, r.text[:1]) == (200, "S")
-    assert primary.hits == ["500", "500"] and standby.hits == ["ok"]
+    assert primary.hits == ["500"] * attempts and standby.hits == ["ok"]
+
+
+def test_two_failed_primary_attempts_are_saved_on_the_primary(gw: tuple[str, Scripted, Scripted]) -> None:
+    """A node loss can reset two attempts (the dead ingress replica, then a kept-alive connection to the dead
+    proxy): the third primary slot still serves it, the standby is not needed."""
+    url, primary, standby = gw
+    primary.script = ["500", "500"]
+    with httpx.Client(timeout=10) as client:
+        r = client.post(url, json={"text": "你好"})
+    assert (r.status_code, r.text[:1]) == (200, "P")
+    assert primary.hits == ["500", "500", "ok"] and standby.hits == []
 
 
 def test_no_replay_once_bytes_reached_the_client(gw: tuple[str, Scripted, Scripted]) -> None:
