@@ -75,6 +75,12 @@ bench-serve: $(PY)
 run: $(PY)
 	RAY_AUTH_MODE=disabled TTS_MODEL_DIR=$(MODEL_DIR) PYTHONPATH=$(CURDIR) $(VENV)/bin/serve run serve_app/config/local.yaml
 
+# Memory per process of the `make run` stack (Ray daemons, Serve actors, one replica per stage): RSS, PSS, USS,
+# torch's share and totals (docs/performance.md "Memory"). BENCH_MEMORY_FLAGS: --replicas 0 (config sizes), --dashboard.
+.PHONY: bench-memory
+bench-memory: $(PY)
+	RAY_AUTH_MODE=disabled $(PY) -m benchmarks.bench_memory $(if $(MODEL_DIR),--model-dir $(MODEL_DIR)) $(BENCH_MEMORY_FLAGS)
+
 # Load tests (locust) against a running service (`make run`); reports in loadtests/reports/ (git-ignored).
 LOADTEST_HOST ?= http://127.0.0.1:8000
 LOADTEST_USERS ?= 4
