@@ -2,7 +2,8 @@
 
 Three views of the same rule: the modules those replicas import, the frontend's whole work path run in a fresh
 interpreter, and the live replicas of the shared Serve instance (no libtorch mapped in their address space,
-while the model stages' replicas do map it).
+while the model stages' replicas do map it). Likewise the ingress never loads the frontend's dictionaries
+(jieba, pypinyin: ≈120 MB), not even to unpickle the units and errors the frontend sends it.
 """
 
 from __future__ import annotations
@@ -37,17 +38,19 @@ TORCH_FREE_MODULES = (
     "engine.messages",
     "engine.audio",
 )
+INGRESS_MODULES = tuple(m for m in TORCH_FREE_MODULES if m != "deployments.text_frontend")
+FRONTEND_DICTIONARIES = ("jieba", "pypinyin", "engine.frontend.frontend")
 TORCH_LIB = "libtorch"  # libtorch.so / libtorch_cpu.so: mapped by every process that imported torch
 CHECK = """
 import sys
-torch = sorted(m for m in sys.modules if m == "torch" or m.startswith("torch."))
-assert not torch, f"torch was imported: {torch[:5]}"
+loaded = sorted(m for m in sys.modules if m.split(".")[0] in {forbidden!r} or m in {forbidden!r})
+assert not loaded, f"imported: {{loaded[:5]}}"
 """
 
 
-def _run(code: str) -> None:
+def _run(code: str, forbidden: tuple[str, ...] = ("torch",)) -> None:
     done = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code) + CHECK],
+        [sys.executable, "-c", textwrap.dedent(code) + CHECK.format(forbidden=forbidden)],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
@@ -60,10 +63,35 @@ def test_replica_modules_import_no_torch() -> None:
     _run(f"import {', '.join(TORCH_FREE_MODULES)}")
 
 
-def test_the_check_sees_torch() -> None:
-    """The subprocess check fails when torch is imported (so the tests above can fail)."""
-    with pytest.raises(AssertionError, match="torch was imported"):
+def test_the_check_sees_what_it_forbids() -> None:
+    """The subprocess check fails when a forbidden module is imported (so the tests here can fail)."""
+    with pytest.raises(AssertionError, match=r"imported: .*torch"):
         _run("import engine.sambert")
+    with pytest.raises(AssertionError, match=r"imported: .*engine\.frontend\.frontend"):
+        _run("from engine.frontend import Frontend", FRONTEND_DICTIONARIES)
+
+
+def test_ingress_loads_no_frontend_dictionaries(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """The ingress's modules, and unpickling what the frontend replica sends (units, its error), load no
+    jieba/pypinyin."""
+    import pickle
+
+    from engine.frontend import Frontend, FrontendError
+    from engine.modeldir import load_model_dir
+
+    vocab = load_model_dir(tiny_model_dir).default_voice.vocab
+    units = Frontend().process("你好，世界。2024年。", vocab)
+    sent = tmp_path / "sent.pkl"
+    sent.write_bytes(pickle.dumps((units, FrontendError("bad text"))))
+    _run(
+        f"""
+        import pickle
+        import {", ".join(INGRESS_MODULES)}
+        units, error = pickle.loads(open({str(sent)!r}, "rb").read())
+        assert units[0].marks and units[0].ids.shape[0] > 0 and str(error) == "bad text"
+        """,
+        (*FRONTEND_DICTIONARIES, "torch"),
+    )
 
 
 def test_frontend_replica_work_path_imports_no_torch(tiny_model_dir: Path) -> None:
