@@ -10,7 +10,12 @@ torch's shared libraries, and the totals.
 PSS splits shared pages (libraries, copy-on-write) between the processes mapping them, so the PSS column adds
 up to what the pipeline really occupies; the RSS column double-counts them (the issue's figure was RSS).
 
-Usage: ``python -m benchmarks.bench_memory [--model-dir DIR] [--replicas 1] [--dashboard] [--json OUT]``.
+``--breakdown`` explains a replica instead: fresh interpreters import and run one component at a time (Ray +
+Serve, torch, the frontend and its dictionaries, each model's weights and first inference) and print the RSS
+and USS each step adds.
+
+Usage: ``python -m benchmarks.bench_memory [--model-dir DIR] [--replicas 1] [--dashboard] [--json OUT]``,
+``python -m benchmarks.bench_memory --breakdown [--model-dir DIR]``.
 """
 
 from __future__ import annotations
@@ -215,6 +220,73 @@ def served(
             stop(proc, tree)
 
 
+# Each scenario runs in a fresh interpreter; every step is measured after it ran (``{model_dir}`` filled in).
+BREAKDOWN: dict[str, tuple[str, ...]] = {
+    "Ray worker (Serve, FastAPI)": ("import numpy", "import ray", "from ray import serve", "import fastapi"),
+    "torch": ("import numpy", "import torch"),
+    "text frontend": (
+        "import numpy",
+        "import jieba, jieba.posseg",
+        "import pypinyin",
+        "from engine.frontend import Frontend",
+        "from engine.modeldir import load_model_dir; d = load_model_dir({model_dir!r}); f = Frontend()",
+        "f.process('您好，请问有什么可以帮您？会议在下午两点半开始。', d.default_voice.vocab)",
+        "f.process('Hello world, 2024年3月5日，张三说：长大了要去银行。', d.default_voice.vocab)",
+    ),
+    "acoustic model": (
+        "import numpy; import torch; torch.set_num_threads(1)",
+        "from engine.modeldir import load_model_dir; d = load_model_dir({model_dir!r})",
+        "from engine.sambert import AcousticModel; m = AcousticModel.from_voice(d.default_voice, 1)",
+        "from engine.messages import AcousticInput; from engine.frontend import Frontend; "
+        "u = Frontend().process('您好，这里是智能客服中心，请问有什么可以帮您？', d.default_voice.vocab)",
+        "o = m.synthesize([AcousticInput(u[0].ids)])[0]",
+        "o = m.synthesize([AcousticInput(x.ids) for x in u * 4])",
+    ),
+    "vocoder": (
+        "import numpy; import torch; torch.set_num_threads(1)",
+        "from engine.modeldir import load_model_dir; d = load_model_dir({model_dir!r})",
+        "from engine.hifigan import Vocoder; v = Vocoder.from_voice(d.default_voice, 1)",
+        "a = v.vocode(numpy.random.default_rng(0).standard_normal((200, 80), dtype=numpy.float32))",
+        "a = v.vocode_batch([numpy.zeros((400, 80), numpy.float32)] * 4)",
+    ),
+}
+STEP_PROBE = """
+import json, psutil
+_p = psutil.Process()
+def _mem(step):
+    f = _p.memory_full_info()
+    print("STEP " + json.dumps([step, f.rss / 2**20, f.uss / 2**20]), flush=True)
+_mem("python")
+for _step in {steps!r}:
+    exec(_step)
+    _mem(_step)
+"""
+
+
+def breakdown(model_dir: str) -> str:
+    """What each component adds to a process (fresh interpreter per scenario), as a markdown table."""
+    lines = ["| scenario | step | RSS MB | +RSS | USS MB | +USS |", "|---|---|---|---|---|---|"]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    for scenario, steps in BREAKDOWN.items():
+        code = STEP_PROBE.format(steps=[s.format(model_dir=model_dir) for s in steps])
+        out = subprocess.run(
+            [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
+        )
+        if out.returncode:
+            raise RuntimeError(f"{scenario}: {out.stderr[-2000:]}")
+        prev: tuple[float, float] | None = None
+        for line in out.stdout.splitlines():
+            if not line.startswith("STEP "):
+                continue
+            step, rss, uss = json.loads(line[5:])
+            step = step.replace(model_dir, "DIR")
+            label = step if len(step) <= 60 else step[:57] + "..."
+            grew = f"{rss - prev[0]:+.0f} | {uss:.0f} | {uss - prev[1]:+.0f}" if prev else f" | {uss:.0f} | "
+            lines.append(f"| {scenario} | `{label}` | {rss:.0f} | {grew} |")
+            prev = (rss, uss)
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.bench_memory", description=__doc__.split("\n")[0]
@@ -231,7 +303,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout-s", type=float, default=600.0, help="bound on start-up until /ready")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON here")
     parser.add_argument("--log", type=Path, default=Path(tempfile.gettempdir()) / "bench-memory-serve.log")
+    parser.add_argument("--breakdown", action="store_true", help="per-component cost instead (no Ray)")
     args = parser.parse_args(argv)
+    if args.breakdown:
+        from engine.modeldir import benchmark_model_dir
+
+        print(breakdown(benchmark_model_dir(args.model_dir)))
+        return 0
 
     cfg = run_config(args.model_dir, _free_port(), args.replicas)
     print(f"starting the app (log: {args.log}) ...", file=sys.stderr, flush=True)
