@@ -72,8 +72,16 @@ bench-serve: $(PY)
 
 # Local single-node Ray + Serve with serve_app/config/local.yaml on :8000. MODEL_DIR=/path or TTS_MODEL_DIR;
 # without one a full-size RANDOM voice is generated (models/_generated, git-ignored) and the audio is noise.
+# `serve run` on a Ray without the dashboard head (~0.9 GB RSS); DASHBOARD=1 keeps it (:8265, `serve status`).
 run: $(PY)
-	RAY_AUTH_MODE=disabled TTS_MODEL_DIR=$(MODEL_DIR) PYTHONPATH=$(CURDIR) $(VENV)/bin/serve run serve_app/config/local.yaml
+	RAY_AUTH_MODE=disabled TTS_MODEL_DIR=$(MODEL_DIR) PYTHONPATH=$(CURDIR) \
+		$(PY) -m serve_app.run serve_app/config/local.yaml $(if $(DASHBOARD),--dashboard)
+
+# Memory per process of the `make run` stack (Ray daemons, Serve actors, one replica per stage): RSS, PSS, USS,
+# torch's share and totals (docs/performance.md "Memory"). BENCH_MEMORY_FLAGS: --replicas 0 (config sizes), --dashboard.
+.PHONY: bench-memory
+bench-memory: $(PY)
+	RAY_AUTH_MODE=disabled $(PY) -m benchmarks.bench_memory $(if $(MODEL_DIR),--model-dir $(MODEL_DIR)) $(BENCH_MEMORY_FLAGS)
 
 # Load tests (locust) against a running service (`make run`); reports in loadtests/reports/ (git-ignored).
 LOADTEST_HOST ?= http://127.0.0.1:8000

@@ -8,6 +8,9 @@
     <dir>/voices/<voice>/dict/              optional linguistic dictionaries
 
 Checkpoints are read with ``torch.load(weights_only=True)``; anything needing unsafe unpickling is refused.
+Importing this module never imports torch: the ingress and the text frontend, which run no model, use it for
+the voices, vocabularies and provenance (``tests/test_torch_free.py``). Only the checkpoint readers
+(:func:`load_checkpoint`, ``VoiceSpec.load_am_state``/``load_voc_state``) import torch, when called.
 
 Which directory to serve (:func:`resolve_model`, first match wins):
 
@@ -34,13 +37,15 @@ import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 from urllib.parse import quote
 
-import torch
 import yaml
 
 from engine.symbols import LinguisticVocab, SymbolError
+
+if TYPE_CHECKING:
+    import torch
 
 ENV_MODEL_DIR = "TTS_MODEL_DIR"
 RELEASED_MODEL_NAME = "speech_sambert-hifigan_tts_zh-cn_16k"
@@ -238,6 +243,8 @@ def scan_checkpoint(ckpt_dir: Path) -> Path:
 
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     """``torch.load(weights_only=True)`` on CPU; unsafe or corrupt files raise :class:`ModelDirError`."""
+    import torch  # here, not at module level: see the module docstring
+
     path = Path(path)
     _require_file(path, "a PyTorch checkpoint (.pth)")
     try:
@@ -258,6 +265,8 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def _tensor_dict(ckpt: Mapping[str, Any], keys: tuple[str, ...], path: Path) -> dict[str, torch.Tensor]:
+    import torch
+
     node: Any = ckpt
     for i, key in enumerate(keys):
         if not isinstance(node, Mapping) or key not in node:

@@ -24,7 +24,7 @@ import numpy as np
 
 from engine.audio import apply_volume, silence
 from engine.controls import pitch_to_model_units
-from engine.frontend.frontend import Mark, SynthesisUnit
+from engine.frontend.units import Mark, SynthesisUnit
 from engine.messages import (
     AcousticInput,
     AcousticOutput,

@@ -36,6 +36,7 @@ from engine.frontend.normalize import PAUSE, SENTENCE_END, NChar, normalize
 from engine.frontend.phones import split_tone, syllable_phones
 from engine.frontend.ssml import Marker, Style, TextChunk, looks_like_ssml, parse_ssml
 from engine.frontend.tokens import break_token, word_flags
+from engine.frontend.units import Syllable, SynthesisUnit, unit_marks
 from engine.symbols import EOS, MASK, PAD, LinguisticVocab, SymbolError, format_token
 
 NEUTRAL = Prosody()
@@ -52,41 +53,6 @@ _SAY_AS_SURNAMES: dict[str, list[str]] = {
     "重": ["chong2"],
     "万": ["wan4"],
 }
-
-
-@dataclass(frozen=True, slots=True)
-class Syllable:
-    """One spoken syllable (or English word) with its reading and source span, for timestamps."""
-
-    text: str
-    pinyin: str  # surface pinyin (after sandhi); ARPAbet for English words
-    span: tuple[int, int]
-    lexical: str = ""  # dictionary pinyin before sandhi
-
-
-Mark = tuple[str, int, int]  # (syllable/character text, first token, end token exclusive)
-
-
-@dataclass
-class SynthesisUnit:
-    """One sentence (or piece of one) with everything the later stages need; plain data, picklable.
-
-    ``prosody``, ``emotion``, ``emotion_intensity`` and ``speaker`` are final: the request's values merged
-    with the unit's SSML spans; :func:`engine.orchestrator.acoustic_input` hands them to the acoustic model.
-    """
-
-    tokens: list[str]
-    token_string: str
-    ids: np.ndarray  # int64 [T, 6]
-    spans: list[tuple[int, int] | None]
-    pause_after_s: float
-    prosody: Prosody
-    emotion: str
-    text: str
-    syllables: list[Syllable]
-    emotion_intensity: float = 1.0
-    speaker: str | None = None
-    marks: tuple[Mark, ...] = ()  # syllable → token ranges, for timestamps (see :func:`unit_marks`)
 
 
 @dataclass
@@ -379,29 +345,6 @@ def _merge(request: Prosody, intensity: float, style: Style) -> tuple[Prosody, f
     except ControlError as exc:
         raise FrontendError(str(exc)) from None
     return merged, inten
-
-
-def unit_marks(spans: Sequence[tuple[int, int] | None], syllables: Sequence[Syllable]) -> tuple[Mark, ...]:
-    """Syllable → token-range marks (for timestamps).
-
-    A syllable owns the tokens whose source span overlaps its span; syllables that share one source span
-    (e.g. "2024" read as four syllables) split those tokens in order, evenly.
-    """
-    marks: list[Mark] = []
-    i = 0
-    while i < len(syllables):
-        span = tuple(syllables[i].span)
-        j = i
-        while j < len(syllables) and tuple(syllables[j].span) == span:
-            j += 1
-        owned = [k for k, sp in enumerate(spans) if sp is not None and sp[0] < span[1] and span[0] < sp[1]]
-        group = syllables[i:j]
-        for n, syl in enumerate(group):
-            part = owned[len(owned) * n // len(group) : len(owned) * (n + 1) // len(group)]
-            if part:
-                marks.append((str(syl.text), part[0], part[-1] + 1))
-        i = j
-    return tuple(marks)
 
 
 _ROWS: weakref.WeakKeyDictionary[LinguisticVocab, dict[str, tuple[int, ...]]] = weakref.WeakKeyDictionary()
