@@ -33,8 +33,8 @@ def test_model_beats_dictionaries_on_a_cpp_dev_sample(g2p: G2P) -> None:
 def test_cpp_dev_accuracy(g2p: G2P) -> None:
     items = load_cpp(CPP_DEV, "dev")
     assert len(items) == 9893
-    assert cpp_accuracy(g2p, items, context=True).accuracy >= 0.975
-    assert cpp_accuracy(g2p, items).accuracy >= 0.972
+    assert cpp_accuracy(g2p, items, context=True).accuracy >= 0.977  # as the frontend runs (97.75 %)
+    assert cpp_accuracy(g2p, items).accuracy >= 0.976  # the model sees only the hanzi run (97.65 %)
 
 
 @pytest.mark.parametrize(
