@@ -40,8 +40,9 @@ def pinyin_accuracy(g2p: G2P | None = None, path: Path | None = None) -> Score:
         if len(labels) != len(hanzi):
             raise ValueError(f"{sentence}: {len(labels)} labels for {len(hanzi)} characters")
         got: list[str] = []
-        for run in _han_runs(sentence):
-            for w in g2p.words(run, [None] * len(run)):
+        runs = [(start, [None] * len(run)) for start, run in _han_runs(sentence)]
+        for words in g2p.sentence(sentence, runs):  # one sentence, as the frontend reads it
+            for w in words:
                 for s in w.syllables:
                     if s.last > s.first:  # erhua syllable covers two characters: compare as base + er5
                         base = s.lexical[:-2] + s.lexical[-1]
@@ -70,15 +71,17 @@ def plain_pypinyin_accuracy(path: Path | None = None) -> Score:
     return score
 
 
-def _han_runs(sentence: str) -> list[str]:
-    runs, cur = [], ""
-    for c in sentence:
-        if is_han(c):
-            cur += c
-        elif cur:
-            runs.append(cur)
-            cur = ""
-    return runs + ([cur] if cur else [])
+def _han_runs(sentence: str) -> list[tuple[int, str]]:
+    """``(start, run)`` for each run of hanzi in ``sentence``."""
+    runs: list[tuple[int, str]] = []
+    for i, c in enumerate(sentence):
+        if not is_han(c):
+            continue
+        if runs and runs[-1][0] + len(runs[-1][1]) == i:
+            runs[-1] = (runs[-1][0], runs[-1][1] + c)
+        else:
+            runs.append((i, c))
+    return runs
 
 
 def tn_accuracy(path: Path | None = None) -> Score:

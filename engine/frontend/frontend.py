@@ -30,7 +30,7 @@ from engine.controls import (
 )
 from engine.frontend import english
 from engine.frontend.errors import FrontendError
-from engine.frontend.g2p import G2P, apply_sandhi
+from engine.frontend.g2p import G2P, Word, apply_sandhi
 from engine.frontend.lexicon import SURNAMES
 from engine.frontend.normalize import PAUSE, SENTENCE_END, NChar, normalize
 from engine.frontend.phones import split_tone, syllable_phones
@@ -221,29 +221,30 @@ class Frontend:
         return sentences
 
     def _words(self, items: Sequence[NChar]) -> list[_Word]:
-        words: list[_Word] = []
-        run: list[NChar] = []
-
-        def flush() -> None:
-            if run:
-                words.extend(self._mandarin(run))
-                run.clear()
-
-        for c in items:
+        """Words of one sentence; its hanzi runs are read together (the polyphone model sees the sentence)."""
+        text, offsets = "", []
+        runs: list[tuple[int, list[NChar]]] = []  # (index of its first item, its items) per hanzi run
+        for k, c in enumerate(items):
+            offsets.append(len(text))
+            text += c.text
             if c.kind == "han":
-                run.append(c)
-                continue
-            flush()
-            if c.kind == "en":
+                if runs and runs[-1][0] + len(runs[-1][1]) == k:
+                    runs[-1][1].append(c)
+                else:
+                    runs.append((k, [c]))
+        read = self.g2p.sentence(text, [(offsets[k], [c.pinyin for c in run]) for k, run in runs])
+        mandarin = {k: self._mandarin(run, g_words) for (k, run), g_words in zip(runs, read, strict=True)}
+        words: list[_Word] = []
+        for k, c in enumerate(items):
+            if k in mandarin:
+                words.extend(mandarin[k])
+            elif c.kind == "en":
                 words.append(_english_word(c))
             elif c.kind == "punct" and c.text in PAUSE and words:
                 words[-1].break_after = 3
-        flush()
         return words
 
-    def _mandarin(self, run: Sequence[NChar]) -> list[_Word]:
-        text = "".join(c.text for c in run)
-        g_words = self.g2p.words(text, [c.pinyin for c in run])
+    def _mandarin(self, run: Sequence[NChar], g_words: list[Word]) -> list[_Word]:
         apply_sandhi(g_words, self.tone_sandhi)
         out: list[_Word] = []
         for gw in g_words:

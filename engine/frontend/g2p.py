@@ -4,6 +4,9 @@ Order of precedence per word: user pronunciation overrides, the project phrase d
 (:mod:`engine.frontend.lexicon`), pypinyin's phrase dictionaries, then our context rules for single-character
 polyphones (还 得 地 了 着 重 调 为 数 只 长 一, written for this project). Erhua merges a suffix 儿 into the
 previous syllable (``huir4``); tone sandhi (3-3, 一, 不) is a separate surface step, :func:`apply_sandhi`.
+Polyphones none of these decide go to :mod:`engine.frontend.polyphone`, which reads the whole sentence
+(:meth:`G2P.sentence` takes all of a sentence's hanzi runs) and weighs the phrase evidence around the
+character (:func:`phrase_evidence`).
 """
 
 from __future__ import annotations
@@ -141,7 +144,7 @@ class G2P:
         extra += list(self.overrides)
         self.segmenter = Segmenter(extra or None)
         self.use_model = polyphone_model
-        self._gate = pm.load_gate() if polyphone_model else {}
+        self._gate = pm.load_gate() if polyphone_model else None
 
     def warm_up(self) -> None:
         with _WARM_LOCK:
@@ -150,6 +153,7 @@ class G2P:
             names.warm_up()
             if self.use_model:
                 pm.model()
+                pm.cedict_phrases()
 
     def words(
         self, text: str, forced: Sequence[str | None], context: tuple[str, str] = ("", "")
@@ -158,8 +162,32 @@ class G2P:
 
         ``context`` is the sentence text around the run (left, right); the polyphone model reads it too.
         """
-        if len(forced) != len(text):
-            raise FrontendError("internal: forced readings and text differ in length")
+        left, right = context
+        return self.sentence(left + text + right, [(len(left), forced)])[0]
+
+    def sentence(self, text: str, runs: Sequence[tuple[int, Sequence[str | None]]]) -> list[list[Word]]:
+        """Read the hanzi runs of one sentence: run ``(start, forced)`` is ``text[start:start+len(forced)]``.
+
+        The polyphone model reads the whole sentence once, for every run.
+        """
+        out = []
+        for start, forced in runs:
+            run = text[start : start + len(forced)]
+            if len(run) != len(forced):
+                raise FrontendError("internal: forced readings and text differ in length")
+            out.append(self._lexical(run, forced))
+        if self.use_model:
+            self._polyphones(text, [(start, words) for (start, _), words in zip(runs, out, strict=True)])
+        for words in out:
+            for word in words:
+                _erhua(word)
+            _erhua_across(words)
+            for word in words:
+                word.syllables = [s for s in word.syllables if s.lexical != "?"]
+        return [[w for w in words if w.syllables] for words in out]
+
+    def _lexical(self, text: str, forced: Sequence[str | None]) -> list[Word]:
+        """Dictionaries, context rules and surnames for one run (before the polyphone model)."""
         cut = self.segmenter.cut(text)
         lookup: list[tuple[list[str], str] | None] = []
         for w in cut:
@@ -187,14 +215,7 @@ class G2P:
             pos += len(w)
         _context_rules(words)
         self._names(text, words)
-        if self.use_model:
-            self._polyphones(text, words, context)
-        for word in words:
-            _erhua(word)
-        _erhua_across(words)
-        for word in words:
-            word.syllables = [s for s in word.syllables if s.lexical != "?"]
-        return [w for w in words if w.syllables]
+        return words
 
     def _names(self, text: str, words: list[Word]) -> None:
         """Surname readings at the start of person names (单 shan4 in 单田芳, 翟 zhai2 in 翟先生)."""
@@ -204,24 +225,41 @@ class G2P:
             if s.source not in DECIDED_SOURCES:
                 s.lexical, s.source = py, "name"
 
-    def _polyphones(self, text: str, words: list[Word], context: tuple[str, str]) -> None:
-        """Let the context model confirm or change every polyphone our dictionaries did not decide."""
-        model = pm.model()
+    def _polyphones(self, text: str, runs: Sequence[tuple[int, list[Word]]]) -> None:
+        """The context model confirms or changes each polyphone our dictionaries and rules left open."""
+        model, gate = pm.model(), self._gate
+        assert gate is not None
         todo = [
-            s
+            (start + s.first, s)
+            for start, words in runs
             for w in words
             for s in w.syllables
             if s.source not in DECIDED_SOURCES and model.is_polyphone(s.hanzi)
         ]
         if not todo:
             return
-        left, right = context
-        probs = model.log_probs(left + text + right, [len(left) + s.first for s in todo])
-        for s, lp in zip(todo, probs, strict=True):
-            s.lexical = pm.decide(lp, s.lexical, s.source, self._gate)
+        probs = model.log_probs(text, [p for p, _ in todo])
+        for (p, s), lp in zip(todo, probs, strict=True):
+            s.lexical = pm.decide(lp, s.lexical, s.source, gate, phrase_evidence(text, p))
 
 
-DECIDED_SOURCES = frozenset({"override", "proj", "forced", "name", "rule"})
+def phrase_evidence(text: str, index: int) -> dict[str, set[str]]:
+    """Readings of ``text[index]`` in the 2-4 character words around it, per phrase dictionary."""
+    cedict = pm.cedict_phrases()
+    out: dict[str, set[str]] = {"pypinyin": set(), "cedict": set()}
+    for n in range(2, 5):
+        for a in range(max(0, index - n + 1), min(index, len(text) - n) + 1):
+            w = text[a : a + n]
+            py = PHRASES_DICT.get(w)
+            if py is not None and len(py) == n:
+                out["pypinyin"].add(_tone3(py[index - a][0]))
+            ce = cedict.get(w)
+            if ce is not None:
+                out["cedict"].add(ce[index - a])
+    return out
+
+
+DECIDED_SOURCES = frozenset({"override", "proj", "forced", "name", "rule"})  # the model never changes these
 
 
 def _sub_phrases(word: str, syls: list[tuple[str, str]]) -> list[tuple[str, str]]:

@@ -6,12 +6,14 @@ The model is g2pM's one-layer BiLSTM (Park & Lee 2020, trained on the CPP benchm
 each direction only as far as needed and scoring only the candidate classes makes it several times cheaper)
 and restrict its output to the readings CC-CEDICT lists for the character.
 
-:func:`decide` combines it with the lexical reading from :mod:`engine.frontend.g2p`: each candidate reading
-scores its model log-probability, and the reading our dictionaries chose gets a bonus that depends on where it
-came from (pypinyin phrase of n syllables, max-matched sub-phrase, bare single-character default). Overrides,
-forced readings, the project phrase list, context rules and surname readings are never changed. The bonuses
-are fitted on the CPP **dev** split by ``engine/frontend/training/fit_polyphone_gate.py`` and stored in
-``polyphone_gate.json``; the CPP test split is never read for fitting.
+:func:`decide` combines it with the lexical reading from :mod:`engine.frontend.g2p`: each candidate
+reading gets a linear score: its model log-probability, a bonus when it is the reading our dictionaries chose
+(by where that came from: pypinyin phrase of n syllables, max-matched sub-phrase, bare single-character
+default) and a bonus per phrase dictionary (pypinyin's; CC-CEDICT's, ``cedict_phrases.tsv``) with a 2-4
+character word around the character that reads it so. Overrides, forced readings, the project phrase list,
+context rules and surname readings are never changed. The weights (a conditional logit) are fitted on the CPP
+**dev** split by ``engine/frontend/training/fit_polyphone_gate.py`` and stored in ``polyphone_gate.json``; the
+CPP test split is never read for fitting.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ import importlib.resources
 import json
 import pickle
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,9 +31,11 @@ import numpy as np
 from engine.frontend.errors import FrontendError
 
 GATE_PATH = Path(__file__).with_name("polyphone_gate.json")
+CEDICT_PATH = Path(__file__).with_name("cedict_phrases.tsv")
 _BOS, _EOS, _UNK = "시", "끝", "<UNK>"  # g2pM's sentence-boundary and unknown tokens
 _LOCK = threading.Lock()
 _MODEL: PolyphoneModel | None = None
+_CEDICT: dict[str, list[str]] | None = None
 _NEVER = frozenset("一不")  # citation tone + sandhi rules own these
 
 
@@ -160,14 +165,57 @@ def model() -> PolyphoneModel:
     return _MODEL
 
 
-def load_gate(path: Path = GATE_PATH) -> dict[str, float]:
-    """Bonus (in log-probability units) for our own reading, by where it came from."""
-    data = json.loads(path.read_text("utf-8"))
-    return {str(k): float(v) for k, v in data["bonus"].items()}
+def cedict_phrases() -> dict[str, list[str]]:
+    """CC-CEDICT words with a polyphone (``cedict_phrases.tsv``), loaded on first use."""
+    global _CEDICT
+    if _CEDICT is None:
+        with _LOCK:
+            if _CEDICT is None:
+                table = {}
+                for line in CEDICT_PATH.read_text("utf-8").splitlines():
+                    if line and not line.startswith("#"):
+                        word, py = line.split("\t")
+                        table[word] = py.split()
+                _CEDICT = table
+    return _CEDICT
 
 
-def decide(log_probs: dict[str, float], ours: str, source: str, gate: dict[str, float]) -> str:
-    """The candidate with the best model log-probability, our reading getting ``gate[source]`` on top."""
-    scores = dict(log_probs)
-    scores[ours] = scores.get(ours, -30.0) + gate.get(source, 0.0)
-    return max(scores, key=scores.__getitem__)
+@dataclass(frozen=True, slots=True)
+class Gate:
+    """Weights of the linear score per candidate reading (see the module docstring)."""
+
+    log_prob: float
+    ours: dict[str, float]  # by source of our reading
+    evidence: dict[str, float]  # by phrase dictionary
+
+    def score(
+        self, reading: str, log_prob: float, ours: str, source: str, evidence: Mapping[str, set[str]]
+    ) -> float:
+        s = self.log_prob * log_prob + (self.ours.get(source, 0.0) if reading == ours else 0.0)
+        return s + sum(w for d, w in self.evidence.items() if reading in evidence.get(d, ()))
+
+
+def load_gate(path: Path = GATE_PATH) -> Gate:
+    """The fitted gate weights."""
+    data = json.loads(path.read_text("utf-8"))["weights"]
+    return Gate(
+        float(data["log_prob"]),
+        {str(k): float(v) for k, v in data["ours"].items()},
+        {str(k): float(v) for k, v in data["evidence"].items()},
+    )
+
+
+UNLISTED = -30.0  # log-probability of a reading the model does not list for the character
+
+
+def decide(
+    log_probs: Mapping[str, float],
+    ours: str,
+    source: str,
+    gate: Gate,
+    evidence: Mapping[str, set[str]] | None = None,
+) -> str:
+    """The candidate (the model's readings and ours) with the best gate score."""
+    evidence = evidence or {}
+    cands = [*log_probs, *([ours] if ours not in log_probs else [])]
+    return max(cands, key=lambda r: gate.score(r, log_probs.get(r, UNLISTED), ours, source, evidence))
