@@ -66,6 +66,12 @@ bench-engine: $(PY)
 bench-frontend: $(PY)
 	$(PY) -m benchmarks.bench_frontend $(if $(CPP_TEST),--cpp-test $(CPP_TEST))
 
+# bf16 vocoder vs fp32 on real weights and real speech: LSD <= 0.2 dB and |dDNSMOS| <= 0.02 per clip (exit 1 on
+# FAIL), then fp32/bf16 speed on the universal and the released architectures.
+.PHONY: quality-gate
+quality-gate: $(PY) system-deps
+	$(PY) -m benchmarks.quality_gate
+
 # Served pipeline (full-size random model unless MODEL_DIR/TTS_MODEL_DIR): RTF, streamed TTFA, 1/4/8/16 clients.
 bench-serve: $(PY)
 	RAY_AUTH_MODE=disabled $(PY) -m benchmarks.bench_serve $(if $(MODEL_DIR),--model-dir $(MODEL_DIR))

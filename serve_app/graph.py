@@ -36,8 +36,8 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
     (``full``/``tiny``), ``threads`` (per stage, e.g. ``{acoustic: 1}``; default = the replica's num_cpus),
     ``ingress`` (:class:`IngressSettings` fields: ``limits``, cache bounds, ``max_inflight``, ``stream``...),
     ``options`` (``{deployment: Deployment.options kwargs}``, for Python-driven runs; YAML wins),
-    ``vocoder_precision`` (``fp32``, default and faithful; ``bf16``: opt-in, ~1.7x faster vocoder on CPUs with
-    AVX-512 BF16, max waveform error ~1e-2).
+    ``vocoder_precision`` (``fp32``, default and faithful; ``bf16``: opt-in, quality-gated, for CPUs with
+    AVX-512 BF16; see ``engine.hifigan.vocoder`` and ``make quality-gate``).
     """
     args = dict(args or {})
     unknown = set(args) - {"model_dir", "random_size", "threads", "ingress", "options", "vocoder_precision"}

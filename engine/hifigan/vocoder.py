@@ -2,8 +2,11 @@
 
 Weights are loaded strictly in weight-norm form and folded; everything runs under ``torch.inference_mode``.
 ``threads`` sets torch's intra-op thread count (process-wide, as torch has no per-module setting).
-``precision="bf16"`` (opt-in) converts the weights and activations to bfloat16: for CPUs with AVX-512
-BF16, not faithful to the reference (see benchmarks/bench_vocoder.py for its error); the default is float32.
+``precision="bf16"`` (opt-in, for CPUs with AVX-512 BF16) runs the residual-block convolutions of the
+upsampling stages in :data:`BF16_STAGES` in bfloat16 (bf16 weights and conv inputs, fp32 accumulation, the
+output cast back to float32); every other layer, the residual sums and the streaming state stay float32. Which
+stages is decided by the real-weights quality gate (``make quality-gate``, benchmarks/quality_gate.py): bf16
+in every layer, in the upsamplers, or in the first and last convolutions fails it. The default is float32.
 
 Causal models run in fixed-size chunks (``chunk_frames``, default 64) that carry every layer's left context,
 with the last chunk zero-padded on the right to one of a few sizes (exact: a causal output never sees later
@@ -19,16 +22,54 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
+import torch.nn.functional as F
+from torch import Tensor, nn
 
 from .generator import Generator
 from .jik876 import Jik876Generator, load_jik876
-from .layers import Cache
+from .layers import Cache, WNConv1d
 
 VocoderState = dict[str, np.ndarray]
 """Where a causal utterance left off: every streaming layer's context, keyed by layer path (picklable)."""
 
 DEFAULT_CHUNK_FRAMES = 64
+PRECISIONS = ("fp32", "bf16")
+BF16_STAGES = (1,)
+"""Upsampling stages whose residual blocks run in bf16 under ``precision="bf16"`` (0 = the first)."""
+
+
+class _Bf16Conv1d(nn.Module):
+    """A folded (non-transposed) :class:`WNConv1d` computed in bf16; takes and returns float32."""
+
+    def __init__(self, conv: WNConv1d) -> None:
+        super().__init__()
+        if conv.transposed or conv.is_weight_norm:
+            raise VocoderError("bf16 applies to folded, non-transposed convolutions only")
+        self.in_channels, self.out_channels = conv.in_channels, conv.out_channels
+        self.kernel_size, self.stride = conv.kernel_size, conv.stride
+        self.padding, self.dilation = conv.padding, conv.dilation
+        self.weight = nn.Parameter(conv.weight.detach().to(torch.bfloat16), requires_grad=False)
+        bias = None if conv.bias is None else conv.bias.detach().to(torch.bfloat16)
+        self.bias = None if bias is None else nn.Parameter(bias, requires_grad=False)
+
+    def forward(self, x: Tensor, padding: int | None = None) -> Tensor:
+        pad = self.padding if padding is None else padding
+        y = F.conv1d(x.to(torch.bfloat16), self.weight, self.bias, self.stride, pad, self.dilation)
+        return y.float()
+
+
+def _to_bf16_stages(model: Generator | Jik876Generator, stages: Sequence[int]) -> None:
+    """Swap every conv of the residual blocks of ``stages`` for its bf16 form (in place)."""
+    blocks = model.conv_blocks if isinstance(model, Generator) else model.resblocks
+    per_stage = model.num_kernels
+    for index, block in enumerate(blocks):
+        if index // per_stage not in stages:
+            continue
+        for name, module in list(block.named_modules()):
+            if isinstance(module, WNConv1d):
+                parent_name, _, attr = name.rpartition(".")
+                parent = block.get_submodule(parent_name) if parent_name else block
+                setattr(parent, attr, _Bf16Conv1d(module))
 
 
 def _bucket(frames: int, chunk: int) -> int:
@@ -90,13 +131,14 @@ class Vocoder:
         if chunk_frames < 0:
             raise VocoderError(f"chunk_frames must be >= 0 (0 = whole utterance), got {chunk_frames}")
         self.chunk_frames = int(chunk_frames)
-        if precision not in ("fp32", "bf16"):
+        if precision not in PRECISIONS:
             raise VocoderError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
         self.precision = precision
         model.remove_weight_norm()
         model.eval().requires_grad_(False)
-        self._dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-        model.to(self._dtype)
+        self._dtype = torch.float32  # model inputs and streaming state (bf16 stays inside its convolutions)
+        if precision == "bf16":
+            _to_bf16_stages(model, BF16_STAGES)
         self.model = model
         self.sample_rate = int(sample_rate)
         self.hop_length = int(model.hop_length)
@@ -138,14 +180,20 @@ class Vocoder:
 
     @classmethod
     def from_jik876(
-        cls, checkpoint: str | Path, config_json: str | Path, threads: int | None = None
+        cls,
+        checkpoint: str | Path,
+        config_json: str | Path,
+        threads: int | None = None,
+        precision: str = "fp32",
     ) -> Vocoder:
         """Load a jik876-format generator (e.g. the universal HiFi-GAN V1) and its ``config.json``."""
         try:
             model, config = load_jik876(checkpoint, config_json)
         except (ValueError, FileNotFoundError) as e:
             raise VocoderError(str(e)) from e
-        return cls(model, int(config["sampling_rate"]), threads, n_mels=int(config["num_mels"]))
+        return cls(
+            model, int(config["sampling_rate"]), threads, n_mels=int(config["num_mels"]), precision=precision
+        )
 
     # ---- inference ----
     def _apply_threads(self) -> None:
