@@ -342,12 +342,9 @@ class Orchestrator:
     async def _laned(self, unit: SynthesisUnit, voice: str | None, info: VocoderInfo) -> _UnitAudio:
         """A causal unit as the decoder produces it, vocoded by concurrent stateful lanes."""
         cfg = self.settings
-        gen = self.stages.acoustic_stream(
-            voice,
-            acoustic_input(unit),
-            cfg.acoustic_chunk_frames,
-            max(cfg.acoustic_chunk_frames, cfg.max_chunk_frames),
-        )
+        # mel in whole vocoder pieces: no first-audio latency to win here, and fewer stream items (hops)
+        piece = cfg.max_chunk_frames
+        gen = self.stages.acoustic_stream(voice, acoustic_input(unit), piece, piece)
         tasks: list[asyncio.Future[Any]] = []
         try:
             items = gen.__aiter__()
@@ -356,7 +353,7 @@ class Orchestrator:
                 raise RuntimeError("the acoustic stream must announce its frames first")
             buf = _MelBuffer(int(head.num_frames))
             tasks.append(asyncio.ensure_future(buf.fill(items)))
-            for start, end in lane_bounds(int(head.num_frames), cfg.vocoder_lanes, cfg.max_chunk_frames):
+            for start, end in lane_bounds(int(head.num_frames), cfg.vocoder_lanes, piece):
                 tasks.append(asyncio.ensure_future(self._lane(buf, start, end, voice, info)))
             results = await asyncio.gather(*tasks)
         finally:
