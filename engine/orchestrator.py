@@ -9,12 +9,17 @@ Per unit, the vocoder runs either on the whole mel (``vocode``), or chunk by chu
 is still producing frames: causal voices carry the vocoder state in each chunk (exact, no recomputed context,
 any replica); non-causal voices get stateless mel windows. Streamed requests always take the chunked path for
 their first unit; non-streamed units take it while at most ``pipeline_below`` units are in flight (lower
-latency at low load; under load whole units go through the batched calls for throughput).
+latency at low load; under load whole units go through the batched calls for throughput). A non-streamed
+chunked unit of a causal voice is split into ``vocoder_lanes`` stateful chains over consecutive frame ranges
+that run concurrently (on different vocoder replicas); each later chain starts from zero state on its range
+plus ``left_context`` frames before it, which makes its audio exact, so the vocoder work of one unit is
+spread over the replicas while the decoder still runs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -45,6 +50,7 @@ __all__ = [
     "Synthesized",
     "UnitReport",
     "acoustic_input",
+    "lane_bounds",
     "timestamps_from_durations",
 ]
 
@@ -93,12 +99,15 @@ class StreamSettings:
     left_context: int | None = None  # None → the vocoder's exact receptive context
     lookahead: int | None = None
     pipeline_below: int = 2  # a non-streamed unit is chunk-pipelined when at most this many are in flight
+    vocoder_lanes: int = 2  # concurrent stateful vocoder chains per chunk-pipelined non-streamed causal unit
 
     def __post_init__(self) -> None:
         if not 1 <= self.chunk_frames <= self.max_chunk_frames:
             raise ValueError("stream chunk sizes must satisfy 1 <= chunk_frames <= max_chunk_frames")
         if self.first_chunk_frames < 1 or self.acoustic_chunk_frames < 1 or self.pipeline_below < 0:
             raise ValueError("first_chunk_frames, acoustic_chunk_frames >= 1 and pipeline_below >= 0")
+        if self.vocoder_lanes < 1:
+            raise ValueError("vocoder_lanes must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -154,6 +163,60 @@ def acoustic_input(unit: SynthesisUnit) -> AcousticInput:
         pitch_shift=pitch_to_model_units(float(unit.prosody.pitch)),
         emotion_intensity=float(unit.emotion_intensity),
     )
+
+
+# Each later lane gets this fraction of the previous lane's frames: it starts once the decoder has reached its
+# range, so equal finishing times need shorter later lanes (2 lanes: the split falls at ~69 % of the frames).
+_LANE_RATIO = 0.45
+
+
+def lane_bounds(frames: int, lanes: int, piece: int) -> list[tuple[int, int]]:
+    """Consecutive frame ranges ``[start, end)`` covering ``frames``, one per vocoder lane: geometrically
+    shorter (``_LANE_RATIO``), boundaries on multiples of ``piece``, no lane shorter than ``piece``."""
+    weights = [_LANE_RATIO**i for i in range(lanes)]
+    cuts = [0]
+    for i in range(1, lanes):
+        cut = round(frames * sum(weights[:i]) / sum(weights) / piece) * piece
+        if cut - cuts[-1] >= piece and frames - cut >= piece:
+            cuts.append(cut)
+    cuts.append(frames)
+    return list(itertools.pairwise(cuts))
+
+
+class _MelBuffer:
+    """A unit's mel as the acoustic stream fills it (the frame count is known from its first item)."""
+
+    def __init__(self, frames: int) -> None:
+        self.mel = np.empty((frames, 0), np.float32)
+        self.frames = 0
+        self.done = False
+        self._changed = asyncio.Condition()
+        self._total = frames
+
+    async def fill(self, chunks: AsyncIterator[MelChunk]) -> None:
+        async for chunk in chunks:
+            n = chunk.mel.shape[0]
+            if not n:
+                continue
+            if self.frames + n > self._total:
+                raise RuntimeError("the acoustic stream produced more frames than it announced")
+            if self.mel.shape[1] != chunk.mel.shape[1]:
+                self.mel = np.empty((self._total, chunk.mel.shape[1]), np.float32)
+            self.mel[self.frames : self.frames + n] = chunk.mel
+            async with self._changed:
+                self.frames += n
+                self._changed.notify_all()
+        async with self._changed:
+            self.done = True
+            self._changed.notify_all()
+
+    async def wait(self, frames: int) -> int:
+        """Frames available once at least ``frames`` are (or the stream ended)."""
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.frames >= frames or self.done)
+            if self.frames < frames:
+                raise RuntimeError("the acoustic stream ended before its announced frames")
+            return self.frames
 
 
 def timestamps_from_durations(
@@ -268,10 +331,57 @@ class Orchestrator:
             self.active_units -= 1
 
     async def _pipelined(self, unit: SynthesisUnit, voice: str | None) -> _UnitAudio:
+        info = await self.info()
+        if info["stateful_stream"] and self.settings.vocoder_lanes > 1:
+            return await self._laned(unit, voice, info)
         meta: dict[str, Any] = {}
         pieces = [a async for a in self.unit_chunks(unit, voice, meta)]
         audio = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
         return _UnitAudio(audio, meta["durations"], meta["pitch"])
+
+    async def _laned(self, unit: SynthesisUnit, voice: str | None, info: VocoderInfo) -> _UnitAudio:
+        """A causal unit as the decoder produces it, vocoded by concurrent stateful lanes."""
+        cfg = self.settings
+        # mel in whole vocoder pieces: no first-audio latency to win here, and fewer stream items (hops)
+        piece = cfg.max_chunk_frames
+        gen = self.stages.acoustic_stream(voice, acoustic_input(unit), piece, piece)
+        tasks: list[asyncio.Future[Any]] = []
+        try:
+            items = gen.__aiter__()
+            head = await items.__anext__()  # durations, pitch and the frame count come first
+            if head.num_frames is None or head.durations is None:
+                raise RuntimeError("the acoustic stream must announce its frames first")
+            buf = _MelBuffer(int(head.num_frames))
+            tasks.append(asyncio.ensure_future(buf.fill(items)))
+            for start, end in lane_bounds(int(head.num_frames), cfg.vocoder_lanes, piece):
+                tasks.append(asyncio.ensure_future(self._lane(buf, start, end, voice, info)))
+            results = await asyncio.gather(*tasks)
+        finally:
+            await _cancel(tasks)
+            gen.cancel()
+        audio = np.concatenate(results[1:])
+        return _UnitAudio(audio, head.durations, head.pitch)
+
+    async def _lane(
+        self, buf: _MelBuffer, start: int, end: int, voice: str | None, info: VocoderInfo
+    ) -> np.ndarray:
+        """Audio of frames ``[start, end)``: a stateful chain in whole ``max_chunk_frames`` pieces; a lane
+        that starts mid-unit begins from zero state ``left_context`` frames early and drops their audio."""
+        piece = self.settings.max_chunk_frames
+        hop = int(info["hop_length"])
+        skip = min(start, int(info["left_context"]))
+        pos, state = start, None
+        out: list[np.ndarray] = []
+        while pos < end:
+            lo = pos - skip
+            target = lo + piece * max(1, -(-(pos + 1 - lo) // piece))  # whole pieces, at least one new frame
+            ready = min(end, await buf.wait(min(end, target)))
+            stop = ready if ready == end else lo + (ready - lo) // piece * piece
+            final = stop == end
+            res = await self.stages.vocode_chunk(VocodeChunk(buf.mel[lo:stop], state, final, voice))
+            out.append(res.audio[skip * hop :] if skip else res.audio)
+            pos, state, skip = stop, res.state, 0
+        return np.concatenate(out) if len(out) > 1 else (out[0] if out else np.zeros(0, np.float32))
 
     # ------------------------------------------------------------------ streamed requests
     async def stream(

@@ -1,0 +1,90 @@
+"""Vocoder lanes (engine.orchestrator): a chunk-pipelined causal unit vocoded by concurrent chains."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from engine.messages import SynthesisRequest, VocodeChunk, VocodeChunkResult
+from engine.orchestrator import Orchestrator, StageUnavailable, StreamSettings, lane_bounds
+from engine.synthesizer import LocalStages
+
+TEXT = "第一句。第二句话。第三句话更长一些，还有更多的字。"
+
+
+@pytest.mark.parametrize("frames", [0, 1, 63, 64, 100, 213, 302, 600, 1111])
+@pytest.mark.parametrize("lanes", [1, 2, 3])
+def test_lane_bounds_cover_the_unit_in_whole_pieces(frames: int, lanes: int) -> None:
+    bounds = lane_bounds(frames, lanes, 64)
+    assert bounds[0][0] == 0 and bounds[-1][1] == frames
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(bounds))  # contiguous, in order
+    assert len(bounds) <= lanes
+    if len(bounds) > 1:
+        assert all(s % 64 == 0 and e - s >= 64 for s, e in bounds)
+        sizes = [e - s for s, e in bounds]
+        assert sizes[0] > sizes[-1]  # later lanes start later, so they get fewer frames
+
+
+def test_lane_bounds_split_long_units_only() -> None:
+    assert lane_bounds(100, 2, 64) == [(0, 100)]  # a second lane would have < 64 frames
+    assert lane_bounds(302, 2, 64) == [(0, 192), (192, 302)]
+
+
+class Recording:
+    """LocalStages that record vocode_chunk calls and can fail one of them."""
+
+    def __init__(self, inner: LocalStages, fail_at: int | None = None) -> None:
+        self.inner = inner
+        self.chunks: list[VocodeChunk] = []
+        self.fail_at = fail_at
+
+    async def vocode_chunk(self, chunk: VocodeChunk) -> VocodeChunkResult:
+        self.chunks.append(chunk)
+        if self.fail_at is not None and len(self.chunks) == self.fail_at:
+            raise StageUnavailable("replica died")
+        return await self.inner.vocode_chunk(chunk)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+@pytest.fixture(scope="module")
+def stages(tiny_model_dir: Path) -> LocalStages:
+    return LocalStages(tiny_model_dir, threads=1)
+
+
+def _audio(stages: Any, settings: StreamSettings) -> np.ndarray:
+    return asyncio.run(Orchestrator(stages, settings).synthesize(SynthesisRequest(TEXT))).audio
+
+
+@pytest.mark.parametrize("lanes", [2, 3])
+def test_laned_units_equal_whole_units(stages: LocalStages, lanes: int) -> None:
+    whole = _audio(stages, StreamSettings(pipeline_below=0))
+    rec = Recording(stages)
+    small = StreamSettings(pipeline_below=8, vocoder_lanes=lanes, chunk_frames=8, max_chunk_frames=8)
+    laned = _audio(rec, small)
+    assert laned.shape == whole.shape
+    np.testing.assert_allclose(laned, whole, atol=1e-5)
+    starts = [c for c in rec.chunks if c.state is None]
+    units = len(asyncio.run(stages.units(SynthesisRequest(TEXT))))
+    assert len(starts) > units  # at least one unit really ran more than one chain
+    assert all(c.mel.shape[0] % 8 == 0 for c in rec.chunks if not c.final)  # whole pieces only
+
+
+def test_one_lane_is_the_single_stateful_chain(stages: LocalStages) -> None:
+    rec = Recording(stages)
+    units = len(asyncio.run(stages.units(SynthesisRequest(TEXT))))
+    _audio(rec, StreamSettings(pipeline_below=8, vocoder_lanes=1, chunk_frames=8, max_chunk_frames=8))
+    assert len([c for c in rec.chunks if c.state is None]) == units
+
+
+def test_a_lost_lane_reruns_the_unit_whole(stages: LocalStages) -> None:
+    whole = _audio(stages, StreamSettings(pipeline_below=0))
+    rec = Recording(stages, fail_at=2)
+    laned = _audio(rec, StreamSettings(pipeline_below=8, chunk_frames=8, max_chunk_frames=8))
+    np.testing.assert_allclose(laned, whole, atol=1e-5)
