@@ -179,15 +179,25 @@ class _Events:
     ) -> None:
         self._batcher = batcher
         self._args = (voice, inp, chunk_frames, max_chunk_frames)
-        self._queue: asyncio.Queue[Event] = asyncio.Queue()
+        self._queue: asyncio.Queue[Event] = asyncio.Queue(batcher.settings.max_events)
+        self._lost = False
         self._ticket: Ticket | None = None
+
+    def _put(self, event: Event) -> None:
+        """(on this event loop) Queue one event; a reader too far behind loses the utterance."""
+        if self._queue.full():
+            self._lost = True
+            if self._ticket is not None:
+                self._ticket.cancel()
+        else:
+            self._queue.put_nowait(event)
 
     async def __aenter__(self) -> _Events:
         voice, inp, chunk_frames, max_chunk_frames = self._args
         loop = asyncio.get_running_loop()
 
         def sink(event: Event) -> None:
-            loop.call_soon_threadsafe(self._queue.put_nowait, event)
+            loop.call_soon_threadsafe(self._put, event)
 
         stream = chunk_frames is not None
         self._ticket = self._batcher.submit(
@@ -206,6 +216,8 @@ class _Events:
 
     async def next(self) -> Event:
         while True:
+            if self._lost and self._queue.empty():
+                raise RuntimeError(f"the reader fell {self._queue.maxsize} events behind; utterance dropped")
             try:
                 event = await asyncio.wait_for(self._queue.get(), self._batcher.settings.step_timeout_s)
             except TimeoutError:

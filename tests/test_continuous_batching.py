@@ -289,6 +289,21 @@ def test_bounds_timeout_and_live_batch_size(am: AcousticModel, golden: np.ndarra
         BatcherSettings(max_batch=0)
 
 
+def test_a_reader_too_far_behind_loses_only_its_utterance(am: AcousticModel, golden: np.ndarray) -> None:
+    with ContinuousBatcher({"v": am}, BatcherSettings(max_events=3), threads=1) as cb:
+        slow = cb.submit(None, AcousticInput(golden), stream=True, chunk_frames=1)  # 144 chunks
+        other = cb.submit(None, AcousticInput(golden[:7]))
+        assert_same(other.result(TIMEOUT_S), am.synthesize([AcousticInput(golden[:7])])[0])
+        deadline = time.monotonic() + TIMEOUT_S
+        while cb.active and time.monotonic() < deadline:
+            time.sleep(0.01)
+        events = slow.events(TIMEOUT_S)
+        assert isinstance(next(events), StreamStart)
+        next(events), next(events)  # what fitted in the buffer
+        with pytest.raises(RuntimeError, match="fell 3 events behind"):
+            next(events)
+
+
 def test_check_reports_a_stuck_step_and_a_stopped_loop(
     am: AcousticModel, golden: np.ndarray, monkeypatch: pytest.MonkeyPatch
 ) -> None:

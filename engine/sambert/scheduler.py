@@ -79,10 +79,11 @@ class BatcherSettings:
     max_pending: int = 256  # utterances waiting for a slot; beyond this, submit raises queue.Full
     step_timeout_s: float = 30.0  # a step or prefill running longer than this makes check() raise
     priority_steps: int = 16  # whole utterances wait at most this many steps for a stream's first chunk
+    max_events: int = 1024  # events buffered for a slow reader of one utterance; beyond, it is dropped
 
     def __post_init__(self) -> None:
-        if self.max_batch < 1 or self.max_pending < 0 or self.priority_steps < 0:
-            raise ValueError("max_batch >= 1, max_pending >= 0 and priority_steps >= 0")
+        if self.max_batch < 1 or self.max_pending < 0 or self.priority_steps < 0 or self.max_events < 3:
+            raise ValueError("max_batch >= 1, max_pending >= 0, priority_steps >= 0 and max_events >= 3")
         if not self.step_timeout_s > 0:
             raise ValueError("step_timeout_s must be > 0")
 
@@ -103,17 +104,30 @@ class _Job:
 class Ticket:
     """A submitted utterance: cancel it, or (when submitted without a sink) read its events."""
 
-    def __init__(self, job: _Job, events: queue.SimpleQueue[Event] | None) -> None:
+    def __init__(self, job: _Job | None = None, max_events: int = 0) -> None:
         self._job = job
-        self._events = events
+        self._events: queue.Queue[Event] | None = queue.Queue(max_events) if max_events else None
+        self._lost = False
+
+    def _put(self, event: Event) -> None:
+        """The sink of a ticket read with result() / events(): a reader too far behind loses the utterance."""
+        assert self._events is not None
+        try:
+            self._events.put_nowait(event)
+        except queue.Full:
+            self._lost = True
+            self.cancel()
 
     def cancel(self) -> None:
         """Drop the utterance at the next step boundary; no further events are delivered."""
-        self._job.cancelled = True
+        if self._job is not None:
+            self._job.cancelled = True
 
     def _next(self, timeout_s: float | None) -> Event:
         if self._events is None:
             raise RuntimeError("this ticket's events go to the sink it was submitted with")
+        if self._lost and self._events.empty():
+            raise RuntimeError(f"the reader fell {self._events.maxsize} events behind; utterance dropped")
         try:
             event = self._events.get(timeout=timeout_s)
         except queue.Empty:
@@ -413,12 +427,12 @@ class ContinuousBatcher:
             raise ValueError(
                 f"max_chunk_frames ({max_chunk_frames}) must be >= chunk_frames ({chunk_frames})"
             )
-        events: queue.SimpleQueue[Event] | None = None
-        if sink is None:
-            events = queue.SimpleQueue()
-            sink = events.put
+        ticket = Ticket(None, 0 if sink is not None else self.settings.max_events)
         deadline = time.monotonic() + timeout_s if timeout_s is not None else None
-        job = _Job(name, inp, sink, stream, chunk_frames, max_chunk_frames or chunk_frames, deadline)
+        job = _Job(
+            name, inp, sink or ticket._put, stream, chunk_frames, max_chunk_frames or chunk_frames, deadline
+        )
+        ticket._job = job
         with self._cond:
             if self._stop:
                 raise BatcherStalled("the acoustic batcher is closed")
@@ -426,7 +440,7 @@ class ContinuousBatcher:
                 raise queue.Full(f"{len(self._pending)} utterances already wait for the acoustic decoder")
             self._pending.append(job)
             self._cond.notify()
-        return Ticket(job, events)
+        return ticket
 
     def synthesize(
         self, voice: str | None, inp: AcousticInput, timeout_s: float | None = None
