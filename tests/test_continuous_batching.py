@@ -61,6 +61,13 @@ def assert_same(got: AcousticOutput, alone: AcousticOutput) -> None:
     np.testing.assert_allclose(got.energy, alone.energy, atol=1e-5, rtol=0)
 
 
+def wait_idle(cb: ContinuousBatcher) -> None:
+    deadline = time.monotonic() + TIMEOUT_S
+    while cb.active and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert cb.active == 0
+
+
 class Recorder:
     """Sinks that record every event (on the worker thread) and can run an action on the n-th chunk."""
 
@@ -158,6 +165,23 @@ def test_stream_chunks_match_the_engine_stream(am: AcousticModel, golden: np.nda
         np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
 
 
+def test_a_very_long_utterance_grows_the_buffers_then_releases_them(
+    am: AcousticModel, golden: np.ndarray
+) -> None:
+    long = AcousticInput(golden, durations=np.full(len(golden), 90.0))  # 1980 frames, 660 steps
+    short = AcousticInput(golden[:6])
+    with ContinuousBatcher({"v": am}, threads=1) as cb:
+        tickets = [cb.submit(None, long), cb.submit(None, short)]
+        outs = [t.result(TIMEOUT_S) for t in tickets]
+        batch = cb._batches["v"]
+        wait_idle(cb)
+        assert batch.rows == batch.KEEP_ROWS
+        again = cb.synthesize(None, short, TIMEOUT_S)
+    assert outs[0].mel.shape == (1980, 80)
+    for inp, out in zip([long, short, short], [*outs, again], strict=True):
+        assert_same(out, am.synthesize([inp])[0])
+
+
 def test_several_voices_decode_in_their_own_batches(tiny_model_dir: Path, am: AcousticModel) -> None:
     directory = load_model_dir(tiny_model_dir)
     models = {name: AcousticModel.from_voice(spec, threads=1) for name, spec in directory.voices.items()}
@@ -236,10 +260,7 @@ def test_cancel_and_a_failing_sink_drop_only_that_utterance(am: AcousticModel, g
         next(events)
         gone.cancel()
         rec.wait()
-        deadline = time.monotonic() + TIMEOUT_S
-        while cb.active and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert cb.active == 0  # the cancelled and the broken stream left the batch
+        wait_idle(cb)  # the cancelled and the broken stream left the batch
     for name, inp in inputs.items():
         assert_same(rec.output(name), am.synthesize([inp])[0])
 
@@ -294,9 +315,7 @@ def test_a_reader_too_far_behind_loses_only_its_utterance(am: AcousticModel, gol
         slow = cb.submit(None, AcousticInput(golden), stream=True, chunk_frames=1)  # 144 chunks
         other = cb.submit(None, AcousticInput(golden[:7]))
         assert_same(other.result(TIMEOUT_S), am.synthesize([AcousticInput(golden[:7])])[0])
-        deadline = time.monotonic() + TIMEOUT_S
-        while cb.active and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_idle(cb)
         events = slow.events(TIMEOUT_S)
         assert isinstance(next(events), StreamStart)
         next(events), next(events)  # what fitted in the buffer

@@ -174,6 +174,8 @@ class _Active:
 class _Batch:
     """The continuous decoder of one voice (layout in the module docstring)."""
 
+    KEEP_ROWS = 512  # per-slot step buffers kept when the batch empties (longer ones are released)
+
     def __init__(self, model: AcousticModel, slots: int, spare_columns: int = 64) -> None:
         w = model._dec
         self.model, self.w = model, w
@@ -207,9 +209,10 @@ class _Batch:
         memrows = torch.zeros(slots, rows, self.memrows.size(2))
         outbuf = torch.zeros(slots, rows, w.out_dim)
         prev = torch.zeros(slots, self.prev.size(1))
-        memrows[:n, : self.rows] = self.memrows[:n]
-        outbuf[:n, : self.rows] = self.outbuf[:n]
-        prev[:n] = self.prev[:n]
+        if n:
+            memrows[:n, : self.rows] = self.memrows[:n]
+            outbuf[:n, : self.rows] = self.outbuf[:n]
+            prev[:n] = self.prev[:n]
         self.memrows, self.outbuf, self.prev = memrows, outbuf, prev
         if slots != self.slots:
             kv = torch.zeros(*self.kv.shape[:2], slots, *self.kv.shape[3:])
@@ -298,10 +301,13 @@ class _Batch:
                 self.items[b] = a
             self.items.pop()
         self._sync()
-        if not self.items:  # an empty batch starts over with the next utterance's band
+        if not self.items:  # an empty batch starts over with the next utterance's band (and sizes)
             self.band, self.col = 0, 0
             self.kv = torch.zeros(2, self.w.layers, self.slots, 2 * self.w.nh, 1 + self.spare, self.w.e)
             self._mask_rows.clear()
+            if self.rows > self.KEEP_ROWS:  # a very long utterance does not pin its buffers for good
+                slots, self.slots, self.rows = self.slots, 0, 0
+                self._grow(slots, self.KEEP_ROWS)
 
     # ------------------------------------------------------------------ one step
     def _step_mask(self) -> Tensor | None:
