@@ -150,14 +150,15 @@ class SambertAcoustic:
         self.metrics.observe("stream", time.perf_counter() - start)
 
     async def check_health(self) -> None:
-        """A real tiny inference (two tokens) on the default voice, through the batcher when there is one."""
+        """A real tiny inference (two tokens) on the default voice; through the batcher when there is one,
+        admitted at its next step even when the batch is full (a busy replica is not an unhealthy one)."""
         ids = np.zeros((2, 6), dtype=np.int64)
         if self.batcher is None:
             res = await self.worker.run(self._run_batch, [(None, AcousticInput(ids=ids))])
             mel = res[0].mel
         else:
             self.batcher.check()
-            async with _Events(self.batcher, None, AcousticInput(ids=ids)) as events:
+            async with _Events(self.batcher, None, AcousticInput(ids=ids), urgent=True) as events:
                 out = await events.next()
             mel = out.mel if isinstance(out, AcousticOutput) else np.zeros(0)
         if mel.ndim != 2 or mel.shape[1] != 80:
@@ -176,9 +177,11 @@ class _Events:
         inp: AcousticInput,
         chunk_frames: int | None = None,
         max_chunk_frames: int | None = None,
+        urgent: bool = False,
     ) -> None:
         self._batcher = batcher
         self._args = (voice, inp, chunk_frames, max_chunk_frames)
+        self._urgent = urgent
         self._queue: asyncio.Queue[Event] = asyncio.Queue(batcher.settings.max_events)
         self._lost = False
         self._ticket: Ticket | None = None
@@ -207,6 +210,7 @@ class _Events:
             chunk_frames=chunk_frames or 1,
             max_chunk_frames=max_chunk_frames,
             sink=sink,
+            urgent=self._urgent,
         )
         return self
 

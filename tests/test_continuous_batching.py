@@ -175,6 +175,9 @@ def test_a_very_long_utterance_grows_the_buffers_then_releases_them(
         outs = [t.result(TIMEOUT_S) for t in tickets]
         batch = cb._batches["v"]
         wait_idle(cb)
+        deadline = time.monotonic() + TIMEOUT_S  # the worker releases the buffers just after the last leaves
+        while batch.rows != batch.KEEP_ROWS and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert batch.rows == batch.KEEP_ROWS
         again = cb.synthesize(None, short, TIMEOUT_S)
     assert outs[0].mel.shape == (1980, 80)
@@ -217,6 +220,24 @@ def test_streams_waiting_for_first_chunk_are_admitted_first(am: AcousticModel, g
     names = [n for n, _ in rec.order]
     assert names.index("long") < names.index("stream") < names.index("whole"), rec.order
     assert rec.order[-1] == ("whole", "AcousticOutput")
+
+
+def test_an_urgent_probe_joins_a_full_batch(am: AcousticModel, golden: np.ndarray) -> None:
+    """Health probes must not wait for a slot: a busy replica is not an unhealthy one."""
+    rec = Recorder()
+    with ContinuousBatcher({"v": am}, BatcherSettings(max_batch=1), threads=1) as cb:
+        probe = AcousticInput(np.zeros((2, 6), np.int64))
+
+        def send_probe(size: int) -> None:
+            if "probe" not in rec.events:
+                cb.submit(None, AcousticInput(golden[:10]), sink=rec.sink("queued"))
+                cb.submit(None, probe, sink=rec.sink("probe"), urgent=True)
+
+        cb.on_admit = send_probe
+        cb.submit(None, AcousticInput(golden, speed=0.5), sink=rec.sink("long"))
+        rec.wait()
+    assert [n for n, _ in rec.order] == ["probe", "long", "queued"], rec.order
+    assert_same(rec.output("probe"), am.synthesize([probe])[0])
 
 
 def test_a_bad_input_fails_alone(am: AcousticModel, golden: np.ndarray) -> None:

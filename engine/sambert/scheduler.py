@@ -97,6 +97,7 @@ class _Job:
     chunk_frames: int
     max_chunk_frames: int
     deadline: float | None
+    urgent: bool = False  # admitted at the next boundary, even beyond max_batch (health probes)
     cancelled: bool = False
     deferred: int = 0  # boundaries this whole utterance waited behind a stream's first chunk
 
@@ -421,9 +422,11 @@ class ContinuousBatcher:
         max_chunk_frames: int | None = None,
         sink: Sink | None = None,
         timeout_s: float | None = None,
+        urgent: bool = False,
     ) -> Ticket:
         """Queue one utterance: ``stream`` delivers StreamStart + mel chunks (as ``AcousticModel.stream``),
-        else one AcousticOutput. ``timeout_s``: the utterance fails with TimeoutError if not done by then."""
+        else one AcousticOutput. ``timeout_s``: the utterance fails with TimeoutError if not done by then.
+        ``urgent`` (tiny health probes): admitted at the next step boundary even when the batch is full."""
         name = voice or self.default_voice
         if name not in self.models:
             raise ValueError(f"unknown voice {voice!r}")
@@ -436,7 +439,14 @@ class ContinuousBatcher:
         ticket = Ticket(None, 0 if sink is not None else self.settings.max_events)
         deadline = time.monotonic() + timeout_s if timeout_s is not None else None
         job = _Job(
-            name, inp, sink or ticket._put, stream, chunk_frames, max_chunk_frames or chunk_frames, deadline
+            name,
+            inp,
+            sink or ticket._put,
+            stream,
+            chunk_frames,
+            max_chunk_frames or chunk_frames,
+            deadline,
+            urgent,
         )
         ticket._job = job
         with self._cond:
@@ -528,11 +538,13 @@ class ContinuousBatcher:
                 self._deliver(job, TimeoutError("acoustic synthesis timed out while queued"))
                 job.cancelled = True
         self._pending = [j for j in self._pending if not j.cancelled]
+        urgent = [j for j in self._pending if j.urgent]
         room = self.max_batch - self.active
-        if room <= 0 or not self._pending:
-            return []
-        streams = [j for j in self._pending if j.stream]
-        whole = [j for j in self._pending if not j.stream]
+        if room <= 0 or len(urgent) == len(self._pending):
+            self._pending = [j for j in self._pending if not j.urgent]
+            return urgent
+        streams = [j for j in self._pending if j.stream and not j.urgent]
+        whole = [j for j in self._pending if not j.stream and not j.urgent]
         waiting_first = any(a.awaiting_first for b in self._batches.values() for a in b.items)
         chosen = streams[:room]
         if whole and len(chosen) < room:
@@ -541,6 +553,7 @@ class ContinuousBatcher:
                     j.deferred += 1
             else:
                 chosen += whole[: room - len(chosen)]
+        chosen = urgent + chosen
         taken = set(map(id, chosen))
         self._pending = [j for j in self._pending if id(j) not in taken]
         return chosen
