@@ -401,7 +401,7 @@ class ContinuousBatcher:
         self.settings = settings or BatcherSettings()
         self.max_batch = self.settings.max_batch
         self.threads = threads
-        self.on_admit = on_admit  # called with the decoder batch size each time utterances join
+        self.on_admit = on_admit  # called with the decoder batch size each time utterances (not probes) join
         with torch.inference_mode():
             self._batches = {v: _Batch(m, self.max_batch) for v, m in self.models.items()}
         self._pending: list[_Job] = []
@@ -587,8 +587,8 @@ class ContinuousBatcher:
                 joined = [x for x in self._prefill(batch.model, group) if x is not None]
                 if joined:
                     batch.join(joined)
-                    if self.on_admit is not None:
-                        self.on_admit(len(batch.items))
+                    if self.on_admit is not None and any(not a.job.urgent for a, _ in joined):
+                        self.on_admit(sum(not a.job.urgent for a in batch.items))  # probes not counted
         finally:
             self._busy_since = None
 
