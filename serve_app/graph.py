@@ -8,7 +8,7 @@ from typing import Any
 
 from ray.serve import Application
 
-from deployments.acoustic import SambertAcoustic
+from deployments.acoustic import SambertAcoustic, acoustic_batching
 from deployments.text_frontend import TextFrontend
 from deployments.vocoder import HifiGanVocoder
 from serve_app.ingress import IngressSettings, TTSIngress
@@ -37,15 +37,19 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
     ``ingress`` (:class:`IngressSettings` fields: ``limits``, cache bounds, ``max_inflight``, ``stream``...),
     ``options`` (``{deployment: Deployment.options kwargs}``, for Python-driven runs; YAML wins),
     ``vocoder_precision`` (``fp32``, default and faithful; ``bf16``: opt-in, quality-gated, for CPUs with
-    AVX-512 BF16; see ``engine.hifigan.vocoder`` and ``make quality-gate``).
+    AVX-512 BF16; see ``engine.hifigan.vocoder`` and ``make quality-gate``), ``acoustic``
+    (``{batching: continuous|window}``: the decoder's running batch that utterances join and leave at any
+    step, default; or ``@serve.batch`` windows).
     """
     args = dict(args or {})
-    unknown = set(args) - {"model_dir", "random_size", "threads", "ingress", "options", "vocoder_precision"}
+    known = {"model_dir", "random_size", "threads", "ingress", "options", "vocoder_precision", "acoustic"}
+    unknown = set(args) - known
     if unknown:
         raise ValueError(f"unknown build_app args: {sorted(unknown)}")
     precision = args.get("vocoder_precision") or "fp32"
     if precision not in ("fp32", "bf16"):
         raise ValueError(f"vocoder_precision must be 'fp32' or 'bf16', got {precision!r}")
+    batching = acoustic_batching(args.get("acoustic"))
     model_dir = ensure_model_dir(args.get("model_dir"), args.get("random_size") or "full")
     threads = dict(args.get("threads") or {})
     settings = args.get("ingress") or {}
@@ -56,6 +60,6 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
         raise ValueError(f"options for unknown deployments: {sorted(set(options) - set(stages))}")
     dep = {name: d.options(**options[name]) if name in options else d for name, d in stages.items()}
     frontend = dep["TextFrontend"].bind(model_dir, threads.get("frontend"))
-    acoustic = dep["SambertAcoustic"].bind(model_dir, threads.get("acoustic"))
+    acoustic = dep["SambertAcoustic"].bind(model_dir, threads.get("acoustic"), batching)
     vocoder = dep["HifiGanVocoder"].bind(model_dir, threads.get("vocoder"), precision)
     return dep["TTSIngress"].bind(frontend, acoustic, vocoder, model_dir, settings, precision)
