@@ -337,7 +337,7 @@ def table(rows: list[Row]) -> str:
 # ------------------------------------------------------------------------------------------ scenarios
 def serving_pids(app: str) -> dict[str, int]:
     """The processes every HTTP request of ``app`` passes through: the Serve proxy, the ingress replicas."""
-    out = {k: v for k, v in replica_pids(app).items() if k.startswith("TTSIngress:")}
+    out = {f"ingress:{v}": v for k, v in replica_pids(app).items() if k.split(":")[-2] == "TTSIngress"}
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit():
             with contextlib.suppress(OSError):
