@@ -1,14 +1,18 @@
-"""Admission at the ingress door: synthesis slots, a short FIFO wait, and a refusal that costs almost nothing.
+"""Admission at the ingress door: synthesis slots, a short wait, and a refusal that costs almost nothing.
 
 Each ingress replica runs at most ``capacity`` (``max_inflight``) syntheses. :class:`AdmissionGate`, an ASGI
 middleware, takes a slot for every synthesis request (every POST) *before* its body is parsed, validated,
-looked up in the cache or logged. When every slot is busy the request waits, FIFO and without CPU, for a slot
-handed over by a finishing request, for at most the wait budget ``min(max_wait_s, wait_fraction × service
-time)`` (service time: moving average of how long admitted requests held their slot), so an admitted
-request waits a fraction of its own service time. Otherwise, or when ``max_waiting`` requests already
-wait, it is refused: 503 ``overloaded`` with a pre-encoded JSON body and a ``Retry-After`` from the
-expected wait (queue length × service time / slots), and no log line (the ``overloaded`` error metric
-counts them).
+looked up in the cache or logged. When every slot is busy the request waits, without CPU, for a slot handed
+over by a finishing request, for at most the wait budget ``min(max_wait_s, wait_fraction × service time)``
+(service time: moving average of how long admitted requests held their slot). Otherwise, or when
+``max_waiting`` requests already wait, it is refused: 503 ``overloaded`` with a pre-encoded JSON body and a
+``Retry-After`` from the expected wait (queue length × service time / slots), and no log line (the
+``overloaded`` error metric counts them).
+
+A freed slot goes to the *newest* waiter (LIFO). Under a standing queue the oldest waiters are the ones
+whose budget runs out first anyway; serving the newest keeps an admitted request's wait near zero instead
+of near the budget, so admitted latency stays close to the service time (adaptive LIFO, as in Facebook's
+"Fail at Scale"). Without a standing queue every waiter gets a slot within its budget either way.
 
 The wait is also what stops a client that ignores ``Retry-After`` from spinning: a closed loop of such
 clients cycles once per wait budget instead of once per round trip, so the Serve proxy and the ingress do
@@ -48,7 +52,8 @@ class Ticket:
 
 
 class Admission:
-    """``capacity`` slots, a FIFO of at most ``max_waiting`` waiters, each waiting at most the wait budget."""
+    """``capacity`` slots, at most ``max_waiting`` waiters (served newest first), each waiting at most the
+    wait budget."""
 
     def __init__(
         self,
@@ -122,12 +127,12 @@ class Admission:
             fut.set_result(False)
 
     def _finished(self, service_s: float | None) -> None:
-        """A slot is free: hand it to the oldest waiter (it stays counted), else give it back."""
+        """A slot is free: hand it to the newest waiter (it stays counted), else give it back."""
         if service_s is not None:
             prev = self.service_s
             self.service_s = service_s if prev is None else prev + SERVICE_EWMA * (service_s - prev)
         if self._waiters:
-            self._waiters.popleft().set_result(True)
+            self._waiters.pop().set_result(True)
             return
         self.inflight -= 1
 

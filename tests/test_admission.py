@@ -1,5 +1,5 @@
-"""Admission at the ingress door (serve_app/admission.py): slots, FIFO hand-over, bounded wait, and a refusal
-answered before the request body is read (so before validation: an invalid body gets 503, not 422)."""
+"""Admission at the ingress door (serve_app/admission.py): slots, newest-first hand-over, bounded
+wait, and a refusal answered before the request body is read (so before validation: 503, not 422)."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ def test_slots_then_refusal_after_the_wait_budget() -> None:
     asyncio.run(run())
 
 
-def test_freed_slot_goes_to_the_oldest_waiter() -> None:
+def test_freed_slot_goes_to_the_newest_waiter() -> None:
     async def run() -> None:
         a = make(capacity=1, max_wait_s=5.0)
         first = await a.acquire()
@@ -50,12 +50,12 @@ def test_freed_slot_goes_to_the_oldest_waiter() -> None:
         waiters = [asyncio.create_task(a.acquire()) for _ in range(3)]
         await asyncio.sleep(0.01)
         assert a.waiting == 3 and a.inflight == 1
-        first.release()  # handed over: still one in flight, the first waiter has it
+        first.release()  # handed over: still one in flight, the newest waiter has it
         await asyncio.sleep(0)
-        assert waiters[0].done() and not waiters[1].done() and a.inflight == 1 and a.waiting == 2
-        (await waiters[0]).release()
-        (await waiters[1]).release()
+        assert waiters[2].done() and not waiters[0].done() and a.inflight == 1 and a.waiting == 2
         (await waiters[2]).release()
+        (await waiters[1]).release()
+        (await waiters[0]).release()
         assert a.inflight == 0 and a.waiting == 0 and a.service_s is not None
 
     asyncio.run(run())
