@@ -372,11 +372,12 @@ def overload(
     (``unloaded_n`` sequential requests), every refusal's status and Retry-After, and the CPU the Serve proxy
     plus the ingress spend per request while overloaded (refusals are nearly all of them)."""
     base = sequential(url, unloaded_n)
+    pids = serving_pids(app)
+    cpu_ref0 = {k: cpu_s(p) for k, p in pids.items()}
     t0 = time.monotonic()
     ref = asyncio.run(drive(url, reference_clients, duration_s, timeout_s=60))
     ref_s = time.monotonic() - t0
     rss0 = app_rss(app)
-    pids = serving_pids(app)
     cpu0 = {k: cpu_s(p) for k, p in pids.items()}
     client0 = time.process_time()
     t0 = time.monotonic()
@@ -398,6 +399,10 @@ def overload(
     serving_ms = {k.split(":")[0]: 0.0 for k in pids}
     for k in pids:
         serving_ms[k.split(":")[0]] += (cpu1[k] - cpu0[k]) * 1000 / per_request
+    refusal_ms = refusal_cost_ms(
+        (len(ref.ok), len(ref.rejected), sum(cpu0[k] - cpu_ref0[k] for k in pids)),
+        (len(stats.ok), len(rej), sum(cpu1[k] - cpu0[k] for k in pids)),
+    )
     return Row(
         "overload",
         f"{capacity * factor} clients = {factor}x capacity, {duration_s:.0f} s",
@@ -421,6 +426,7 @@ def overload(
             "p95_ratio": stats.p95("ok") / unloaded_p95,
             "baseline_p50_s": statistics.median(s.latency for s in base),
             "cpu_ms_per_request": {k: round(v, 2) for k, v in serving_ms.items()},
+            "refusal_cpu_ms": round(refusal_ms, 2),
             "client_cpu_ms_per_request": round(client_cpu * 1000 / per_request, 2),
             "after_ok": sum(s.status == 200 for s in after),
             "after_p50_s": statistics.median(s.latency for s in after),
@@ -431,6 +437,17 @@ def overload(
     )
 
 
+def refusal_cost_ms(a: tuple[int, int, float], b: tuple[int, int, float]) -> float:
+    """Proxy + ingress CPU ms of one refusal, from two phases of (served, refused, CPU s): solves
+    ``cpu = served × c_served + refused × c_refused`` for both; nan when the phases do not separate them."""
+    (s1, r1, c1), (s2, r2, c2) = a, b
+    det = s1 * r2 - s2 * r1
+    if det == 0:
+        return float("nan")
+    refused = (s1 * c2 - s2 * c1) / det
+    return refused * 1000 if refused > 0 else float("nan")
+
+
 def overload_summary(row: Row) -> str:
     x = row.extra
     return (
@@ -438,7 +455,7 @@ def overload_summary(row: Row) -> str:
         f"{x['reference_clients']} clients' {x['reference_rps']:.2f} req/s; admitted p95 {row.p95_s:.2f} s = "
         f"{x['p95_ratio']:.2f}x unloaded p95 {x['unloaded_p95_s']:.2f} s; {x['rejected']} refused "
         f"({x['rejected_without_retry_after']} without Retry-After, p95 {x['reject_p95_s']:.2f} s); "
-        f"proxy+ingress CPU per request {x['cpu_ms_per_request']} ms; "
+        f"proxy+ingress CPU per request {x['cpu_ms_per_request']} ms, per refusal ~{x['refusal_cpu_ms']} ms; "
         f"{'PASS' if overload_ok(row) else 'FAIL'}"
     )
 
