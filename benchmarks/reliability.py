@@ -427,6 +427,9 @@ def overload(
             "baseline_p50_s": statistics.median(s.latency for s in base),
             "cpu_ms_per_request": {k: round(v, 2) for k, v in serving_ms.items()},
             "refusal_cpu_ms": round(refusal_ms, 2),
+            # cores the proxy + ingress took while overloaded: what the model stages could not use
+            "serving_cores": round(sum(cpu1[k] - cpu0[k] for k in pids) / over_s, 3),
+            "client_cores": round(client_cpu / over_s, 3),
             "client_cpu_ms_per_request": round(client_cpu * 1000 / per_request, 2),
             "after_ok": sum(s.status == 200 for s in after),
             "after_p50_s": statistics.median(s.latency for s in after),
@@ -455,7 +458,8 @@ def overload_summary(row: Row) -> str:
         f"{x['reference_clients']} clients' {x['reference_rps']:.2f} req/s; admitted p95 {row.p95_s:.2f} s = "
         f"{x['p95_ratio']:.2f}x unloaded p95 {x['unloaded_p95_s']:.2f} s; {x['rejected']} refused "
         f"({x['rejected_without_retry_after']} without Retry-After, p95 {x['reject_p95_s']:.2f} s); "
-        f"proxy+ingress CPU per request {x['cpu_ms_per_request']} ms, per refusal ~{x['refusal_cpu_ms']} ms; "
+        f"proxy+ingress CPU per request {x['cpu_ms_per_request']} ms, per refusal ~{x['refusal_cpu_ms']} ms, "
+        f"{x['serving_cores']} cores (client {x['client_cores']}); "
         f"{'PASS' if overload_ok(row) else 'FAIL'}"
     )
 
