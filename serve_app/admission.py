@@ -4,7 +4,8 @@ Each ingress replica runs at most ``capacity`` (``max_inflight``) syntheses. :cl
 middleware, takes a slot for every synthesis request (every POST) *before* its body is parsed, validated,
 looked up in the cache or logged. When every slot is busy the request waits, without CPU, for a slot handed
 over by a finishing request, for at most the wait budget ``min(max_wait_s, wait_fraction × service time)``
-(service time: moving average of how long admitted requests held their slot). Otherwise, or when
+(service time: moving average of how long successful requests held their slot; a quick 4xx/5xx says nothing
+about synthesis time and would shrink the budget to nothing). Otherwise, or when
 ``max_waiting`` requests already wait, it is refused: 503 ``overloaded`` with a pre-encoded JSON body and a
 ``Retry-After`` from the expected wait (queue length × service time / slots), and no log line (the
 ``overloaded`` error metric counts them).
@@ -45,10 +46,11 @@ class Ticket:
         self._start = time.monotonic()
         self._held = True
 
-    def release(self) -> None:
+    def release(self, succeeded: bool = True) -> None:
+        """Free the slot; a successful request's time updates the service-time average."""
         if self._held:
             self._held = False
-            self._owner._finished(time.monotonic() - self._start)
+            self._owner._finished(time.monotonic() - self._start if succeeded else None)
 
 
 class Admission:
@@ -173,7 +175,15 @@ class AdmissionGate:
             await send({"type": "http.response.start", "status": 503, "headers": headers})
             await send({"type": "http.response.body", "body": OVERLOADED})
             return
+        status = 0
+
+        async def send_status(message: dict[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
         try:
-            await self.app(scope, receive, send)
+            await self.app(scope, receive, send_status)
         finally:
-            ticket.release()
+            ticket.release(succeeded=200 <= status < 300)

@@ -162,9 +162,11 @@ def test_gate_refuses_before_the_body_is_read() -> None:
             assert json.loads(body["body"])["error"]["code"] == "overloaded"
             assert held is not None
             held.release()
+            service = a.service_s
             sent.clear()
             await gate(scope, receive, send)  # a free slot: FastAPI's validation answers
             assert down.calls == 1 and sent[0]["status"] == 422 and a.inflight == 0
+            assert a.service_s == service  # a quick error is not a service time
             await gate({**scope, "method": "GET"}, receive, send)  # not a synthesis: never gated
             assert down.calls == 2 and a.inflight == 0
         finally:
