@@ -1,19 +1,20 @@
-"""Admission at the ingress door: synthesis slots, a short wait, and a refusal that costs almost nothing.
+"""Admission at the ingress door: synthesis slots, a short wait, and a refusal with no app work.
 
 Each ingress replica runs at most ``capacity`` (``max_inflight``) syntheses. :class:`AdmissionGate`, an ASGI
 middleware, takes a slot for every synthesis request (every POST) *before* its body is parsed, validated,
 looked up in the cache or logged. When every slot is busy the request waits, without CPU, for a slot handed
 over by a finishing request, for at most the wait budget ``min(max_wait_s, wait_fraction × service time)``
 (service time: moving average of how long successful requests held their slot; a quick 4xx/5xx says nothing
-about synthesis time and would shrink the budget to nothing). Otherwise, or when
-``max_waiting`` requests already wait, it is refused: 503 ``overloaded`` with a pre-encoded JSON body and a
-``Retry-After`` from the expected wait (queue length × service time / slots), and no log line (the
-``overloaded`` error metric counts them).
+about synthesis time and would shrink the budget to nothing). Otherwise, or when ``max_waiting`` requests
+already wait, it is refused: 503 ``overloaded`` with a pre-encoded JSON body and a ``Retry-After`` from the
+expected wait (queue length × service time / slots), and no log line (the ``overloaded`` error metric counts
+them). What a refusal still costs is Ray Serve's own per-request work in the proxy and the replica (~10 ms
+CPU on the 2-core box), hence the pacing below.
 
 A freed slot goes to the *newest* waiter (LIFO). Under a standing queue the oldest waiters are the ones
 whose budget runs out first anyway; serving the newest keeps an admitted request's wait near zero instead
-of near the budget, so admitted latency stays close to the service time (adaptive LIFO, as in Facebook's
-"Fail at Scale"). Without a standing queue every waiter gets a slot within its budget either way.
+of near the budget, so admitted latency stays close to the service time (the idea of Facebook's adaptive
+LIFO, "Fail at Scale"; here always LIFO: without a standing queue the order hardly matters).
 
 The wait is also what stops a client that ignores ``Retry-After`` from spinning: a closed loop of such
 clients cycles once per wait budget instead of once per round trip, so the Serve proxy and the ingress do
