@@ -80,14 +80,15 @@ async def _invalid_while_held(
     """Two long streamed syntheses take both slots (their headers arrive once admitted; each holds its slot
     until its stream ends); then ``n_invalid`` invalid bodies. Returns the long requests' statuses and, per
     invalid body, (answered before both streams ended, response)."""
-    body = {"text": rel.LONG_TEXT * 20, "format": "pcm", "stream": True}
+    # one long sentence = one unit per request: the small deployment's stage queues (2 + 4) would refuse a
+    # fan-out of many units mid-stream, and a cut stream proves nothing here
+    text = "，".join(s.rstrip("。？") for s in rel.SENTENCES * 3)
+    body = {"text": text, "format": "pcm", "stream": True}
     async with httpx.AsyncClient(base_url=url, timeout=120) as client:
         admitted = [asyncio.Event(), asyncio.Event()]
 
         async def hold(i: int) -> tuple[int, float]:
-            async with client.stream(
-                "POST", "/api/tts", json=dict(body, text=body["text"] + f"第{i}遍。")
-            ) as r:
+            async with client.stream("POST", "/api/tts", json=dict(body, text=f"{text}，第{i}遍。")) as r:
                 admitted[i].set()
                 async for _ in r.aiter_bytes():
                     pass
