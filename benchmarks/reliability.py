@@ -6,8 +6,9 @@ its own local Ray, deploys the apps with the full-size random model and prints o
 Stage replica kills hit the Serve proxy directly (the ingress retries stage calls); the ingress kill goes
 through the chart's nginx gateway (:func:`gateway`, real nginx), which replays what the dying replica held.
 
-Usage: ``python -m benchmarks.reliability [--model-dir DIR] [--quick]``;
-``python -m benchmarks.reliability --soak-minutes 30`` is ``make soak-rss``.
+Usage: ``python -m benchmarks.reliability [--model-dir DIR] [--quick] [--overload-only]``;
+``python -m benchmarks.reliability --soak-minutes 30`` is ``make soak-rss``. The exit status is 1 when the
+overload row misses its acceptance (:func:`overload_ok`) or a replica-kill row fails more than 1 %.
 Loads are bounded in concurrency and time and target 127.0.0.1 only.
 """
 
@@ -181,11 +182,28 @@ def running_replicas(app: str, deployment: str) -> int:
     return int(status.deployments[deployment].replica_states.get("RUNNING", 0))
 
 
+def _descends_from_us(pid: int, depth: int = 8) -> bool:
+    """True when ``pid`` is a child, grandchild... of this process: a worker of the Ray this driver started,
+    not of another Ray session on the same machine."""
+    me = os.getpid()
+    for _ in range(depth):
+        try:
+            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            return False
+        if pid == me:
+            return True
+        if pid <= 1:
+            return False
+    return False
+
+
 def replica_pids(app: str) -> dict[str, int]:
-    """``{process title: pid}`` for this app's replica processes (Linux /proc; Ray sets the title)."""
+    """``{process title: pid}`` for this app's replica processes (Linux /proc; Ray sets the title) in the
+    Ray this driver started."""
     out: dict[str, int] = {}
     for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
+        if not proc.name.isdigit() or not _descends_from_us(int(proc.name)):
             continue
         try:
             title = (proc / "cmdline").read_bytes().split(b"\0")[0].decode("utf-8", "replace")
@@ -317,11 +335,56 @@ def table(rows: list[Row]) -> str:
 
 
 # ------------------------------------------------------------------------------------------ scenarios
-def overload(url: str, app: str, capacity: int, factor: int = 6, duration_s: float = 10.0) -> Row:
-    """Drive ``factor × capacity`` closed-loop clients; rejections must be fast and carry Retry-After."""
-    base = sequential(url, 3)
+def serving_pids(app: str) -> dict[str, int]:
+    """The processes every HTTP request of ``app`` passes through: the Serve proxy, the ingress replicas."""
+    out = {f"ingress:{v}": v for k, v in replica_pids(app).items() if k.split(":")[-2] == "TTSIngress"}
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            with contextlib.suppress(OSError):
+                title = (proc / "cmdline").read_bytes()
+                if title.startswith(b"ray::ProxyActor") and _descends_from_us(int(proc.name)):
+                    out[f"proxy:{proc.name}"] = int(proc.name)
+    return out
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` (all threads), from /proc; nan when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def overload(
+    url: str,
+    app: str,
+    capacity: int,
+    factor: int = 6,
+    duration_s: float = 10.0,
+    reference_clients: int = 4,
+    unloaded_n: int = 8,
+) -> Row:
+    """Goodput under overload: ``factor × capacity`` closed-loop clients that retry at once (they ignore
+    Retry-After: the worst case), against ``reference_clients`` clients on the same deployment, same run.
+
+    Reports served requests/s (goodput) over the reference throughput, admitted p95 over the unloaded p95
+    (``unloaded_n`` sequential requests), every refusal's status and Retry-After, and the CPU the Serve proxy
+    plus the ingress spend per request while overloaded (refusals are nearly all of them)."""
+    base = sequential(url, unloaded_n)
+    pids = serving_pids(app)
+    cpu_ref0 = {k: cpu_s(p) for k, p in pids.items()}
+    t0 = time.monotonic()
+    ref = asyncio.run(drive(url, reference_clients, duration_s, timeout_s=60))
+    ref_s = time.monotonic() - t0
     rss0 = app_rss(app)
+    cpu0 = {k: cpu_s(p) for k, p in pids.items()}
+    client0 = time.process_time()
+    t0 = time.monotonic()
     stats = asyncio.run(drive(url, capacity * factor, duration_s, timeout_s=60))
+    over_s = time.monotonic() - t0
+    client_cpu = time.process_time() - client0
+    cpu1 = {k: cpu_s(p) for k, p in pids.items()}
     time.sleep(1.0)
     after = sequential(url, 3)
     rss1 = app_rss(app)
@@ -329,6 +392,17 @@ def overload(url: str, app: str, capacity: int, factor: int = 6, duration_s: flo
     growth_mb = max((rss1[k] - rss0[k] for k in common), default=0.0)
     growth_pct = max(((rss1[k] - rss0[k]) / rss0[k] * 100 for k in common), default=0.0)
     rej = stats.rejected
+    goodput = len(stats.ok) / over_s
+    reference = len(ref.ok) / ref_s
+    unloaded_p95 = pct([s.latency for s in base if s.status == 200], 95)
+    per_request = max(1, stats.sent)
+    serving_ms = {k.split(":")[0]: 0.0 for k in pids}
+    for k in pids:
+        serving_ms[k.split(":")[0]] += (cpu1[k] - cpu0[k]) * 1000 / per_request
+    refusal_ms = refusal_cost_ms(
+        (len(ref.ok), len(ref.rejected), sum(cpu0[k] - cpu_ref0[k] for k in pids)),
+        (len(stats.ok), len(rej), sum(cpu1[k] - cpu0[k] for k in pids)),
+    )
     return Row(
         "overload",
         f"{capacity * factor} clients = {factor}x capacity, {duration_s:.0f} s",
@@ -343,13 +417,62 @@ def overload(url: str, app: str, capacity: int, factor: int = 6, duration_s: flo
             "rejected_without_retry_after": sum(1 for s in rej if not s.retry_after),
             "reject_p95_s": stats.p95("rejected"),
             "reject_max_s": max((s.latency for s in rej), default=float("nan")),
+            "goodput_rps": goodput,
+            "reference_clients": reference_clients,
+            "reference_rps": reference,
+            "reference_rejected": len(ref.rejected),
+            "goodput_ratio": goodput / reference if reference else float("nan"),
+            "unloaded_p95_s": unloaded_p95,
+            "p95_ratio": stats.p95("ok") / unloaded_p95,
             "baseline_p50_s": statistics.median(s.latency for s in base),
+            "cpu_ms_per_request": {k: round(v, 2) for k, v in serving_ms.items()},
+            "refusal_cpu_ms": round(refusal_ms, 2),
+            # cores the proxy + ingress took while overloaded: what the model stages could not use
+            "serving_cores": round(sum(cpu1[k] - cpu0[k] for k in pids) / over_s, 3),
+            "client_cores": round(client_cpu / over_s, 3),
+            "client_cpu_ms_per_request": round(client_cpu * 1000 / per_request, 2),
             "after_ok": sum(s.status == 200 for s in after),
             "after_p50_s": statistics.median(s.latency for s in after),
             "rss_growth_mb": growth_mb,
             "statuses": stats.statuses(),
             "errors": dict(stats.errors.most_common(5)),
         },
+    )
+
+
+def refusal_cost_ms(a: tuple[int, int, float], b: tuple[int, int, float]) -> float:
+    """Proxy + ingress CPU ms of one refusal, from two phases of (served, refused, CPU s): solves
+    ``cpu = served × c_served + refused × c_refused`` for both; nan when the phases do not separate them."""
+    (s1, r1, c1), (s2, r2, c2) = a, b
+    det = s1 * r2 - s2 * r1
+    if det == 0:
+        return float("nan")
+    refused = (s1 * c2 - s2 * c1) / det
+    return refused * 1000 if refused > 0 else float("nan")
+
+
+def overload_summary(row: Row) -> str:
+    x = row.extra
+    return (
+        f"overload: goodput {x['goodput_rps']:.2f} req/s = {x['goodput_ratio']:.0%} of "
+        f"{x['reference_clients']} clients' {x['reference_rps']:.2f} req/s; admitted p95 {row.p95_s:.2f} s = "
+        f"{x['p95_ratio']:.2f}x unloaded p95 {x['unloaded_p95_s']:.2f} s; {x['rejected']} refused "
+        f"({x['rejected_without_retry_after']} without Retry-After, p95 {x['reject_p95_s']:.2f} s); "
+        f"proxy+ingress CPU per request {x['cpu_ms_per_request']} ms, per refusal ~{x['refusal_cpu_ms']} ms, "
+        f"{x['serving_cores']} cores (client {x['client_cores']}); "
+        f"{'PASS' if overload_ok(row) else 'FAIL'}"
+    )
+
+
+def overload_ok(row: Row, min_goodput_ratio: float = 0.8, max_p95_ratio: float = 1.5) -> bool:
+    """The acceptance of the overload row (issue #17): goodput holds, admitted latency stays near unloaded,
+    nothing fails, every refusal carries Retry-After."""
+    x = row.extra
+    return (
+        row.failed == 0
+        and x["rejected_without_retry_after"] == 0
+        and x["goodput_ratio"] >= min_goodput_ratio
+        and x["p95_ratio"] <= max_p95_ratio
     )
 
 
@@ -616,6 +739,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", default="full", choices=["full", "tiny"])
     p.add_argument("--quick", action="store_true", help="shorter runs (a few minutes in total)")
     p.add_argument("--soak-minutes", type=float, default=None, help="only run the soak (make soak-rss)")
+    p.add_argument("--overload-only", action="store_true", help="only run the overload row")
     p.add_argument("--deadline", type=float, default=None, help="ingress request deadline, s (default 30)")
     a = p.parse_args(argv)
     global DEADLINE_S
@@ -634,10 +758,13 @@ def main(argv: list[str] | None = None) -> int:
             ok = row.failed == 0 and (row.rss_growth_pct or 0.0) <= 5.0
         else:
             url = base + _deploy("overload", overload_args(model_dir))
-            rows.append(overload(url, "overload", capacity=2, duration_s=10 if a.quick else 20))
+            row = overload(url, "overload", capacity=2, duration_s=10 if a.quick else 20)
+            rows.append(row)
+            ok = overload_ok(row)
             from tests._reliability import undeploy
 
             undeploy("overload")
+        if a.soak_minutes is None and not a.overload_only:
             chaos = chaos_args(model_dir)
             url = base + _deploy("chaos", chaos)
             rows.append(faults(url, "chaos", ["HifiGanVocoder", "SambertAcoustic", "TextFrontend"]))
@@ -646,7 +773,7 @@ def main(argv: list[str] | None = None) -> int:
                 row.extra["gateway"] = gw.replays()
             row.faults += " (via nginx gateway)"
             rows.append(row)
-            ok = all(r.extra["fail_pct"] <= 1.0 for r in rows if "fail_pct" in r.extra)
+            ok = ok and all(r.extra["fail_pct"] <= 1.0 for r in rows if "fail_pct" in r.extra)
             rows.append(drain(url, "chaos", "TTSIngress", 2, chaos["options"]["TTSIngress"], chaos))
             undeploy("chaos")
             url = base + _deploy("soak", soak_args(model_dir))
@@ -656,6 +783,8 @@ def main(argv: list[str] | None = None) -> int:
         print()
         print(table(rows))
         for r in rows:
+            if r.test == "overload":
+                print("  " + overload_summary(r))
             print(f"  {r.test}: {r.extra}")
     finally:
         import ray

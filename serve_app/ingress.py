@@ -28,6 +28,7 @@ from engine.frontend import FrontendError, SynthesisUnit
 from engine.messages import SynthesisRequest
 from engine.modeldir import load_model_dir
 from engine.orchestrator import Orchestrator, StreamSettings
+from serve_app import admission
 from serve_app.audio_store import AudioStore
 from serve_app.cache import CachedResult, ResultCache, cache_key
 from serve_app.errors import TTSError, install_error_handlers
@@ -71,8 +72,11 @@ class IngressSettings:
     limits: Limits = field(default_factory=Limits)
     cache_max_entries: int = 256
     cache_max_bytes: int = 64 * 1024 * 1024
-    max_inflight: int = 48  # per ingress replica; beyond it → 503 JSON + Retry-After
-    retry_after_s: float = 1.0
+    max_inflight: int = 48  # syntheses per ingress replica (serve_app.admission)
+    max_waiting: int = 16  # beyond max_inflight: requests waiting for a slot; more → 503 at once
+    max_wait_s: float = 0.5  # longest wait for a slot (and at most wait_fraction × service time) → 503
+    wait_fraction: float = 0.5
+    retry_after_s: float = 1.0  # least Retry-After of a 503/429 (admission: the expected wait)
     ready_timeout_s: float = 10.0
     log_text: bool = False
     stream: StreamSettings = field(default_factory=StreamSettings)
@@ -81,6 +85,8 @@ class IngressSettings:
     audio_store: dict[str, Any] = field(default_factory=dict)  # serve_app.audio_store.AudioStore (URL mode)
 
     def __post_init__(self) -> None:
+        if self.max_inflight < 1 or self.max_waiting < 0 or self.max_wait_s < 0 or self.wait_fraction < 0:
+            raise ValueError("max_inflight must be >= 1; max_waiting, max_wait_s, wait_fraction >= 0")
         SecuritySettings.from_dict(self.security)  # fail fast on typos (keys are loaded in the replica)
         RetryPolicy.from_dict(self.retry)
         AudioStore(**self.audio_store)
@@ -102,21 +108,10 @@ app = FastAPI(
     description="Chinese text-to-speech on Ray Serve. Errors are always `{error: {code, message}}`.",
 )
 install_error_handlers(app)
+# Every POST route is a synthesis: the gate (inside the security checks, before the body is parsed) admits
+# it or answers 503 itself, so a refusal costs no FastAPI, validation, cache or logging work.
+app.add_middleware(admission.AdmissionGate)
 app.add_middleware(SecurityMiddleware)  # body limit, CORS, API keys, rate limits, security headers
-
-
-class _Ticket:
-    """One admitted synthesis: holds a slot of ``max_inflight`` until ``release`` (idempotent)."""
-
-    def __init__(self, owner: "TTSIngress") -> None:
-        self._owner = owner
-        self._held = True
-        owner.inflight += 1
-
-    def release(self) -> None:
-        if self._held:
-            self._held = False
-            self._owner.inflight -= 1
 
 
 async def _one(data: bytes) -> AsyncIterator[bytes]:
@@ -179,7 +174,16 @@ class TTSIngress:
         self.cache = ResultCache(self.settings.cache_max_entries, self.settings.cache_max_bytes)
         self.audio_store = AudioStore(**self.settings.audio_store)
         self.metrics = IngressMetrics()
-        self.inflight = 0
+        self.admission = admission.Admission(
+            capacity=self.settings.max_inflight,
+            max_waiting=self.settings.max_waiting,
+            max_wait_s=self.settings.max_wait_s,
+            wait_fraction=self.settings.wait_fraction,
+            retry_after_s=self.settings.retry_after_s,
+            max_retry_after_s=self.settings.limits.request_timeout_s,
+            on_refuse=lambda: self.metrics.error("overloaded"),
+        )
+        admission.configure(self.admission)
 
     # ---------------------------------------------------------------- validation
     def _request(self, **fields: Any) -> SynthesisRequest:
@@ -235,14 +239,6 @@ class TTSIngress:
         return replace(req, voice=voice)
 
     # ---------------------------------------------------------------- core
-    def _admit(self) -> _Ticket:
-        if self.inflight >= self.settings.max_inflight:
-            self.metrics.error("overloaded")
-            raise TTSError(
-                503, "overloaded", "the service is at capacity; retry later", self.settings.retry_after_s
-            )
-        return _Ticket(self)
-
     def _log(
         self,
         req: SynthesisRequest,
@@ -287,15 +283,12 @@ class TTSIngress:
             self.metrics.cache_lookup(hit is not None)
             if hit is not None:
                 return hit, True
-        ticket = self._admit()
         try:
             async with asyncio.timeout(self.settings.limits.request_timeout_s):
                 result = await self.orchestrator.synthesize(req, await self._units(req))
         except TimeoutError:
             self.metrics.error("timeout")
             raise TTSError(504, "timeout", "synthesis did not finish within the request deadline") from None
-        finally:
-            ticket.release()
         data, rate = audio_mod.encode(result.audio, result.sample_rate, req.format, req.sample_rate)
         cached = CachedResult(
             audio=data,
@@ -378,22 +371,17 @@ class TTSIngress:
     async def _stream(
         self, req: SynthesisRequest, endpoint: str, start: float, sse: bool = False
     ) -> StreamingResponse:
-        """Admit and run the frontend first (so errors are proper JSON), then stream audio chunks."""
-        ticket = self._admit()
+        """Run the frontend first (so errors are proper JSON), then stream audio chunks."""
         try:
             async with asyncio.timeout(self.settings.limits.request_timeout_s):
                 units = await self._units(req)
                 info = await self.orchestrator.info()
             encoder = audio_mod.StreamEncoder(req.format, info["sample_rate"], req.sample_rate)
         except TimeoutError:
-            ticket.release()
             raise TTSError(504, "timeout", "synthesis did not start within the request deadline") from None
-        except BaseException:
-            ticket.release()
-            raise
         spec = audio_mod.FORMATS[req.format]
         media = spec.media_type + (f";rate={encoder.rate}" if req.format == "pcm" else "")
-        body = self._stream_body(req, endpoint, units, encoder, start, ticket)
+        body = self._stream_body(req, endpoint, units, encoder, start)
         if sse:
             body, media = _sse_events(body, len(req.text)), "text/event-stream"
         return StreamingResponse(
@@ -413,7 +401,6 @@ class TTSIngress:
         units: list[SynthesisUnit],
         encoder: audio_mod.StreamEncoder,
         start: float,
-        ticket: _Ticket,
     ) -> AsyncIterator[bytes]:
         """Encoded chunks of the orchestrator's stream; a deadline or stage error aborts the body."""
         produced = 0
@@ -449,7 +436,6 @@ class TTSIngress:
             raise  # status and headers are already sent; only an aborted body tells the client
         finally:
             await chunks.aclose()
-            ticket.release()
             seconds = time.perf_counter() - start
             audio_s = produced / encoder.src_rate
             if status == "ok":

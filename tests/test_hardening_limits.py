@@ -47,6 +47,35 @@ def test_deployment_defaults_are_bounded_too() -> None:
         assert dep.max_queued_requests > 0, dep.name
 
 
+def _ingress_room(
+    ingress_args: dict, deployments: list[dict], overrides: dict | None = None
+) -> tuple[int, int]:
+    """(max_inflight + max_waiting, TTSIngress max_ongoing_requests) for one config."""
+    settings = IngressSettings.from_dict(ingress_args)
+    (ingress,) = [d for d in deployments if d["name"] == "TTSIngress"]
+    ongoing = (overrides or {}).get("max_ongoing_requests", ingress["max_ongoing_requests"])
+    return settings.max_inflight + settings.max_waiting, ongoing
+
+
+def test_admission_fits_in_the_ingress_replica() -> None:
+    """Requests waiting for a slot wait inside the replica (bounded by the wait budget); beyond Serve's
+    max_ongoing_requests they would queue in the proxy with no time bound. Local config, defaults, Helm."""
+    from serve_app.ingress import TTSIngress
+    from tests.k8s.render import VALUE_SETS, effective_values
+
+    app = CONFIG["applications"][0]
+    room, ongoing = _ingress_room(app["args"]["ingress"], app["deployments"])
+    assert room <= ongoing, (room, ongoing)
+    defaults = IngressSettings()
+    assert defaults.max_inflight + defaults.max_waiting <= TTSIngress.max_ongoing_requests
+    for value_set in VALUE_SETS:
+        serve = effective_values(value_set)["serve"]
+        merged = {**app["args"]["ingress"], **serve.get("appArgs", {}).get("ingress", {})}
+        override = serve.get("deployments", {}).get("TTSIngress", {})
+        room, ongoing = _ingress_room(merged, app["deployments"], override)
+        assert room <= ongoing, (value_set, room, ongoing)
+
+
 def test_ingress_caches_and_inflight_are_bounded() -> None:
     ingress = IngressSettings.from_dict(CONFIG["applications"][0]["args"]["ingress"])
     assert 0 < ingress.max_inflight <= 1024

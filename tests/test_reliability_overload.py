@@ -4,12 +4,22 @@ Capacity = 2 admitted syntheses (ingress ``max_inflight``), stage queues of 4. S
   * every excess request is shed with 429/503 + Retry-After, p95 rejection latency < 1 s;
   * admitted requests: p95 < 10 × the unloaded median + 2 s (queues are bounded, so waiting is too);
   * no other error; replica RSS grows < 150 MB; afterwards requests succeed again at near-unloaded latency.
+Goodput against 4 clients is reported here and gated in ``make reliability`` (full-size model): with the tiny
+model the Serve round trip, not the model, is the work, so the ratio says little.
+
+Designed order at the door: security checks, then admission, then body validation: an overloaded ingress
+answers an invalid body with 503, not 422 (tests/test_admission.py, at the ASGI level). Behind it, Ray
+Serve's own queue limit at the proxy (``TTSIngress`` ``max_ongoing_requests``/``max_queued_requests``) is
+the backstop: Ray 2.60 answers 503 + Retry-After (``backpressure_config``) with a plain-text body.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Iterator
 
+import httpx
 import pytest
 
 from benchmarks import reliability as rel
@@ -48,3 +58,48 @@ def test_overload_sheds_fast_and_recovers(small: str) -> None:
 @pytest.mark.slow
 def test_overload_long(small: str) -> None:
     check_overload(rel.overload(small, APP, capacity=CAPACITY, factor=8, duration_s=45.0))
+
+
+async def _timed_posts(
+    url: str, bodies: list[dict], delays: list[float]
+) -> list[tuple[float, httpx.Response]]:
+    """POST each body after its delay; (arrival time of the response, response) in the same order."""
+    async with httpx.AsyncClient(base_url=url, timeout=120) as client:
+
+        async def one(body: dict, delay: float) -> tuple[float, httpx.Response]:
+            await asyncio.sleep(delay)
+            r = await client.post("/api/tts", json=body)
+            return time.monotonic(), r
+
+        return list(await asyncio.gather(*[one(b, d) for b, d in zip(bodies, delays, strict=True)]))
+
+
+BACKSTOP = "relbackstop"
+
+
+def test_ray_proxy_backstop_is_503_with_retry_after(serve_instance) -> None:  # type: ignore[no-untyped-def]
+    """Ray 2.60 at the proxy (ingress replica full, its proxy queue full): 503 + Retry-After, plain text."""
+    args = rel.overload_args(str(serve_instance.model_dir), 1)
+    args["ingress"]["max_waiting"] = 4
+    args["ingress"]["max_wait_s"] = 30.0  # requests wait inside the replica, so the replica stays full
+    args["options"]["TTSIngress"].update(
+        max_ongoing_requests=2,
+        max_queued_requests=1,
+        backpressure_config={"status_code": 503, "retry_after_s": 2},
+    )
+    deploy(BACKSTOP, f"/{BACKSTOP}", args)
+    try:
+        body = {"text": rel.LONG_TEXT * 3, "format": "pcm"}
+        bodies = [dict(body, text=body["text"] + f"第{i}次。") for i in range(8)]
+        out = asyncio.run(_timed_posts(serve_instance.url + f"/{BACKSTOP}", bodies, [0.0] * 8))
+    finally:
+        undeploy(BACKSTOP)
+    statuses = [r.status_code for _, r in out]
+    proxy = [
+        r
+        for _, r in out
+        if r.status_code != 200 and not r.headers.get("content-type", "").startswith("application/json")
+    ]
+    assert statuses.count(200) >= 2 and proxy, statuses
+    for r in proxy:
+        assert r.status_code == 503 and r.headers["retry-after"] == "2", (r.status_code, r.headers, r.text)
