@@ -102,7 +102,10 @@ class Generator(nn.Module):
         self._geometry = (
             kernel_size,
             [int(k) for k in upsample_kernal_sizes],
-            [(int(rk), [int(d) for d in dil]) for rk, dil in zip(resblock_kernel_sizes, resblock_dilations)],
+            [
+                (int(rk), [int(d) for d in dil])
+                for rk, dil in zip(resblock_kernel_sizes, resblock_dilations, strict=True)
+            ],
         )
 
         conv_cls = CausalConv1d if causal else Conv1d
