@@ -60,6 +60,11 @@ lint: $(PY)
 
 bench: bench-engine bench-frontend
 
+# FLOPs per audio second per stage (from the models' layer shapes), measured fp32/bf16 peaks, achieved GFLOPS.
+.PHONY: bench-roofline
+bench-roofline: $(PY)
+	$(PY) -m benchmarks.bench_roofline
+
 bench-engine: $(PY)
 	$(PY) -m benchmarks.bench_engine
 

@@ -5,6 +5,7 @@ machine), the streamed/one-shot cost ratio and first-chunk latency, batch throug
 mode's speed and error.
 
     .venv/bin/python -m benchmarks.bench_vocoder [--threads 2] [--frames 300 600] [--runs 3] [--chunk 25]
+        [--backend auto|torch|onednn]
 """
 
 from __future__ import annotations
@@ -36,11 +37,12 @@ def best_of(fn: Callable[[], object], runs: int) -> float:
     return min(times)
 
 
-def make(variant: str, threads: int, precision: str = "fp32") -> Vocoder:
+def make(variant: str, threads: int, precision: str = "fp32", backend: str = "auto") -> Vocoder:
     torch.manual_seed(0)
     params = VARIANTS[variant]
     cfg = {"Model": {"Generator": {"params": params}}, "audio_config": {"sampling_rate": SR}}
-    return Vocoder.from_config(cfg, Generator(**params).state_dict(), threads=threads, precision=precision)
+    state = Generator(**params).state_dict()
+    return Vocoder.from_config(cfg, state, threads=threads, precision=precision, backend=backend)
 
 
 def streamed(v: Vocoder, mel: np.ndarray, chunk: int) -> tuple[np.ndarray, float]:
@@ -65,12 +67,16 @@ def main() -> None:
     ap.add_argument("--chunk", type=int, default=25, help="frames per streamed chunk")
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     ap.add_argument("--no-bf16", action="store_true")
+    ap.add_argument(
+        "--backend", default="auto", choices=["auto", "torch", "onednn"], help="causal chunk backend"
+    )
     args = ap.parse_args()
     print(f"torch {torch.__version__}, threads {args.threads}, cpus {os.cpu_count()}, load {os.getloadavg()}")
     rng = np.random.default_rng(0)
     for variant in args.variants:
-        v = make(variant, args.threads)
-        v16 = None if args.no_bf16 else make(variant, args.threads, "bf16")
+        v = make(variant, args.threads, backend=args.backend)
+        v16 = None if args.no_bf16 else make(variant, args.threads, "bf16", args.backend)
+        print(f"{variant}: backend {v.backend}")
         for frames in args.frames:
             mel = rng.standard_normal((frames, 80)).astype(np.float32)
             audio_s = frames * HOP / SR

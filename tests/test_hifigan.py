@@ -208,3 +208,21 @@ def test_regression_pins(causal: bool) -> None:
         rtol=1e-4,
         atol=1e-6,
     )
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_roofline_macs_from_module_hooks_match_torch_flop_counter(fused: bool) -> None:
+    """benchmarks.bench_roofline counts MACs from module shapes; torch's op-level counter must agree."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from benchmarks.bench_roofline import count_macs, vocoder_stage
+
+    g = Generator(**NARROW).remove_weight_norm().eval()
+    if fused:
+        g.fuse_upsampling()
+    mel = torch.zeros(1, 80, 16)
+    macs = count_macs(g, lambda: g.forward_stream(mel, {}), vocoder_stage(g.num_kernels))
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        g.forward_stream(mel, {})
+    assert 2 * sum(macs.values()) == counter.get_total_flops()
+    assert len([k for k in macs if k.startswith("upsample")]) == 4

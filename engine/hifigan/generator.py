@@ -21,6 +21,7 @@ from .layers import (
     CausalConvTranspose1d,
     Conv1d,
     ConvTranspose1d,
+    FusedUpsample,
     ResidualBlock,
     StreamLayer,
     fold_weight_norm,
@@ -31,7 +32,11 @@ _ACTIVATIONS = {"LeakyReLU", "ReLU", "ELU", "PReLU", "SiLU", "GELU", "Tanh"}
 
 
 class Generator(nn.Module):
-    """conv_pre → per stage [sin(x)+x, repeat- + transposed-upsample, mean of resblocks] → conv_post."""
+    """conv_pre → per stage [sin(x)+x, repeat- + transposed-upsample, mean of resblocks] → conv_post.
+
+    :meth:`fuse_upsampling` (inference) replaces each stage's two upsampling branches by one
+    :class:`FusedUpsample`; the state dict then no longer has the checkpoint's layout.
+    """
 
     def __init__(
         self,
@@ -92,6 +97,16 @@ class Generator(nn.Module):
         self.num_upsamples = len(self.upsample_scales)
         self.num_kernels = len(resblock_kernel_sizes)
         self.in_channels, self.out_channels = in_channels, out_channels
+        self.upsamples: nn.ModuleList | None = None  # set by fuse_upsampling()
+        # Layer geometry for receptive_radius_frames (independent of how the layers are represented).
+        self._geometry = (
+            kernel_size,
+            [int(k) for k in upsample_kernal_sizes],
+            [
+                (int(rk), [int(d) for d in dil])
+                for rk, dil in zip(resblock_kernel_sizes, resblock_dilations, strict=True)
+            ],
+        )
 
         conv_cls = CausalConv1d if causal else Conv1d
         tconv_cls = CausalConvTranspose1d if causal else ConvTranspose1d
@@ -138,6 +153,24 @@ class Generator(nn.Module):
         fold_weight_norm(self)
         return self
 
+    def fuse_upsampling(self) -> Generator:
+        """Fold each stage's repeat-upsample branch into its transposed convolution (in place, after
+        :meth:`remove_weight_norm`); outputs equal the unfused model's to float rounding, ~7 % fewer MACs."""
+        if self.upsamples is not None:
+            return self
+        fused = []
+        for (t_act, t_conv), (_, rep_act, rep_conv) in zip(
+            self.transpose_upsamples, self.repeat_upsamples, strict=True
+        ):
+            if repr(t_act) != repr(rep_act) or any(True for _ in t_act.parameters()):
+                raise ValueError(f"cannot fuse upsampling branches with activations {t_act} / {rep_act}")
+            fused.append(FusedUpsample.from_branches(t_act, t_conv, rep_conv))
+        self.upsamples = nn.ModuleList(fused)
+        del self.transpose_upsamples, self.repeat_upsamples
+        for i, module in enumerate(self.upsamples):
+            module.stream_key = f"upsamples.{i}"
+        return self
+
     def _masks(self, lengths: Tensor | None, frames: int, dtype: torch.dtype) -> dict[int, Tensor] | None:
         """Per-rate masks [B, 1, frames * rate] for batched non-causal inference (None when not needed)."""
         if lengths is None or self.causal:
@@ -168,12 +201,16 @@ class Generator(nn.Module):
         rate = 1
         for i in range(self.num_upsamples):
             x = torch.sin(x) + x
-            rep_up, rep_act, rep_conv = self.repeat_upsamples[i]
-            t_act, t_conv = self.transpose_upsamples[i]
-            up = t_conv(m(t_act(x), rate))
-            rate *= self.upsample_scales[i]
-            rep = rep_conv(m(rep_act(rep_up(x)), rate))
-            x = rep + up[..., : rep.shape[-1]]
+            if self.upsamples is not None:
+                x = self.upsamples[i](x, None if masks is None else masks[rate])
+                rate *= self.upsample_scales[i]
+            else:
+                rep_up, rep_act, rep_conv = self.repeat_upsamples[i]
+                t_act, t_conv = self.transpose_upsamples[i]
+                up = t_conv(m(t_act(x), rate))
+                rate *= self.upsample_scales[i]
+                rep = rep_conv(m(rep_act(rep_up(x)), rate))
+                x = rep + up[..., : rep.shape[-1]]
             mask = None if masks is None else masks[rate]
             blocks = self.conv_blocks[i * self.num_kernels : (i + 1) * self.num_kernels]
             xs = blocks[0](x, mask)
@@ -193,11 +230,14 @@ class Generator(nn.Module):
         x = self.conv_pre.forward_stream(mel, cache)
         for i in range(self.num_upsamples):
             x = torch.sin(x) + x
-            rep_up, rep_act, rep_conv = self.repeat_upsamples[i]
-            t_act, t_conv = self.transpose_upsamples[i]
-            rep = rep_conv.forward_stream(rep_act(rep_up(x)), cache)
-            up = t_conv.forward_stream(t_act(x), cache)
-            x = rep + up
+            if self.upsamples is not None:
+                x = self.upsamples[i].forward_stream(x, cache)
+            else:
+                rep_up, rep_act, rep_conv = self.repeat_upsamples[i]
+                t_act, t_conv = self.transpose_upsamples[i]
+                rep = rep_conv.forward_stream(rep_act(rep_up(x)), cache)
+                up = t_conv.forward_stream(t_act(x), cache)
+                x = rep + up
             blocks = self.conv_blocks[i * self.num_kernels : (i + 1) * self.num_kernels]
             xs = blocks[0].forward_stream(x, cache)
             for block in blocks[1:]:
@@ -208,20 +248,15 @@ class Generator(nn.Module):
 
     def receptive_radius_frames(self) -> int:
         """Frames of context on each side that fully determine one output frame (upper bound, non-causal)."""
-        total = (self.conv_pre.conv1d.kernel_size - 1) / 2
+        kernel, up_kernels, resblocks = self._geometry
+        total = (kernel - 1) / 2
         rate = 1
-        for i in range(self.num_upsamples):
-            u = self.upsample_scales[i]
-            deconv = self.transpose_upsamples[i][1].deconv
-            k, p = deconv.kernel_size, deconv.padding
+        for u, k in zip(self.upsample_scales, up_kernels, strict=True):
+            p = 0 if self.causal else (k - u) // 2  # the transposed conv's padding
             reach_t = math.ceil(max(p, k - 1 - p) / u) / rate
             rate *= u
-            reach_r = (self.repeat_upsamples[i][2].conv1d.kernel_size - 1) / 2 / rate
-            reach_b = 0.0
-            for block in self.conv_blocks[i * self.num_kernels : (i + 1) * self.num_kernels]:
-                r = sum((c.conv1d.kernel_size - 1) // 2 * c.conv1d.dilation for c in block.convs1)
-                r += sum((c.conv1d.kernel_size - 1) // 2 * c.conv1d.dilation for c in block.convs2)
-                reach_b = max(reach_b, r / rate)
-            total += max(reach_t, reach_r + 1 / rate) + reach_b
-        total += (self.conv_post.conv1d.kernel_size - 1) / 2 / rate
+            reach_r = (kernel - 1) / 2 / rate
+            reach_b = max((rk - 1) // 2 * (sum(dil) + len(dil)) for rk, dil in resblocks)
+            total += max(reach_t, reach_r + 1 / rate) + reach_b / rate
+        total += (kernel - 1) / 2 / rate
         return math.ceil(total) + 1

@@ -94,11 +94,12 @@ class WNConv1d(nn.Module):
         self.register_parameter("bias", bias)
         self.weight = nn.Parameter(weight)
 
-    def forward(self, x: Tensor, padding: int | None = None) -> Tensor:
+    def forward(self, x: Tensor, padding: int | None = None, bias: bool = True) -> Tensor:
         pad = self.padding if padding is None else padding
+        b = self.bias if bias else None
         if self.transposed:
-            return F.conv_transpose1d(x, self.effective_weight(), self.bias, self.stride, pad)
-        return F.conv1d(x, self.effective_weight(), self.bias, self.stride, pad, self.dilation)
+            return F.conv_transpose1d(x, self.effective_weight(), b, self.stride, pad)
+        return F.conv1d(x, self.effective_weight(), b, self.stride, pad, self.dilation)
 
     def extra_repr(self) -> str:
         kind = "transposed" if self.transposed else "conv"
@@ -207,7 +208,7 @@ class CausalConvTranspose1d(StreamLayer):
     def forward_stream(self, x: Tensor, cache: Cache) -> Tensor:
         """Overlap-add: the ``k - stride`` tail of a chunk is carried (without bias) into the next chunk."""
         d = self.deconv
-        y = F.conv_transpose1d(x, d.effective_weight(), None, d.stride)
+        y = d(x, bias=False)
         key = self._key()
         carry = cache.get(key)
         if carry is not None and self.trim:
@@ -303,3 +304,100 @@ def fold_weight_norm(module: nn.Module) -> nn.Module:
         if isinstance(m, WNConv1d):
             m.fold()
     return module
+
+
+class FusedUpsample(StreamLayer):
+    """Both upsampling branches of a generator stage as one convolution (exact up to float rounding).
+
+    ``act → nearest ×u → conv`` plus ``act → transposed conv (stride u)`` is one transposed convolution of
+    ``act(x)`` (nearest upsampling commutes with a point-wise activation), whose kernel sums the two. It
+    runs polyphase: a plain convolution with ``u * cout`` output channels (channel ``p * cout + c`` is output
+    phase ``p``) over ``m_lo..m_hi`` input frames, whose outputs interleave in time. Causal models have
+    ``m_lo = 0``, so streaming keeps the last ``m_hi`` activated input frames.
+    """
+
+    def __init__(
+        self, activation: nn.Module, weight: Tensor, bias: Tensor, stride: int, m_lo: int, m_hi: int
+    ) -> None:
+        super().__init__()
+        if weight.shape[-1] != m_hi - m_lo + 1 or weight.shape[0] % stride:
+            raise ValueError(f"fused upsample weight {list(weight.shape)} does not fit stride {stride}")
+        self.activation = activation
+        self.stride, self.m_lo, self.m_hi = stride, m_lo, m_hi
+        self.conv1d = WNConv1d(weight.shape[1], weight.shape[0], weight.shape[-1], weight_norm=False)
+        with torch.no_grad():
+            self.conv1d.weight.copy_(weight)
+            assert self.conv1d.bias is not None
+            self.conv1d.bias.copy_(bias)
+
+    @classmethod
+    @torch.no_grad()
+    def from_branches(
+        cls,
+        t_act: nn.Module,
+        t_conv: CausalConvTranspose1d | ConvTranspose1d,
+        rep_conv: CausalConv1d | Conv1d,
+    ) -> FusedUpsample:
+        """Fuse a stage's ``(act, transposed conv)`` and ``(nearest ×u, act, conv)`` branches."""
+        d, c = t_conv.deconv, rep_conv.conv1d
+        if c.dilation != 1 or c.stride != 1:
+            raise ValueError("the repeat-upsample conv must have stride 1 and dilation 1")
+        u, pad_t = d.stride, d.padding
+        left = (c.kernel_size - 1) if isinstance(rep_conv, CausalConv1d) else c.padding
+        wt = d.effective_weight().double()  # [cin, cout, K]: output offset k - pad_t from input i * u
+        wr = c.effective_weight().double()  # [cout, cin, kr]: rep[t] = sum_j wr[j] up[t - left + j]
+        cin, cout = wt.shape[0], wt.shape[1]
+        d_min = min(-pad_t, left - (c.kernel_size - 1))
+        d_max = max(d.kernel_size - 1 - pad_t, u - 1 + left)
+        taps = torch.zeros(d_max - d_min + 1, cin, cout, dtype=torch.float64)  # by offset d - d_min
+        for k in range(d.kernel_size):
+            taps[k - pad_t - d_min] += wt[:, :, k]
+        for j in range(c.kernel_size):
+            for r in range(u):
+                taps[r + left - j - d_min] += wr[:, :, j].T
+        m_lo, m_hi = d_min // u, d_max // u
+        weight = torch.zeros(u, cout, cin, m_hi - m_lo + 1, dtype=torch.float64)
+        for p in range(u):
+            for j in range(m_hi - m_lo + 1):
+                off = p + (m_hi - j) * u
+                if d_min <= off <= d_max:
+                    weight[p, :, :, j] = taps[off - d_min].T
+        bias = torch.zeros(cout, dtype=torch.float64)
+        for b in (d.bias, c.bias):
+            if b is not None:
+                bias += b.double()
+        dtype = d.effective_weight().dtype
+        return cls(
+            t_act, weight.reshape(u * cout, cin, -1).to(dtype), bias.repeat(u).to(dtype), u, m_lo, m_hi
+        )
+
+    def _interleave(self, y: Tensor) -> Tensor:
+        """[B, u * cout, T] (phase-major channels) → [B, cout, T * u]."""
+        b, _, t = y.shape
+        return y.view(b, self.stride, -1, t).permute(0, 2, 3, 1).reshape(b, -1, t * self.stride)
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """``x`` [B, cin, T] → [B, cout, T * u]; ``mask`` [B, 1, T] zeroes activated inputs past the end."""
+        a = self.activation(x)
+        if mask is not None:
+            a = a * mask
+        t = a.shape[-1]
+        if self.m_lo == 0:  # causal: pad both sides, keep the first T outputs (as CausalConv1d does)
+            y = self.conv1d(a, self.m_hi)[..., :t]
+        else:
+            y = self.conv1d(F.pad(a, (self.m_hi, -self.m_lo)))
+        return self._interleave(y)
+
+    def forward_stream(self, x: Tensor, cache: Cache) -> Tensor:
+        """Causal only: upsample a chunk, keeping the last ``m_hi`` activated frames in ``cache``."""
+        if self.m_lo != 0:
+            raise RuntimeError("forward_stream needs a causal upsampler")
+        a = self.activation(x)
+        if self.m_hi:
+            key = self._key()
+            ctx = cache.get(key)
+            if ctx is None:
+                ctx = a.new_zeros(a.shape[0], a.shape[1], self.m_hi)
+            a = torch.cat((ctx, a), dim=-1)
+            cache[key] = a[..., -self.m_hi :]
+        return self._interleave(self.conv1d(a))

@@ -2,11 +2,16 @@
 
 Weights are loaded strictly in weight-norm form and folded; everything runs under ``torch.inference_mode``.
 ``threads`` sets torch's intra-op thread count (process-wide, as torch has no per-module setting).
+``backend`` picks how causal chunks run: ``"torch"`` (the generator's PyTorch modules, the reference),
+``"onednn"`` (:mod:`.onednn`: prepacked weights, channels-last activations, fused post-ops; equal to float
+rounding, faster) or ``"auto"`` (the default: oneDNN when the torch build has it, for causal KAN-TTS models).
+Both fold each stage's two upsampling branches into one convolution (:meth:`Generator.fuse_upsampling`).
 ``precision="bf16"`` (opt-in, for CPUs with AVX-512 BF16) runs the residual-block convolutions of the
 upsampling stages in :data:`BF16_STAGES` in bfloat16 (bf16 weights and conv inputs, fp32 accumulation, the
 output cast back to float32); every other layer, the residual sums and the streaming state stay float32. Which
 stages is decided by the real-weights quality gate (``make quality-gate``, benchmarks/quality_gate.py): bf16
-in every layer, in the upsamplers, or in the first and last convolutions fails it. The default is float32.
+in every layer, in the upsamplers, or in the first and last convolutions fails it. bf16 runs on the torch
+backend (the gated path). The default is float32.
 
 Causal models run in fixed-size chunks (``chunk_frames``, default 64) that carry every layer's left context,
 with the last chunk zero-padded on the right to one of a few sizes (exact: a causal output never sees later
@@ -28,6 +33,8 @@ from torch import Tensor, nn
 from .generator import Generator
 from .jik876 import Jik876Generator, load_jik876
 from .layers import Cache, WNConv1d
+from .onednn import OnednnStream
+from .onednn import available as onednn_available
 
 VocoderState = dict[str, np.ndarray]
 """Where a causal utterance left off: every streaming layer's context, keyed by layer path (picklable)."""
@@ -70,6 +77,9 @@ def _to_bf16_stages(model: Generator | Jik876Generator, stages: Sequence[int]) -
                 parent_name, _, attr = name.rpartition(".")
                 parent = block.get_submodule(parent_name) if parent_name else block
                 setattr(parent, attr, _Bf16Conv1d(module))
+
+
+BACKENDS = ("auto", "torch", "onednn")
 
 
 def _bucket(frames: int, chunk: int) -> int:
@@ -125,6 +135,7 @@ class Vocoder:
         n_mels: int = 80,
         precision: str = "fp32",
         chunk_frames: int = DEFAULT_CHUNK_FRAMES,
+        backend: str = "auto",
     ) -> None:
         if threads is not None and threads < 1:
             raise VocoderError(f"threads must be >= 1, got {threads}")
@@ -134,12 +145,17 @@ class Vocoder:
         if precision not in PRECISIONS:
             raise VocoderError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
         self.precision = precision
+        if backend not in BACKENDS:
+            raise VocoderError(f"backend must be one of {BACKENDS}, got {backend!r}")
         model.remove_weight_norm()
+        if isinstance(model, Generator):
+            model.fuse_upsampling()  # in float32, before any bf16 cast
         model.eval().requires_grad_(False)
         self._dtype = torch.float32  # model inputs and streaming state (bf16 stays inside its convolutions)
         if precision == "bf16":
             _to_bf16_stages(model, BF16_STAGES)
         self.model = model
+        self.backend, self._stream = self._pick_backend(backend)
         self.sample_rate = int(sample_rate)
         self.hop_length = int(model.hop_length)
         self.n_mels = int(n_mels)
@@ -155,6 +171,7 @@ class Vocoder:
         state_dict: Mapping[str, Tensor],
         threads: int | None = None,
         precision: str = "fp32",
+        backend: str = "auto",
     ) -> Vocoder:
         """Build from a ``voc/config.yaml`` dict and a weight-norm state dict (loaded strictly)."""
         try:
@@ -167,14 +184,18 @@ class Vocoder:
             raise VocoderError(f"vocoder checkpoint does not match voc/config.yaml: {e}") from e
         audio = voc_config.get("audio_config") or {}
         sample_rate = int(audio.get("sampling_rate", 16000))
-        return cls(model, sample_rate, threads, n_mels=model.in_channels, precision=precision)
+        return cls(
+            model, sample_rate, threads, n_mels=model.in_channels, precision=precision, backend=backend
+        )
 
     @classmethod
-    def from_voice(cls, voice: Any, threads: int | None = None, precision: str = "fp32") -> Vocoder:
+    def from_voice(
+        cls, voice: Any, threads: int | None = None, precision: str = "fp32", backend: str = "auto"
+    ) -> Vocoder:
         """Build from an ``engine.modeldir.VoiceSpec`` (``voc_config`` dict, ``voc_checkpoint`` path)."""
         path = Path(voice.voc_checkpoint)
         try:
-            return cls.from_config(voice.voc_config, _load_checkpoint_file(path), threads, precision)
+            return cls.from_config(voice.voc_config, _load_checkpoint_file(path), threads, precision, backend)
         except VocoderError as e:
             raise VocoderError(f"voice {getattr(voice, 'name', '?')!r}, {path}: {e}") from e
 
@@ -194,6 +215,27 @@ class Vocoder:
         return cls(
             model, int(config["sampling_rate"]), threads, n_mels=int(config["num_mels"]), precision=precision
         )
+
+    def _pick_backend(self, backend: str) -> tuple[str, Any]:
+        """The backend name and the causal chunk function ``(mel [B, n_mels, T], cache) -> audio``."""
+        model = self.model
+        if not isinstance(model, Generator) or not model.causal:
+            if backend == "onednn":
+                raise VocoderError("the onednn backend runs causal KAN-TTS generators only")
+            return "torch", None
+        if self.precision == "bf16":  # the quality-gated bf16 convolutions are torch modules
+            if backend == "onednn":
+                raise VocoderError("precision='bf16' runs on the torch backend only")
+            return "torch", model.forward_stream
+        if backend in ("auto", "onednn") and onednn_available():
+            try:
+                return "onednn", OnednnStream(model, self.chunk_frames or DEFAULT_CHUNK_FRAMES)
+            except ValueError as e:
+                if backend == "onednn":
+                    raise VocoderError(str(e)) from e
+        elif backend == "onednn":
+            raise VocoderError("this torch build has no oneDNN convolution ops; use backend='torch'")
+        return "torch", model.forward_stream
 
     # ---- inference ----
     def _apply_threads(self) -> None:
@@ -234,7 +276,7 @@ class Vocoder:
             piece = x[..., pos : pos + n].to(self._dtype)
             if final and n < chunk and (size := _bucket(n, chunk)) > n:
                 piece = torch.nn.functional.pad(piece, (0, size - n))
-            outs.append(self.model.forward_stream(piece, cache)[..., : n * hop].float())
+            outs.append(self._stream(piece, cache)[..., : n * hop].float())
             pos += n
         return torch.cat(outs, dim=-1) if len(outs) > 1 else outs[0]
 
@@ -382,7 +424,7 @@ class StreamingVocoder:
         if self.vocoder.causal:
             assert isinstance(self.vocoder.model, Generator)
             self._emitted = self._received
-            y = self.vocoder.model.forward_stream(x[None].to(self.vocoder._dtype), self._cache)
+            y = self.vocoder._stream(x[None].to(self.vocoder._dtype), self._cache)
             return y.float().reshape(-1).numpy().copy()
         self._buffer = torch.cat((self._buffer, x), dim=1)
         return self._emit(self._received - self.context_frames)

@@ -1,0 +1,161 @@
+"""Causal generator chunks straight on oneDNN: prepacked weights, channels-last activations, fused post-ops.
+
+The same arithmetic as :meth:`Generator.forward_stream` of a fused (:meth:`Generator.fuse_upsampling`) model,
+with what plain ``F.conv1d`` pays on every call removed: the weight reorder into oneDNN's blocked layout (done
+once here), the activation reorders in and out of that layout (activations stay [B, T, C] in memory, which the
+brgconv kernels read directly), and separate passes for the activation after the dilated convolution and the
+residual add (fused into the convolution as post-ops). The streaming cache has the same keys and logical
+shapes ([B, C, context]) as the PyTorch path, so states move between the two.
+
+Uses ``torch.ops.mkldnn`` convolution ops (what inductor emits for CPU convolutions); :func:`available` says
+whether this torch build has them.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from .generator import Generator
+from .layers import Cache, CausalConv1d, FusedUpsample, ResidualBlock
+
+_MKLDNN = torch.ops.mkldnn
+
+
+def available() -> bool:
+    """True when torch has oneDNN and the pointwise convolution ops this module uses."""
+    if not torch.backends.mkldnn.is_available():
+        return False
+    return all(hasattr(_MKLDNN, op) for op in ("_convolution_pointwise", "_reorder_convolution_weight"))
+
+
+def _slope(act: nn.Module) -> float:
+    if isinstance(act, nn.LeakyReLU):
+        return float(act.negative_slope)
+    if isinstance(act, nn.ReLU):
+        return 0.0
+    raise ValueError(f"the oneDNN backend supports LeakyReLU/ReLU activations, not {act}")
+
+
+def _nwc(batch: int, channels: int, length: int, dtype: torch.dtype) -> Tensor:
+    """An uninitialised [B, C, 1, T] tensor laid out as [B, T, C] (channels-last)."""
+    return torch.empty(batch, length, channels, dtype=dtype).transpose(1, 2).unsqueeze(2)
+
+
+class _Conv:
+    """One causal convolution: prepacked weight, left context kept under ``key`` in the cache."""
+
+    def __init__(
+        self, key: str, weight: Tensor, bias: Tensor | None, dilation: int, length_hint: int
+    ) -> None:
+        self.key = key
+        self.cout, self.cin, k = weight.shape
+        self.dilation = dilation
+        self.pad = (k - 1) * dilation
+        self.weight = _MKLDNN._reorder_convolution_weight(
+            weight.unsqueeze(2).contiguous(),
+            [0, 0],
+            [1, 1],
+            [1, dilation],
+            1,
+            [1, self.cin, 1, self.pad + length_hint],
+        )
+        self.bias = bias
+
+    def input(self, cache: Cache, batch: int, length: int, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+        """The [ctx | new] input buffer with the context filled in, and its unfilled view for new samples."""
+        buf = _nwc(batch, self.cin, self.pad + length, dtype)
+        if self.pad:
+            ctx = cache.get(self.key)
+            if ctx is None:
+                buf[..., : self.pad].zero_()
+            else:
+                buf[..., : self.pad].copy_(ctx.unsqueeze(2))
+        return buf, buf[..., self.pad :]
+
+    def keep(self, buf: Tensor, cache: Cache) -> None:
+        if self.pad:
+            cache[self.key] = buf[..., -self.pad :].squeeze(2).clone()
+
+    def __call__(
+        self,
+        buf: Tensor,
+        cache: Cache,
+        slope: float | None = None,
+        post: str = "none",
+        add: Tensor | None = None,
+    ) -> Tensor:
+        """Convolve a filled buffer (keeping its tail as the next context) with an optional fused post-op."""
+        self.keep(buf, cache)
+        d = [1, self.dilation]
+        if add is not None:
+            return _MKLDNN._convolution_pointwise.binary(
+                buf, add, self.weight, self.bias, [0, 0], [1, 1], d, 1, "add", 1.0, None, [], None
+            )
+        if slope is not None:
+            return _MKLDNN._convolution_pointwise(
+                buf, self.weight, self.bias, [0, 0], [1, 1], d, 1, "leaky_relu", [slope], ""
+            )
+        return _MKLDNN._convolution_pointwise(buf, self.weight, self.bias, [0, 0], [1, 1], d, 1, post, [], "")
+
+
+def _conv(layer: CausalConv1d, length_hint: int) -> _Conv:
+    c = layer.conv1d
+    return _Conv(layer._key(), c.effective_weight(), c.bias, c.dilation, length_hint)
+
+
+class OnednnStream:
+    """``(mel chunk [B, n_mels, T], cache) → audio [B, 1, T * hop]`` for a causal, folded, fused generator."""
+
+    def __init__(self, model: Generator, chunk_frames: int = 64) -> None:
+        if not model.causal or model.upsamples is None:
+            raise ValueError("the oneDNN backend runs causal generators after fuse_upsampling()")
+        self.dtype = model.conv_pre.conv1d.effective_weight().dtype
+        self.pre = _conv(model.conv_pre, chunk_frames)
+        self.stages: list[tuple[FusedUpsample, _Conv, float, list[list[tuple[_Conv, _Conv, float]]]]] = []
+        length = chunk_frames
+        for i, up in enumerate(model.upsamples):
+            u = up.stride
+            up_conv = _Conv(up._key(), up.conv1d.weight, up.conv1d.bias, 1, length)
+            length *= u
+            blocks = model.conv_blocks[i * model.num_kernels : (i + 1) * model.num_kernels]
+            self.stages.append((up, up_conv, _slope(up.activation), [self._block(b, length) for b in blocks]))
+        self.post = _conv(model.conv_post, length)
+        self.num_kernels = model.num_kernels
+
+    @staticmethod
+    def _block(block: ResidualBlock, length: int) -> list[tuple[_Conv, _Conv, float]]:
+        slope = _slope(block.activation)
+        return [
+            (_conv(c1, length), _conv(c2, length), slope)
+            for c1, c2 in zip(block.convs1, block.convs2, strict=True)
+        ]
+
+    def __call__(self, mel: Tensor, cache: Cache) -> Tensor:
+        b, _, t = mel.shape
+        buf, new = self.pre.input(cache, b, t, self.dtype)
+        new.copy_(mel.unsqueeze(2))
+        x = self.pre(buf, cache)
+        for up, up_conv, slope, blocks in self.stages:
+            x = torch.sin(x).add_(x)
+            buf, new = up_conv.input(cache, b, t, self.dtype)
+            torch.ops.aten.leaky_relu.out(x, slope, out=new)
+            y = up_conv(buf, cache)  # [B, u * cout, 1, T] as [B, T, u, cout] in memory
+            t *= up.stride
+            x = y.permute(0, 2, 3, 1).reshape(b, 1, t, -1).permute(0, 3, 1, 2)
+            acc: Tensor | None = None
+            for block in blocks:
+                h = x
+                for c1, c2, s in block:
+                    buf, new = c1.input(cache, b, t, self.dtype)
+                    torch.ops.aten.leaky_relu.out(h, s, out=new)
+                    y = c1(buf, cache, slope=s)
+                    buf, new = c2.input(cache, b, t, self.dtype)
+                    new.copy_(y)
+                    h = c2(buf, cache, add=h)
+                acc = (h.clone() if h is x else h) if acc is None else acc.add_(h)
+            assert acc is not None
+            x = acc.div_(self.num_kernels)
+        buf, new = self.post.input(cache, b, t, self.dtype)
+        torch.ops.aten.leaky_relu.out(x, 0.01, out=new)  # F.leaky_relu's default slope, as in KAN-TTS
+        return self.post(buf, cache, post="tanh").squeeze(2).contiguous()
