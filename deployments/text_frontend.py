@@ -39,7 +39,8 @@ class TextFrontend:
         self.frontend = Frontend()
         self.pool = ThreadPoolExecutor(replica_threads(threads), thread_name_prefix="frontend")
         self.metrics = StageMetrics("frontend")
-        self.pool.submit(self._process, SynthesisRequest("你好。")).result()  # warm jieba/pypinyin once
+        # Warm jieba/pypinyin and the polyphone model (行 is polyphonic) before the first request pays ~1 s.
+        self.pool.submit(self._process, SynthesisRequest("你好，银行卡还行。")).result()
 
     def _process(self, request: SynthesisRequest) -> list[SynthesisUnit]:
         return frontend_units(self.frontend, self.model, request)

@@ -27,6 +27,13 @@ def url(serve_instance) -> str:  # type: ignore[no-untyped-def]
     return serve_instance.url
 
 
+def same_audio(a: np.ndarray, b: np.ndarray) -> None:
+    """Two served requests give the same audio to one int16 step: the acoustic stage batches utterances
+    continuously and the vocoder runs the chunks it gets, so float rounding depends on what ran beside them
+    (bit-exact properties are tested on the engine, e.g. tests/test_sambert_infer.py)."""
+    np.testing.assert_allclose(a, b, rtol=0, atol=1)
+
+
 def tts_json(url: str, **body: object) -> dict:
     r = httpx.post(url + "/api/tts", json=body, headers={"Accept": "application/json"}, timeout=120)
     assert r.status_code == 200, r.text
@@ -139,9 +146,9 @@ def test_emotion_intensity(url: str) -> None:
     weak = pcm(url, text=TEXT, emotion="happy", emotion_intensity=0.2)
     zero = pcm(url, text=TEXT, emotion="happy", emotion_intensity=0.0)
     neutral = pcm(url, text=TEXT, emotion="neutral")
-    np.testing.assert_array_equal(full, plain)  # intensity 1 is the trained emotion, bit for bit
+    same_audio(full, plain)  # intensity 1 is the trained emotion
     assert len(weak) != len(full) or np.abs(weak - full).max() > 100
-    np.testing.assert_array_equal(zero, neutral)  # intensity 0 is the neutral embedding exactly
+    same_audio(zero, neutral)  # intensity 0 is the neutral embedding
     assert len(plain) != len(neutral) or np.abs(plain - neutral).max() > 100  # the emotion itself counts
 
 
@@ -155,7 +162,7 @@ def test_ssml_emotion_spans_and_intensity(url: str) -> None:
     first = tts_json(url, text="今天天气真不错。", emotion="happy", emotion_intensity=0.2)
     second = tts_json(url, text="我们去公园散步吧。", emotion="sad")
     whole, a, b = audio_of(got), audio_of(first), audio_of(second)
-    np.testing.assert_array_equal(whole, np.concatenate([a, b]))  # each span = that emotion alone
+    same_audio(whole, np.concatenate([a, b]))  # each span = that emotion alone
 
 
 # ------------------------------------------------------------------ breaks, say-as, phoneme
@@ -205,7 +212,7 @@ def test_voice_and_speaker_choose_the_model_input(url: str) -> None:
     s0 = tts_json(url, text=TEXT, speaker=default["speakers"][0])
     s1 = tts_json(url, text=TEXT, speaker=default["speakers"][1])
     assert (s0["units"][0]["speaker"], s1["speaker"]) == (default["speakers"][0], default["speakers"][1])
-    np.testing.assert_array_equal(audio_of(s0), audio_of(a))  # the first speaker is the default
+    same_audio(audio_of(s0), audio_of(a))  # the first speaker is the default
     assert not np.array_equal(audio_of(s0), audio_of(s1))
 
 
@@ -251,11 +258,11 @@ def test_openai_speed_and_instructions(url: str) -> None:
         return audio.astype(np.float64)
 
     very_happy = speech(instructions="Speak in a very happy voice.")
-    np.testing.assert_array_equal(very_happy, wav(url, text=TEXT, emotion="happy", emotion_intensity=1.5))
+    same_audio(very_happy, wav(url, text=TEXT, emotion="happy", emotion_intensity=1.5))
     slightly_sad = speech(instructions="有点悲伤")
-    np.testing.assert_array_equal(slightly_sad, wav(url, text=TEXT, emotion="sad", emotion_intensity=0.5))
+    same_audio(slightly_sad, wav(url, text=TEXT, emotion="sad", emotion_intensity=0.5))
     fast = speech(speed=2.0)
-    np.testing.assert_array_equal(fast, wav(url, text=TEXT, speed=2.0))
+    same_audio(fast, wav(url, text=TEXT, speed=2.0))
     assert len(fast) < 0.75 * len(speech())
 
 

@@ -126,7 +126,7 @@ def test_openai_voice_aliases_are_the_default_voice(url: str, alias: str) -> Non
         return sf.read(io.BytesIO(r.content), dtype="int16")[0]
 
     default = speech("zhitian_emo")
-    np.testing.assert_array_equal(speech(alias), default)
+    np.testing.assert_allclose(speech(alias), default, rtol=0, atol=1)  # to one int16 step
     assert not np.array_equal(speech("zhiyan_emo"), default)  # the test can tell voices apart
 
 

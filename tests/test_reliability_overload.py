@@ -100,6 +100,7 @@ def test_ray_proxy_backstop_is_503_with_retry_after(serve_instance) -> None:  # 
         for _, r in out
         if r.status_code != 200 and not r.headers.get("content-type", "").startswith("application/json")
     ]
-    assert statuses.count(200) >= 2 and proxy, statuses
+    # The point is the proxy's refusal (how many the replica served depends on timing in a busy suite).
+    assert statuses.count(200) >= 1 and proxy, statuses
     for r in proxy:
         assert r.status_code == 503 and r.headers["retry-after"] == "2", (r.status_code, r.headers, r.text)

@@ -186,3 +186,21 @@ def test_regression_pins(am: AcousticModel, golden: np.ndarray) -> None:
     assert got["frames"] == PINS["frames"]
     for key in ("mel_mean", "mel_std", "mel_00", "pitch_0"):
         assert got[key] == pytest.approx(PINS[key], abs=1e-4), (key, got)
+
+
+def test_emotion_intensity_is_exact_at_one_and_zero(am: AcousticModel, golden: np.ndarray) -> None:
+    """Intensity 1 is the trained emotion bit for bit, 0 the neutral embedding bit for bit, 0.3 neither (the
+    HTTP tests compare served requests only to one int16 step: batching changes float rounding there)."""
+    assert am._neutral_id is not None
+    emotions = [
+        e for e in range(am.model.emo_tokenizer.weight.shape[0]) if e not in (am._neutral_id, am._none_id)
+    ]
+    happy = golden.copy()
+    speech = happy[:, 4] != am._none_id
+    happy[speech, 4] = emotions[0]
+    neutral = happy.copy()
+    neutral[speech, 4] = am._neutral_id
+    mel = {k: am.synthesize([AcousticInput(happy, emotion_intensity=k)])[0].mel for k in (1.0, 0.0, 0.3)}
+    np.testing.assert_array_equal(mel[1.0], am.synthesize([AcousticInput(happy)])[0].mel)
+    np.testing.assert_array_equal(mel[0.0], am.synthesize([AcousticInput(neutral)])[0].mel)
+    assert mel[0.3].shape != mel[1.0].shape or np.abs(mel[0.3] - mel[1.0]).max() > 1e-3
