@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -29,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from benchmarks.bench_vocoder import best_of
 from engine.hifigan import Generator, Vocoder
 from engine.hifigan.layers import WNConv1d
 
@@ -46,16 +46,6 @@ RELEASED_16K = {  # KAN-TTS hifigan_v1_16k.yaml Model.Generator.params (the rele
     "nonlinear_activation": "LeakyReLU",
     "nonlinear_activation_params": {"negative_slope": 0.1},
 }
-
-
-def best_of(fn: Callable[[], object], runs: int) -> float:
-    fn()  # warm-up (oneDNN primitive creation)
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
 
 
 @contextmanager
