@@ -56,6 +56,9 @@ def test_apps(model_dir: str) -> list[tuple[str, str, dict[str, Any]]]:
         "ingress": {
             "limits": {"max_text_chars": 600},
             "stream": {"first_chunk_frames": 4, "chunk_frames": 8},
+            # Functional tests queue at the door instead of being shed (overload has its own apps/tests).
+            "max_wait_s": 60.0,
+            "wait_fraction": 1000.0,
         },
         "options": {
             name: _stage(max_ongoing_requests=16)
