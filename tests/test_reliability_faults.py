@@ -117,17 +117,27 @@ def test_in_flight_stage_calls_survive_replica_kill(chaos: tuple[str, dict]) -> 
         rel.kill_replica(APP, "HifiGanVocoder")
         return await asyncio.gather(*tasks, return_exceptions=True)
 
-    t0 = time.monotonic()
-    results = asyncio.run(run())
-    errors = [r for r in results if isinstance(r, BaseException)]
-    print(f"16 calls, retries={handle._stats.retries}, errors={errors[:2]}, {time.monotonic() - t0:.1f}s")
-    assert not errors, errors[:3]
-    assert handle._stats.retries >= 1, "the kill hit no in-flight call: the test did not exercise failover"
-    for audio in results:  # the retried calls (and the rest) give the right audio, not just an answer
-        np.testing.assert_allclose(np.asarray(audio), reference, atol=1e-4)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and rel.running_replicas(APP, "HifiGanVocoder") < 2:
-        time.sleep(0.2)
+    def both_replicas_up() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and rel.running_replicas(APP, "HifiGanVocoder") < 2:
+            time.sleep(0.2)
+
+    for attempt in range(3):  # a kill can land on the replica that just finished its share: try again
+        both_replicas_up()
+        t0, retries0 = time.monotonic(), handle._stats.retries
+        results = asyncio.run(run())
+        errors = [r for r in results if isinstance(r, BaseException)]
+        retries = handle._stats.retries - retries0
+        took = time.monotonic() - t0
+        print(f"attempt {attempt}: 16 calls, retries={retries}, errors={errors[:2]}, {took:.1f}s")
+        assert not errors, errors[:3]
+        for audio in results:  # the retried calls (and the rest) give the right audio, not just an answer
+            np.testing.assert_allclose(np.asarray(audio), reference, atol=1e-4)
+        if retries >= 1:
+            break
+    else:
+        pytest.fail("in 3 tries the kill hit no in-flight call: the test did not exercise failover")
+    both_replicas_up()
 
 
 def test_kill_vocoder_and_acoustic_replica_under_load(chaos: tuple[str, dict]) -> None:
@@ -212,10 +222,15 @@ def test_vocoder_chunk_retried_on_another_replica_after_a_crash(
 
 @pytest.mark.slow
 def test_kill_every_stage_under_load(chaos: tuple[str, dict]) -> None:
+    """Kill a replica of every stage; repeated (at most 3 drills) until a kill hits in-flight work."""
     url, _ = chaos
-    with AudioProbe(url) as probe:
-        row = rel.faults(url, APP, ["SambertAcoustic", "TextFrontend", "HifiGanVocoder"], concurrency=3)
-    _check(row, probe)
+    for _ in range(3):
+        with AudioProbe(url) as probe:
+            row = rel.faults(url, APP, ["SambertAcoustic", "TextFrontend", "HifiGanVocoder"], concurrency=3)
+        _check(row, probe, stage_kill=False)
+        if row.extra["stage_call_retries"] >= 1:
+            return
+    pytest.fail(f"in 3 drills no kill hit an in-flight stage call: failover not exercised ({row.extra})")
 
 
 @pytest.mark.slow
