@@ -28,8 +28,10 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -170,14 +172,49 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float) -> Non
     raise TimeoutError(f"{url}/ready not 200 within {timeout_s:.0f} s")
 
 
-def send_requests(url: str, n: int) -> None:
-    """``n`` syntheses (whole and streamed), so every stage has run a real request."""
+def _synthesize(url: str, text: str, stream: bool) -> None:
+    r = httpx.post(f"{url}/api/tts", json={"text": text, "stream": stream}, timeout=300)
+    r.raise_for_status()
+    if not r.content:
+        raise RuntimeError("empty audio")
+
+
+def send_requests(url: str, n: int, clients: int = 0) -> None:
+    """``n`` syntheses one by one (whole and streamed), so every stage has run a real request; then
+    ``clients`` concurrent clients, two long requests each, so the stages batch and their allocators see a
+    loaded history."""
     for i in range(n):
-        body = {"text": TEXTS[i % len(TEXTS)] + f"第{i}次。", "stream": bool(i % 2)}
-        r = httpx.post(f"{url}/api/tts", json=body, timeout=120)
-        r.raise_for_status()
-        if not r.content:
-            raise RuntimeError("empty audio")
+        _synthesize(url, TEXTS[i % len(TEXTS)] + f"第{i}次。", bool(i % 2))
+    long_text = "".join(TEXTS) * 2
+    with ThreadPoolExecutor(max(1, clients)) as pool:
+        jobs = [pool.submit(_synthesize, url, f"{long_text}{i}。", bool(i % 2)) for i in range(2 * clients)]
+        for job in jobs:
+            job.result()
+
+
+class PeakRss:
+    """Samples the summed RSS of the process tree under ``root`` in the background; ``peak_mb`` is the max."""
+
+    def __init__(self, root: psutil.Process, every_s: float = 0.25) -> None:
+        self.root, self.every_s, self.peak_mb = root, every_s, 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every_s):
+            total = 0
+            for p in [self.root, *self.root.children(recursive=True)]:
+                with suppress(psutil.Error):
+                    total += p.memory_info().rss
+            self.peak_mb = max(self.peak_mb, total / MB)
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
 
 
 def stop(proc: subprocess.Popen[bytes], tree: list[psutil.Process], timeout_s: float = 60.0) -> None:
@@ -296,7 +333,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--dashboard", action="store_true", help="with the Ray dashboard (make run DASHBOARD=1)"
     )
-    parser.add_argument("--requests", type=int, default=4)
+    parser.add_argument("--requests", type=int, default=4, help="one-by-one requests")
+    parser.add_argument("--clients", type=int, default=4, help="then N clients, 2 long requests each")
     parser.add_argument(
         "--settle-s", type=float, default=5.0, help="wait after the requests before measuring"
     )
@@ -314,13 +352,19 @@ def main(argv: list[str] | None = None) -> int:
     cfg = run_config(args.model_dir, _free_port(), args.replicas)
     print(f"starting the app (log: {args.log}) ...", file=sys.stderr, flush=True)
     with served(cfg, args.dashboard, args.log, args.timeout_s) as (url, driver):
-        send_requests(url, args.requests)
+        with PeakRss(driver) as peak:
+            send_requests(url, args.requests, args.clients)
         time.sleep(args.settle_s)
         rows = snapshot(driver)
     print(table(rows))
     replicas = args.replicas or "as configured"
     dashboard = "on" if args.dashboard else "off"
-    print(f"\nreplicas per stage: {replicas}; dashboard: {dashboard}; load {os.getloadavg()[0]:.2f} (1 min)")
+    print(
+        f"\npeak RSS under the requests {peak.peak_mb:.0f} MB (summed, sampled every {peak.every_s} s); "
+        "table "
+        f"{args.settle_s:.0f} s after them ({args.requests} one by one, then {args.clients} clients)"
+    )
+    print(f"replicas per stage: {replicas}; dashboard: {dashboard}; load {os.getloadavg()[0]:.2f} (1 min)")
     if args.json:
         args.json.write_text(json.dumps([asdict(r) for r in rows], indent=1), "utf-8")
     return 0

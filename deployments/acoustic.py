@@ -19,7 +19,15 @@ from typing import Any
 import numpy as np
 from ray import serve
 
-from deployments.common import BatchSettings, TorchWorker, replica_threads, route_logs_to_serve, timed_batch
+from deployments.common import (
+    TRIM_IDLE_S,
+    BatchSettings,
+    TorchWorker,
+    release_free_memory,
+    replica_threads,
+    route_logs_to_serve,
+    timed_batch,
+)
 from deployments.metrics import StageMetrics
 from engine.messages import AcousticInput, AcousticOutput, MelChunk
 from engine.modeldir import load_model_dir
@@ -67,6 +75,8 @@ class SambertAcoustic:
                 BatcherSettings(max_batch=BatchSettings().max_batch_size),
                 threads=self.worker.threads,
                 on_admit=self.metrics.batch,
+                on_idle=release_free_memory,
+                idle_s=TRIM_IDLE_S,
             )
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 import logging
 import os
 import time
@@ -11,10 +13,38 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-__all__ = ["BatchSettings", "TorchWorker", "replica_threads", "route_logs_to_serve", "timed_batch"]
+__all__ = [
+    "TRIM_IDLE_S",
+    "BatchSettings",
+    "TorchWorker",
+    "release_free_memory",
+    "replica_threads",
+    "route_logs_to_serve",
+    "timed_batch",
+]
 
 T = TypeVar("T")
 log = logging.getLogger("tts.deployments")
+TRIM_IDLE_S = 1.0  # idle time after which a model replica returns freed heap memory to the system
+
+
+def _libc_malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim`` (None elsewhere, e.g. musl or macOS)."""
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+_MALLOC_TRIM = _libc_malloc_trim()
+
+
+def release_free_memory() -> bool:
+    """Hand the heap memory glibc keeps after frees back to the system; False without glibc."""
+    if _MALLOC_TRIM is None:
+        return False
+    _MALLOC_TRIM(0)
+    return True
 
 
 def route_logs_to_serve() -> None:
@@ -50,14 +80,22 @@ class TorchWorker:
 
     One thread per replica serialises model calls (the models are not re-entrant) while ``threads`` sets the
     intra-op parallelism torch uses inside each call.
+
+    Once no call has been pending for ``trim_idle_s``, the thread hands the memory glibc's allocator keeps
+    after freeing (activations of the largest call so far) back to the system: ``malloc_trim(0)``, ~1–3 ms,
+    never while calls are queued, so it costs nothing under load (docs/performance.md, Memory).
     """
 
-    def __init__(self, threads: int, name: str) -> None:
+    def __init__(self, threads: int, name: str, trim_idle_s: float | None = TRIM_IDLE_S) -> None:
         import torch
 
         self.threads = threads
         torch.set_num_threads(threads)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name, initializer=self._init)
+        self._trim_idle_s = trim_idle_s if _MALLOC_TRIM is not None else None
+        self._pending = 0
+        self._trim_timer: asyncio.TimerHandle | None = None
+        self.trims = 0
 
     def _init(self) -> None:
         import torch
@@ -66,7 +104,25 @@ class TorchWorker:
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, _inference_mode, fn, args)
+        self._pending += 1
+        if self._trim_timer is not None:
+            self._trim_timer.cancel()
+            self._trim_timer = None
+        try:
+            return await loop.run_in_executor(self._pool, _inference_mode, fn, args)
+        finally:
+            self._pending -= 1
+            if self._pending == 0 and self._trim_idle_s is not None:
+                self._trim_timer = loop.call_later(self._trim_idle_s, self._trim_if_idle)
+
+    def _trim_if_idle(self) -> None:
+        self._trim_timer = None
+        if self._pending == 0:
+            self._pool.submit(self._trim)
+
+    def _trim(self) -> None:
+        if release_free_memory():
+            self.trims += 1
 
     def run_sync(self, fn: Callable[..., T], *args: Any) -> T:
         return self._pool.submit(_inference_mode, fn, args).result()

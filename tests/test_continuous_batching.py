@@ -414,3 +414,28 @@ def test_build_app_rejects_bad_acoustic_args() -> None:
 
     with pytest.raises(ValueError, match="acoustic batching must be one of"):
         build_app({"acoustic": {"batching": "sometimes"}})
+
+
+def test_on_idle_runs_once_per_idle_spell_after_work(am: AcousticModel, golden: np.ndarray) -> None:
+    """The memory-release hook: never before any work, once after work has gone idle, again only after more
+    work (so an idle replica does not trim every second)."""
+    calls: list[float] = []
+
+    def idle() -> None:
+        calls.append(time.monotonic())
+
+    with ContinuousBatcher({"v": am}, threads=1, on_idle=idle, idle_s=0.05) as cb:
+        time.sleep(0.3)
+        assert calls == []  # no work yet
+        cb.synthesize(None, AcousticInput(golden), TIMEOUT_S)
+        done = time.monotonic()
+        deadline = done + TIMEOUT_S
+        while not calls and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.3)
+        assert len(calls) == 1 and calls[0] >= done, calls
+        cb.synthesize(None, AcousticInput(golden), TIMEOUT_S)
+        deadline = time.monotonic() + TIMEOUT_S
+        while len(calls) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(calls) == 2, calls

@@ -393,6 +393,8 @@ class ContinuousBatcher:
         settings: BatcherSettings | None = None,
         threads: int | None = None,
         on_admit: Callable[[int], None] | None = None,
+        on_idle: Callable[[], object] | None = None,
+        idle_s: float = 1.0,
     ) -> None:
         if not models:
             raise ValueError("ContinuousBatcher needs at least one model")
@@ -402,6 +404,9 @@ class ContinuousBatcher:
         self.max_batch = self.settings.max_batch
         self.threads = threads
         self.on_admit = on_admit  # called with the decoder batch size each time utterances (not probes) join
+        self.on_idle = on_idle  # called on the worker thread once per idle spell of ``idle_s`` after work
+        self.idle_s = idle_s
+        self._worked = False  # work ran since on_idle was last called
         with torch.inference_mode():
             self._batches = {v: _Batch(m, self.max_batch) for v, m in self.models.items()}
         self._pending: list[_Job] = []
@@ -516,13 +521,22 @@ class ContinuousBatcher:
         self._fail_all(BatcherStalled("the acoustic batcher is closed"))
 
     def _iteration(self) -> bool:
+        idle = False
         with self._cond:
             while not self._stop and not self._pending and not self.active:
-                self._cond.wait(timeout=1.0)
-            if self._stop:
-                return False
-            admit = self._choose()
+                woke = self._cond.wait(timeout=self.idle_s)
+                if not woke and self._worked and self.on_idle is not None:
+                    idle, self._worked = True, False
+                    break
+            if not idle:
+                if self._stop:
+                    return False
+                admit = self._choose()
+        if idle:  # e.g. hand the allocator's freed memory back to the system, outside the lock
+            self.on_idle()  # type: ignore[misc]
+            return True
         if admit:
+            self._worked = True
             self._admit(admit)
         for batch in self._batches.values():
             if batch.items:
