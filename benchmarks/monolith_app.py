@@ -24,7 +24,11 @@ class MonolithTTS:
 
         self.synth = Synthesizer(model_dir, threads=threads)
         self.lock = threading.Lock()  # the models are not re-entrant: one synthesis per replica at a time
-        self.synth.synthesize_bytes("您好。", "wav")
+        # warm up off the replica's event loop (Serve runs constructors inside it; the engine's sync API
+        # starts its own loop)
+        warm = threading.Thread(target=self._run, args=({"text": "您好。"},))
+        warm.start()
+        warm.join()
 
     def _run(self, req: dict[str, Any]) -> bytes:
         with self.lock:

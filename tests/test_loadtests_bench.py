@@ -10,6 +10,8 @@ import time
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 
+import pytest
+
 from benchmarks import autoscale_demo as demo
 from benchmarks import compare_seed as cmp
 from benchmarks.seed_server import make_handler
@@ -106,3 +108,26 @@ def test_autoscale_summary_and_plot(tmp_path: Path) -> None:
     png = tmp_path / "a.png"
     demo.plot(samples, history, png, "test")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.serve
+def test_monolith_variant_deploys_and_answers_a_wav(serve_instance) -> None:  # type: ignore[no-untyped-def]
+    """bench-compare's one-deployment variant must run on the Serve we ship (its sync constructor runs inside
+    the replica's event loop): one replica, one request, a WAV of the right length class back."""
+    import httpx
+    from ray import serve
+
+    from benchmarks.monolith_app import MonolithTTS
+    from tests.conftest import _wait_running
+
+    app = MonolithTTS.options(num_replicas=1, ray_actor_options={"num_cpus": 0.1}).bind(
+        str(serve_instance.model_dir), 1
+    )
+    serve._run(app, name="monolith", route_prefix="/monolith", _blocking=False)
+    try:
+        _wait_running("monolith", 180)
+        r = httpx.post(serve_instance.url + "/monolith", json={"text": "您好，欢迎致电。"}, timeout=120)
+        assert r.status_code == 200 and r.content[:4] == b"RIFF", r.text[:200]
+        assert len(r.content) > 44 + 16000 // 4  # a quarter second of 16-bit audio at least
+    finally:
+        serve.delete("monolith", _blocking=True)
