@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import ctypes.util
+import heapq
+import itertools
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -79,37 +82,66 @@ class TorchWorker:
     """Runs blocking torch work on ONE dedicated thread so the replica's event loop stays responsive.
 
     One thread per replica serialises model calls (the models are not re-entrant) while ``threads`` sets the
-    intra-op parallelism torch uses inside each call.
+    intra-op parallelism torch uses inside each call. Queued calls run lowest ``priority`` first, then in
+    arrival order: a stream's first chunk (``FIRST``) passes the chunks of streams already playing.
 
     Once no call has been pending for ``trim_idle_s``, the thread hands the memory glibc's allocator keeps
     after freeing (activations of the largest call so far) back to the system: ``malloc_trim(0)``, ~1–3 ms,
     never while calls are queued, so it costs nothing under load (docs/performance.md, Memory).
     """
 
+    FIRST, NORMAL, IDLE = 0, 1, 9  # priorities
+
     def __init__(self, threads: int, name: str, trim_idle_s: float | None = TRIM_IDLE_S) -> None:
         import torch
 
         self.threads = threads
         torch.set_num_threads(threads)
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name, initializer=self._init)
+        self._queue: list[tuple[int, int, Callable[[], None]]] = []
+        self._cond = threading.Condition()
+        self._seq = itertools.count()
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._thread.start()
         self._trim_idle_s = trim_idle_s if _MALLOC_TRIM is not None else None
         self._pending = 0
         self._trim_timer: asyncio.TimerHandle | None = None
         self.trims = 0
 
-    def _init(self) -> None:
+    def _loop(self) -> None:
         import torch
 
         torch.set_num_threads(self.threads)
+        while True:
+            with self._cond:
+                while not self._queue:
+                    self._cond.wait()
+                _, _, job = heapq.heappop(self._queue)
+            job()
 
-    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+    def _submit(self, priority: int, fn: Callable[..., T], args: tuple[Any, ...]) -> Future[T]:
+        future: Future[T] = Future()
+
+        def job() -> None:
+            if not future.set_running_or_notify_cancel():
+                return
+            try:
+                future.set_result(_inference_mode(fn, args))
+            except BaseException as exc:  # delivered to the caller
+                future.set_exception(exc)
+
+        with self._cond:
+            heapq.heappush(self._queue, (priority, next(self._seq), job))
+            self._cond.notify()
+        return future
+
+    async def run(self, fn: Callable[..., T], *args: Any, priority: int = NORMAL) -> T:
         loop = asyncio.get_running_loop()
         self._pending += 1
         if self._trim_timer is not None:
             self._trim_timer.cancel()
             self._trim_timer = None
         try:
-            return await loop.run_in_executor(self._pool, _inference_mode, fn, args)
+            return await asyncio.wrap_future(self._submit(priority, fn, args), loop=loop)
         finally:
             self._pending -= 1
             if self._pending == 0 and self._trim_idle_s is not None:
@@ -118,21 +150,28 @@ class TorchWorker:
     def _trim_if_idle(self) -> None:
         self._trim_timer = None
         if self._pending == 0:
-            self._pool.submit(self._trim)
+            self._submit(self.IDLE, self._trim, ())
 
     def _trim(self) -> None:
         if release_free_memory():
             self.trims += 1
 
     def run_sync(self, fn: Callable[..., T], *args: Any) -> T:
-        return self._pool.submit(_inference_mode, fn, args).result()
+        return self._submit(self.NORMAL, fn, args).result()
 
 
-async def timed_batch(worker: TorchWorker, metrics: Any, name: str, fn: Callable[[list], T], reqs: list) -> T:
-    """Run one ``@serve.batch`` batch on the torch thread, recording its size and latency as ``name``."""
+async def timed_batch(
+    worker: TorchWorker,
+    metrics: Any,
+    name: str,
+    fn: Callable[[list], T],
+    reqs: list,
+    priority: int = TorchWorker.NORMAL,
+) -> T:
+    """Run one batch on the torch thread, recording its size and latency as ``name``."""
     start = time.perf_counter()
     try:
-        return await worker.run(fn, reqs)
+        return await worker.run(fn, reqs, priority=priority)
     finally:
         metrics.batch(len(reqs))
         metrics.observe(name, time.perf_counter() - start)

@@ -45,9 +45,8 @@ class HifiGanVocoder:
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Apply ``max_batch_size`` / ``batch_wait_timeout_s`` without a restart."""
         cfg = BatchSettings.from_user_config(user_config)
-        for method in (self._vocode_batch, self._chunk_batch):
-            method.set_max_batch_size(cfg.max_batch_size)
-            method.set_batch_wait_timeout_s(cfg.batch_wait_timeout_s)
+        self._vocode_batch.set_max_batch_size(cfg.max_batch_size)
+        self._vocode_batch.set_batch_wait_timeout_s(cfg.batch_wait_timeout_s)
 
     def info(self) -> VocoderInfo:
         """Rate, hop, whether chunks can carry state, and the mel context a stateless window needs."""
@@ -70,18 +69,10 @@ class HifiGanVocoder:
             raise ValueError(f"mel must be [frames, 80], got {req.mel.shape}")
         return await self._vocode_batch(req)
 
-    def _run_chunks(self, reqs: list[VocodeChunk]) -> list[VocodeChunkResult]:
-        """One by one, like whole mels: stacking equal-length chunks gains nothing on CPU, and each batch
-        size multiplies the tensor shapes (and the oneDNN primitives cached per shape) the replica holds."""
-        out: list[VocodeChunkResult] = []
-        for r in reqs:
-            audio, state = self.models[r.voice or self.default_voice].vocode_continue(r.mel, r.state, r.final)
-            out.append(VocodeChunkResult(audio, state))
-        return out
-
-    @serve.batch(max_batch_size=4, batch_wait_timeout_s=0.005)
-    async def _chunk_batch(self, reqs: list[VocodeChunk]) -> list[VocodeChunkResult]:
-        return await timed_batch(self.worker, self.metrics, "vocode_chunk_batch", self._run_chunks, reqs)
+    def _run_chunk(self, reqs: list[VocodeChunk]) -> VocodeChunkResult:
+        (r,) = reqs
+        audio, state = self.models[r.voice or self.default_voice].vocode_continue(r.mel, r.state, r.final)
+        return VocodeChunkResult(audio, state)
 
     async def vocode_chunk(self, req: VocodeChunk) -> VocodeChunkResult:
         """Audio for the next frames of a causal utterance, plus the state to send with the next chunk."""
@@ -92,7 +83,12 @@ class HifiGanVocoder:
             raise ValueError(f"voice {voice!r} is not causal: stream it with mel windows (vocode)")
         if req.mel.ndim != 2 or req.mel.shape[1] != 80 or req.mel.shape[0] == 0:
             raise ValueError(f"mel must be [frames > 0, 80], got {req.mel.shape}")
-        return await self._chunk_batch(req)
+        # Not batched: stacking equal-length chunks gains nothing on CPU, and each batch size multiplies the
+        # shapes (and oneDNN primitives) the replica holds. Chunks queue by priority on the torch thread
+        # instead: a streamed request's first audio passes the chunks of streams already playing.
+        priority = TorchWorker.FIRST if req.first_audio else TorchWorker.NORMAL
+        metrics, run = self.metrics, self._run_chunk
+        return await timed_batch(self.worker, metrics, "vocode_chunk_batch", run, [req], priority)
 
     async def check_health(self) -> None:
         """A real tiny inference: 4 mel frames through the default voice."""

@@ -120,6 +120,7 @@ class VocodeChunk:
     state: dict[str, np.ndarray] | None = None
     final: bool = False
     voice: str | None = None
+    first_audio: bool = False  # a streamed request's first audio waits on it: the vocoder serves it first
 
 
 @dataclass(frozen=True)

@@ -462,14 +462,14 @@ class Orchestrator:
             while have >= size:
                 mel = np.concatenate(pending) if len(pending) > 1 else pending[0]
                 pending, have = [mel[size:]], have - size
-                chunk = VocodeChunk(np.ascontiguousarray(mel[:size]), state, False, voice)
+                chunk = VocodeChunk(np.ascontiguousarray(mel[:size]), state, False, voice, state is None)
                 res = await self.stages.vocode_chunk(chunk)
                 state = res.state
                 yield res.audio
                 size = cfg.chunk_frames if size < cfg.chunk_frames else min(2 * size, cfg.max_chunk_frames)
         if have:
             mel = np.concatenate(pending) if len(pending) > 1 else pending[0]
-            res = await self.stages.vocode_chunk(VocodeChunk(mel, state, True, voice))
+            res = await self.stages.vocode_chunk(VocodeChunk(mel, state, True, voice, state is None))
             yield res.audio
 
     async def _windowed_chunks(

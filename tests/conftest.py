@@ -10,11 +10,13 @@ from __future__ import annotations
 import os
 import socket
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -80,10 +82,27 @@ def test_apps(model_dir: str) -> list[tuple[str, str, dict[str, Any]]]:
             "SambertAcoustic": _stage(
                 **tiny_queue, backpressure_config={"status_code": 429, "retry_after_s": 2}
             ),
-            "HifiGanVocoder": _stage(**tiny_queue),
+            # one call at a time, but room in the queue for one request's two vocoder lanes (whose calls
+            # briefly overlap Serve's ongoing count): a lone slow request meets its deadline, not a 503
+            "HifiGanVocoder": _stage(max_ongoing_requests=1, max_queued_requests=4),
         },
     }
     return [("tts", "/", main), ("limited", "/limited", limited)]
+
+
+LIMITED_SLOW_TEXT = "这是一个很长的句子，用来测试请求超时的处理是否正确。" * 30
+
+
+def post_past_limited_deadline(url: str, attempts: int = 3) -> httpx.Response:
+    """A request that outlives the ``limited`` app's 0.25 s deadline (expect 504). Its tiny stage queues may
+    refuse it first (429/503 overloaded) while calls of earlier timed-out requests still occupy them: then
+    wait a second and try again (bounded)."""
+    for _ in range(attempts):
+        r = httpx.post(url + "/limited/api/tts", json={"text": LIMITED_SLOW_TEXT}, timeout=60)
+        if r.status_code not in (429, 503):
+            break
+        time.sleep(1.0)
+    return r
 
 
 @pytest.fixture(scope="session")

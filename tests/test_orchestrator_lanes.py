@@ -88,3 +88,22 @@ def test_a_lost_lane_reruns_the_unit_whole(stages: LocalStages) -> None:
     rec = Recording(stages, fail_at=2)
     laned = _audio(rec, StreamSettings(pipeline_below=8, chunk_frames=8, max_chunk_frames=8))
     np.testing.assert_allclose(laned, whole, atol=1e-5)
+
+
+def test_only_a_streamed_requests_first_chunk_asks_for_first_audio(stages: LocalStages) -> None:
+    """The vocoder serves ``first_audio`` chunks before others (deployments/vocoder.py): exactly one per
+    streamed request (its first chunk), none for the later units or for laned (non-streamed) units."""
+    rec = Recording(stages)
+    small = StreamSettings(pipeline_below=8, vocoder_lanes=2, chunk_frames=8, max_chunk_frames=8)
+    orch = Orchestrator(rec, small)
+
+    async def streamed() -> int:
+        req = SynthesisRequest(TEXT)
+        return sum([len(c) async for c in orch.stream(req, await orch.units(req))])
+
+    assert asyncio.run(streamed()) > 0
+    flags = [c.first_audio for c in rec.chunks]
+    assert flags[0] and sum(flags) == 1 and len(flags) > 3, flags
+    rec.chunks.clear()
+    asyncio.run(orch.synthesize(SynthesisRequest(TEXT)))
+    assert rec.chunks and not any(c.first_audio for c in rec.chunks)

@@ -11,9 +11,10 @@ import pytest
 from deployments import common
 from deployments.common import TorchWorker
 
-pytestmark = pytest.mark.skipif(common._MALLOC_TRIM is None, reason="glibc malloc_trim not available")
+needs_glibc = pytest.mark.skipif(common._MALLOC_TRIM is None, reason="glibc malloc_trim not available")
 
 
+@needs_glibc
 def test_worker_trims_once_after_going_idle_and_never_while_calls_are_queued() -> None:
     worker = TorchWorker(1, "test", trim_idle_s=0.05)
     names: list[str] = []
@@ -46,3 +47,40 @@ def test_trim_can_be_disabled() -> None:
 
     asyncio.run(scenario())
     assert worker.trims == 0
+
+
+def test_queued_calls_run_by_priority_then_in_arrival_order() -> None:
+    """A stream's first vocoder chunk (FIRST) passes chunks already queued; equal priorities keep order; an
+    exception reaches its caller and the thread goes on."""
+    worker = TorchWorker(1, "prio", trim_idle_s=None)
+    order: list[str] = []
+    gate = threading.Event()
+
+    def record(name: str) -> str:
+        order.append(name)
+        return name
+
+    def boom() -> None:
+        raise ValueError("boom")
+
+    async def scenario() -> list[object]:
+        blocker = asyncio.ensure_future(worker.run(gate.wait, 10))
+        await asyncio.sleep(0.05)  # the thread is busy: everything below queues
+        calls = [
+            worker.run(record, "a"),
+            worker.run(record, "b"),
+            worker.run(boom),
+            worker.run(record, "first-1", priority=TorchWorker.FIRST),
+            worker.run(record, "c"),
+            worker.run(record, "first-2", priority=TorchWorker.FIRST),
+        ]
+        tasks = [asyncio.ensure_future(c) for c in calls]
+        await asyncio.sleep(0.05)
+        gate.set()
+        await blocker
+        return await asyncio.gather(*tasks, return_exceptions=True)
+
+    results = asyncio.run(scenario())
+    assert order == ["first-1", "first-2", "a", "b", "c"]
+    assert isinstance(results[2], ValueError) and results[0] == "a" and results[3] == "first-1"
+    assert worker.run_sync(record, "sync") == "sync"
