@@ -372,6 +372,35 @@ class _DecoderWeights:
         self.h1_go = torch.relu(self.pre0_b)  # prenet's first layer on the all-zero go frame
 
 
+def decoder_layers(
+    w: _DecoderWeights,
+    x: Tensor,
+    ks: Sequence[Tensor],
+    vs: Sequence[Tensor],
+    dst: Sequence[Tensor],
+    mask: Tensor | None,
+) -> Tensor:
+    """One decoder step through every layer for the ``x.size(0)`` rows decoding together: each layer writes
+    its self-attention key/value for this step into ``dst[layer]`` and attends over the window
+    ``ks/vs[layer]`` (self + memory columns); returns the final layer-normed state (the output projection's
+    input). Shared by whole-batch decoding and the continuous batcher, so both compute the same thing."""
+    n, nh, e, d = x.size(0), w.nh, w.e, w.d
+    q_shape, q_stride = (n, 2 * nh, 1, e), (4 * nh * e, e, e, 1)
+    kv_shape, kv_stride = (2, n, nh, e), (nh * e, 4 * nh * e, e, 1)
+    for layer in range(w.layers):
+        b_qkv, w_qkv = w.qkv[layer]
+        qkv = torch.addmm(b_qkv, F.layer_norm(x, (d,), eps=1e-6), w_qkv)
+        dst[layer].copy_(qkv.as_strided(kv_shape, kv_stride, 2 * nh * e))
+        o = F.scaled_dot_product_attention(
+            qkv.as_strided(q_shape, q_stride), ks[layer], vs[layer], attn_mask=mask, scale=w.scale
+        )
+        x = torch.addmm(x, o.view(n, -1), w.fc[layer])
+        b1, w1 = w.w1[layer]
+        hid = torch.addmm(b1, F.layer_norm(x, (d,), eps=1e-6), w1).relu_()
+        x = torch.addmm(x, hid, w.w2[layer])
+    return F.layer_norm(x, (d,), eps=1e-6)
+
+
 class _DecoderRun:
     """One batched AR decoding run; iterate to advance one step (yields the step index)."""
 
@@ -433,7 +462,7 @@ class _DecoderRun:
         if s >= self.steps:
             raise StopIteration
         w, ba, bw = self.w, self.active[s], self.band
-        nh, e, d = w.nh, w.e, w.d
+        nh = w.nh
         h = w.h1_go.expand(ba, -1) if s == 0 else self.out[s - 1, :ba, w.out_dim :].relu()
         for wm, bm in w.pre_mid:
             h = torch.addmm(bm, h, wm).relu_()
@@ -442,20 +471,7 @@ class _DecoderRun:
         ks, vs = win[0].unbind(0), win[1].unbind(0)
         dst = self.kv[:, :, :ba, :nh, s + bw].unbind(1)
         mask = self.mask[s, :ba] if self.need_mask[s] else None
-        q_shape, q_stride = (ba, 2 * nh, 1, e), (4 * nh * e, e, e, 1)
-        kv_shape, kv_stride = (2, ba, nh, e), (nh * e, 4 * nh * e, e, 1)
-        for layer in range(w.layers):
-            b_qkv, w_qkv = w.qkv[layer]
-            qkv = torch.addmm(b_qkv, F.layer_norm(x, (d,), eps=1e-6), w_qkv)
-            dst[layer].copy_(qkv.as_strided(kv_shape, kv_stride, 2 * nh * e))
-            o = F.scaled_dot_product_attention(
-                qkv.as_strided(q_shape, q_stride), ks[layer], vs[layer], attn_mask=mask, scale=w.scale
-            )
-            x = torch.addmm(x, o.view(ba, -1), w.fc[layer])
-            b1, w1 = w.w1[layer]
-            hid = torch.addmm(b1, F.layer_norm(x, (d,), eps=1e-6), w1).relu_()
-            x = torch.addmm(x, hid, w.w2[layer])
-        torch.addmm(w.b_out, F.layer_norm(x, (d,), eps=1e-6), w.w_out, out=self.out[s, :ba])
+        torch.addmm(w.b_out, decoder_layers(w, x, ks, vs, dst, mask), w.w_out, out=self.out[s, :ba])
         self.step = s + 1
         return s
 

@@ -27,11 +27,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from engine.messages import AcousticInput, AcousticOutput
-from engine.sambert.infer import AcousticModel, MelChunker, _Front
+from engine.sambert.infer import AcousticModel, MelChunker, _Front, decoder_layers
 
 __all__ = [
     "BatcherSettings",
@@ -352,20 +351,7 @@ class _Batch:
         win = self.kv[:, :, :n, :, c : c + W + 1]
         ks, vs = win[0].unbind(0), win[1].unbind(0)
         dst = self.kv[:, :, :n, :nh, c + W].unbind(1)
-        q_shape, q_stride = (n, 2 * nh, 1, e), (4 * nh * e, e, e, 1)
-        kv_shape, kv_stride = (2, n, nh, e), (nh * e, 4 * nh * e, e, 1)
-        for layer in range(w.layers):
-            b_qkv, w_qkv = w.qkv[layer]
-            qkv = torch.addmm(b_qkv, F.layer_norm(x, (d,), eps=1e-6), w_qkv)
-            dst[layer].copy_(qkv.as_strided(kv_shape, kv_stride, 2 * nh * e))
-            o = F.scaled_dot_product_attention(
-                qkv.as_strided(q_shape, q_stride), ks[layer], vs[layer], attn_mask=mask, scale=w.scale
-            )
-            x = torch.addmm(x, o.view(n, -1), w.fc[layer])
-            b1, w1 = w.w1[layer]
-            hid = torch.addmm(b1, F.layer_norm(x, (d,), eps=1e-6), w1).relu_()
-            x = torch.addmm(x, hid, w.w2[layer])
-        out = torch.addmm(w.b_out, F.layer_norm(x, (d,), eps=1e-6), w.w_out)
+        out = torch.addmm(w.b_out, decoder_layers(w, x, ks, vs, dst, mask), w.w_out)
         self.prev[:n] = out[:, w.out_dim :]
         self.outbuf[ar, s] = out[:, : w.out_dim]
         self.s_t[:n] += 1
