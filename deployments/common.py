@@ -16,6 +16,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from engine.steps import Steps
+
 __all__ = [
     "TRIM_IDLE_S",
     "BatchSettings",
@@ -83,7 +85,9 @@ class TorchWorker:
 
     One thread per replica serialises model calls (the models are not re-entrant) while ``threads`` sets the
     intra-op parallelism torch uses inside each call. Queued calls run lowest ``priority`` first, then in
-    arrival order: a stream's first chunk (``FIRST``) passes the chunks of streams already playing.
+    arrival order: a stream's first chunk (``FIRST``) passes the chunks of streams already playing. A
+    steppable call (:meth:`run_steps`) also lets a more urgent call that arrives while it runs go at its next
+    step.
 
     Once no call has been pending for ``trim_idle_s``, the thread hands the memory glibc's allocator keeps
     after freeing (activations of the largest call so far) back to the system: ``malloc_trim(0)``, ~1–3 ms,
@@ -106,6 +110,7 @@ class TorchWorker:
         self._pending = 0
         self._trim_timer: asyncio.TimerHandle | None = None
         self.trims = 0
+        self.preemptions = 0  # times a steppable call paused for a more urgent one
 
     def _loop(self) -> None:
         import torch
@@ -129,19 +134,62 @@ class TorchWorker:
             except BaseException as exc:  # delivered to the caller
                 future.set_exception(exc)
 
+        self._push(priority, next(self._seq), job)
+        return future
+
+    def _push(self, priority: int, seq: int, job: Callable[[], None]) -> None:
         with self._cond:
-            heapq.heappush(self._queue, (priority, next(self._seq), job))
+            heapq.heappush(self._queue, (priority, seq, job))
             self._cond.notify()
+
+    def _submit_steps(self, priority: int, fn: Callable[..., Steps[T]], args: tuple[Any, ...]) -> Future[T]:
+        """Like :meth:`_submit` for a steppable computation: between two steps, a queued call of a more
+        urgent priority runs first, and this one resumes in its old place in the queue."""
+        import torch
+
+        future: Future[T] = Future()
+        seq = next(self._seq)
+        steps: list[Steps[T]] = []  # created on the worker thread, when the call first runs
+
+        def job() -> None:
+            try:
+                with torch.inference_mode():
+                    if not steps:
+                        if not future.set_running_or_notify_cancel():
+                            return
+                        steps.append(fn(*args))
+                    while True:
+                        next(steps[0])
+                        with self._cond:
+                            if self._queue and self._queue[0][0] < priority:
+                                self.preemptions += 1
+                                heapq.heappush(self._queue, (priority, seq, job))
+                                return
+            except StopIteration as stop:
+                future.set_result(stop.value)
+            except BaseException as exc:  # delivered to the caller
+                future.set_exception(exc)
+
+        self._push(priority, seq, job)
         return future
 
     async def run(self, fn: Callable[..., T], *args: Any, priority: int = NORMAL) -> T:
+        """``fn(*args)`` on the torch thread (under ``torch.inference_mode``), queued by ``priority``."""
+        return await self._await(self._submit(priority, fn, args))
+
+    async def run_steps(self, fn: Callable[..., Steps[T]], *args: Any, priority: int = NORMAL) -> T:
+        """The steppable ``fn(*args)`` (:mod:`engine.steps`) on the torch thread: a more urgent call that
+        arrives meanwhile runs at its next step instead of after the whole of it."""
+        return await self._await(self._submit_steps(priority, fn, args))
+
+    async def _await(self, future: Future[T]) -> T:
         loop = asyncio.get_running_loop()
         self._pending += 1
         if self._trim_timer is not None:
             self._trim_timer.cancel()
             self._trim_timer = None
         try:
-            return await asyncio.wrap_future(self._submit(priority, fn, args), loop=loop)
+            return await asyncio.wrap_future(future, loop=loop)
         finally:
             self._pending -= 1
             if self._pending == 0 and self._trim_idle_s is not None:
@@ -167,11 +215,14 @@ async def timed_batch(
     fn: Callable[[list], T],
     reqs: list,
     priority: int = TorchWorker.NORMAL,
+    steppable: bool = False,
 ) -> T:
-    """Run one batch on the torch thread, recording its size and latency as ``name``."""
+    """Run one batch on the torch thread (``steppable``: ``fn`` returns :mod:`engine.steps`, see
+    :meth:`TorchWorker.run_steps`), recording its size and latency as ``name``."""
     start = time.perf_counter()
+    run = worker.run_steps if steppable else worker.run
     try:
-        return await worker.run(fn, reqs, priority=priority)
+        return await run(fn, reqs, priority=priority)
     finally:
         metrics.batch(len(reqs))
         metrics.observe(name, time.perf_counter() - start)

@@ -20,7 +20,8 @@ from deployments.metrics import StageMetrics
 from engine.hifigan import Vocoder
 from engine.messages import VocodeChunk, VocodeChunkResult, VocodeRequest, VocoderInfo
 from engine.modeldir import load_model_dir
-from engine.stages import vocode_request, vocoder_info
+from engine.stages import vocode_request_steps, vocoder_info
+from engine.steps import Steps
 
 __all__ = ["HifiGanVocoder"]
 
@@ -52,14 +53,19 @@ class HifiGanVocoder:
         """Rate, hop, whether chunks can carry state, and the mel context a stateless window needs."""
         return vocoder_info(self.models, self.default_voice)
 
-    def _run_batch(self, reqs: list[VocodeRequest]) -> list[np.ndarray]:
+    def _batch_steps(self, reqs: list[VocodeRequest]) -> Steps[list[np.ndarray]]:
         # One by one: the convolutions are compute-bound on CPU, so a padded batch gains nothing and pays
         # for its padding (4 mels of 100-300 frames: 3.04 s batched vs 1.94 s one by one, 1 thread).
-        return [vocode_request(self.models[r.voice or self.default_voice], r) for r in reqs]
+        out = []
+        for r in reqs:
+            out.append((yield from vocode_request_steps(self.models[r.voice or self.default_voice], r)))
+        return out
 
     @serve.batch(max_batch_size=4, batch_wait_timeout_s=0.005)
     async def _vocode_batch(self, reqs: list[VocodeRequest]) -> list[np.ndarray]:
-        return await timed_batch(self.worker, self.metrics, "vocode_batch", self._run_batch, reqs)
+        # steppable: a whole unit's mel (hundreds of ms of work) lets a stream's first chunk pass
+        run = self._batch_steps
+        return await timed_batch(self.worker, self.metrics, "vocode_batch", run, reqs, steppable=True)
 
     async def vocode(self, req: VocodeRequest) -> np.ndarray:
         """Waveform (float32, model rate) for a mel or a mel window."""
@@ -69,9 +75,10 @@ class HifiGanVocoder:
             raise ValueError(f"mel must be [frames, 80], got {req.mel.shape}")
         return await self._vocode_batch(req)
 
-    def _run_chunk(self, reqs: list[VocodeChunk]) -> VocodeChunkResult:
+    def _chunk_steps(self, reqs: list[VocodeChunk]) -> Steps[VocodeChunkResult]:
         (r,) = reqs
-        audio, state = self.models[r.voice or self.default_voice].vocode_continue(r.mel, r.state, r.final)
+        model = self.models[r.voice or self.default_voice]
+        audio, state = yield from model.vocode_continue_steps(r.mel, r.state, r.final)
         return VocodeChunkResult(audio, state)
 
     async def vocode_chunk(self, req: VocodeChunk) -> VocodeChunkResult:
@@ -85,14 +92,15 @@ class HifiGanVocoder:
             raise ValueError(f"mel must be [frames > 0, 80], got {req.mel.shape}")
         # Not batched: stacking equal-length chunks gains nothing on CPU, and each batch size multiplies the
         # shapes (and oneDNN primitives) the replica holds. Chunks queue by priority on the torch thread
-        # instead: a streamed request's first audio passes the chunks of streams already playing.
+        # instead, and pause between residual blocks: a streamed request's first audio passes the chunks of
+        # streams already playing, and waits at most one block (a few ms) of the chunk that is running.
         priority = TorchWorker.FIRST if req.first_audio else TorchWorker.NORMAL
-        metrics, run = self.metrics, self._run_chunk
-        return await timed_batch(self.worker, metrics, "vocode_chunk_batch", run, [req], priority)
+        metrics, run = self.metrics, self._chunk_steps
+        return await timed_batch(self.worker, metrics, "vocode_chunk_batch", run, [req], priority, True)
 
     async def check_health(self) -> None:
         """A real tiny inference: 4 mel frames through the default voice."""
-        audio = await self.worker.run(self._run_batch, [VocodeRequest(np.zeros((4, 80), np.float32))])
+        audio = await self.worker.run_steps(self._batch_steps, [VocodeRequest(np.zeros((4, 80), np.float32))])
         hop = self.models[self.default_voice].hop_length
         if audio[0].shape != (4 * hop,) or not np.isfinite(audio[0]).all():
             raise RuntimeError(f"vocoder health check produced {audio[0].shape}")

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from engine.messages import MelChunk, SynthesisRequest, VocodeRequest, VocoderInfo
+from engine.steps import Steps, finish
 
 if TYPE_CHECKING:
     from engine.frontend import Frontend, SynthesisUnit
@@ -16,7 +17,7 @@ if TYPE_CHECKING:
     from engine.modeldir import ModelDirectory
     from engine.sambert import AcousticStream
 
-__all__ = ["frontend_units", "mel_chunks", "vocode_request", "vocoder_info"]
+__all__ = ["frontend_units", "mel_chunks", "vocode_request", "vocode_request_steps", "vocoder_info"]
 
 
 def frontend_units(
@@ -50,7 +51,13 @@ def vocoder_info(models: Mapping[str, Vocoder], default: str) -> VocoderInfo:
 
 def vocode_request(model: Vocoder, req: VocodeRequest) -> np.ndarray:
     """Waveform of a whole mel, or only of frames ``[start, end)`` of a mel window."""
-    audio = np.asarray(model.vocode(np.asarray(req.mel, dtype=np.float32)), dtype=np.float32)
+    return finish(vocode_request_steps(model, req))
+
+
+def vocode_request_steps(model: Vocoder, req: VocodeRequest) -> Steps[np.ndarray]:
+    """:func:`vocode_request` as pausable steps (:mod:`engine.steps`)."""
+    audio = yield from model.vocode_steps(np.asarray(req.mel, dtype=np.float32))
+    audio = np.asarray(audio, dtype=np.float32)
     if req.start is None and req.end is None:
         return audio
     hop = int(model.hop_length)

@@ -286,6 +286,38 @@ def test_vocode_continue_batch_equals_single() -> None:
         np.testing.assert_allclose(ends[i][0], one_b, atol=1e-5)
 
 
+@pytest.mark.parametrize("backend", ["torch", "onednn"])
+def test_interleaved_steps_equal_each_utterance_alone(backend: str) -> None:
+    """The vocoder thread may pause one call between steps to run another (TorchWorker.run_steps): a whole
+    mel and a stream chunk advanced step by step in turn give exactly what each gives alone."""
+    from engine.steps import finish
+
+    v = Vocoder.from_config({"Model": {"Generator": {"params": CAUSAL}}}, _state(CAUSAL, 9), backend=backend)
+    whole_mel, chunk_mel = mels(150, 8, seed=9)
+    alone_whole = v.vocode(whole_mel)
+    alone_chunk, alone_state = v.vocode_continue(chunk_mel)
+    whole, chunk = v.vocode_steps(whole_mel), v.vocode_continue_steps(chunk_mel)
+    results: dict[str, object] = {}
+    paused = 0
+    while len(results) < 2:
+        for name, steps in (("whole", whole), ("chunk", chunk)):
+            if name in results:
+                continue
+            try:
+                next(steps)
+                paused += 1
+            except StopIteration as stop:
+                results[name] = stop.value
+    if backend == "onednn":  # pauses inside every 64-frame piece, not only between pieces
+        assert paused > 150 // 64 + 1
+    np.testing.assert_array_equal(results["whole"], alone_whole)
+    audio, state = results["chunk"]  # type: ignore[misc]
+    np.testing.assert_array_equal(audio, alone_chunk)
+    assert state.keys() == alone_state.keys()
+    assert all(np.array_equal(state[k], alone_state[k]) for k in state)
+    np.testing.assert_array_equal(finish(v.vocode_steps(whole_mel)), alone_whole)
+
+
 def test_vocode_continue_rejects_bad_use() -> None:
     causal, noncausal = make_vocoder(CAUSAL), make_vocoder(NONCAUSAL)
     (m,) = mels(8)

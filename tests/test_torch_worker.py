@@ -84,3 +84,45 @@ def test_queued_calls_run_by_priority_then_in_arrival_order() -> None:
     assert order == ["first-1", "first-2", "a", "b", "c"]
     assert isinstance(results[2], ValueError) and results[0] == "a" and results[3] == "first-1"
     assert worker.run_sync(record, "sync") == "sync"
+
+
+def test_steppable_call_lets_a_more_urgent_call_pass_at_its_next_step() -> None:
+    """A long steppable call (a whole unit's vocoding) pauses for a FIRST call that arrives while it runs,
+    then resumes ahead of the NORMAL calls queued after it; its result and errors reach the caller."""
+    worker = TorchWorker(1, "steps", trim_idle_s=None)
+    order: list[str] = []
+    running = threading.Event()
+
+    def long_call(n: int):  # type: ignore[no-untyped-def]
+        import torch
+
+        for i in range(n):
+            assert torch.is_inference_mode_enabled()
+            order.append(f"long-{i}")
+            running.set()
+            time.sleep(0.02)
+            yield
+        return "long-done"
+
+    def failing():  # type: ignore[no-untyped-def]
+        yield
+        raise ValueError("step failed")
+
+    async def scenario() -> list[object]:
+        long = asyncio.ensure_future(worker.run_steps(long_call, 10))
+        while not running.is_set():
+            await asyncio.sleep(0.001)
+        later = asyncio.ensure_future(worker.run(order.append, "normal"))
+        await asyncio.sleep(0.005)
+        first = asyncio.ensure_future(worker.run(order.append, "first", priority=TorchWorker.FIRST))
+        bad = asyncio.ensure_future(worker.run_steps(failing))
+        return await asyncio.gather(long, later, first, bad, return_exceptions=True)
+
+    results = asyncio.run(scenario())
+    assert results[0] == "long-done"
+    assert isinstance(results[3], ValueError)
+    i = order.index("first")
+    assert 0 < i < 10, order  # ran inside the long call, not after it
+    assert order.index("normal") == 11, order  # the long call kept its place ahead of the later NORMAL call
+    assert [x for x in order if x.startswith("long")] == [f"long-{k}" for k in range(10)]
+    assert worker.preemptions >= 1

@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ..steps import Steps, finish
 from .generator import Generator
 from .layers import Cache, CausalConv1d, FusedUpsample, ResidualBlock
 
@@ -132,6 +133,11 @@ class OnednnStream:
         ]
 
     def __call__(self, mel: Tensor, cache: Cache) -> Tensor:
+        return finish(self.steps(mel, cache))
+
+    def steps(self, mel: Tensor, cache: Cache) -> Steps[Tensor]:
+        """:meth:`__call__` as steps: it may pause after each residual block (a few ms of work each), so a
+        more urgent chunk can run in between; the calls share no buffers, only their own ``cache``."""
         b, _, t = mel.shape
         buf, new = self.pre.input(cache, b, t, self.dtype)
         new.copy_(mel.unsqueeze(2))
@@ -154,6 +160,7 @@ class OnednnStream:
                     new.copy_(y)
                     h = c2(buf, cache, add=h)
                 acc = (h.clone() if h is x else h) if acc is None else acc.add_(h)
+                yield
             assert acc is not None
             x = acc.div_(self.num_kernels)
         buf, new = self.post.input(cache, b, t, self.dtype)

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..steps import Steps, finish
 from .generator import Generator
 from .jik876 import Jik876Generator, load_jik876
 from .layers import Cache, WNConv1d
@@ -261,10 +262,21 @@ class Vocoder:
         return self.model(x).float()
 
     def _run_chunked(self, x: Tensor, cache: Cache, final: bool) -> Tensor:
+        return finish(self._run_chunked_steps(x, cache, final))
+
+    def _piece_steps(self, piece: Tensor, cache: Cache) -> Steps[Tensor]:
+        """One causal piece; pausable inside when the backend allows (oneDNN: after each residual block)."""
+        steps = getattr(self._stream, "steps", None)
+        if steps is None:
+            return self._stream(piece, cache)
+        return (yield from steps(piece, cache))
+
+    def _run_chunked_steps(self, x: Tensor, cache: Cache, final: bool) -> Steps[Tensor]:
         """Causal: ``x`` [B, n_mels, T] → [B, 1, T * hop] in ``chunk_frames`` pieces continuing ``cache``.
 
         With ``final`` the last piece is zero-padded to a bucket size (the cache is then spent); otherwise
-        every frame is pushed exactly, so ``cache`` continues the utterance.
+        every frame is pushed exactly, so ``cache`` continues the utterance. Pausable between and inside
+        pieces (:mod:`engine.steps`).
         """
         assert isinstance(self.model, Generator)
         chunk = self.chunk_frames or x.shape[-1]
@@ -276,7 +288,7 @@ class Vocoder:
             piece = x[..., pos : pos + n].to(self._dtype)
             if final and n < chunk and (size := _bucket(n, chunk)) > n:
                 piece = torch.nn.functional.pad(piece, (0, size - n))
-            outs.append(self._stream(piece, cache)[..., : n * hop].float())
+            outs.append((yield from self._piece_steps(piece, cache))[..., : n * hop].float())
             pos += n
         return torch.cat(outs, dim=-1) if len(outs) > 1 else outs[0]
 
@@ -289,9 +301,14 @@ class Vocoder:
         :meth:`vocode` of the whole mel to float rounding, whichever process runs each call. ``final`` marks
         the last chunk (its state is not returned).
         """
-        return self.vocode_continue_batch([mel], [state], final)[0]
+        return finish(self.vocode_continue_steps(mel, state, final))
 
-    @torch.inference_mode()
+    def vocode_continue_steps(
+        self, mel: np.ndarray, state: VocoderState | None = None, final: bool = False
+    ) -> Steps[tuple[np.ndarray, VocoderState | None]]:
+        """:meth:`vocode_continue` as pausable steps (:mod:`engine.steps`)."""
+        return (yield from self._continue_steps([mel], [state], final))[0]
+
     def vocode_continue_batch(
         self, mels: Sequence[np.ndarray], states: Sequence[VocoderState | None], final: bool = False
     ) -> list[tuple[np.ndarray, VocoderState | None]]:
@@ -299,6 +316,12 @@ class Vocoder:
 
         All chunks must have the same number of frames, and either all or none carry a state.
         """
+        return finish(self._continue_steps(mels, states, final))
+
+    @torch.inference_mode()
+    def _continue_steps(
+        self, mels: Sequence[np.ndarray], states: Sequence[VocoderState | None], final: bool
+    ) -> Steps[list[tuple[np.ndarray, VocoderState | None]]]:
         if not self.causal:
             raise VocoderError("vocode_continue needs a causal vocoder; use windowed streaming")
         if len(mels) != len(states) or not mels:
@@ -314,7 +337,7 @@ class Vocoder:
         self._apply_threads()
         caches = [self._cache_from_state(s) for s in states]
         cache = {k: torch.cat([c[k] for c in caches]) for k in caches[0]} if caches[0] else {}
-        y = self._run_chunked(torch.stack(xs), cache, final)[:, 0]
+        y = (yield from self._run_chunked_steps(torch.stack(xs), cache, final))[:, 0]
         out: list[tuple[np.ndarray, VocoderState | None]] = []
         for i in range(len(xs)):
             audio = y[i].numpy().astype(np.float32, copy=True)
@@ -345,14 +368,23 @@ class Vocoder:
             self._stream_keys = set(cache)
         return self._stream_keys
 
-    @torch.inference_mode()
     def vocode(self, mel: np.ndarray) -> np.ndarray:
         """Mel [frames, n_mels] → float32 waveform of ``frames * hop_length`` samples."""
+        return finish(self.vocode_steps(mel))
+
+    @torch.inference_mode()
+    def vocode_steps(self, mel: np.ndarray) -> Steps[np.ndarray]:
+        """:meth:`vocode` as pausable steps (:mod:`engine.steps`): causal chunked models pause inside and
+        between their pieces; other models run in one step."""
         x = self._to_tensor(mel)
         if x.shape[1] == 0:
             raise VocoderError("mel has 0 frames")
         self._apply_threads()
-        return self._run(x[None]).reshape(-1).numpy().astype(np.float32, copy=False)
+        if self.causal and self.chunk_frames:
+            y = yield from self._run_chunked_steps(x[None], {}, final=True)
+        else:
+            y = self._run(x[None])
+        return y.reshape(-1).numpy().astype(np.float32, copy=False)
 
     @torch.inference_mode()
     def vocode_batch(self, mels: Sequence[np.ndarray]) -> list[np.ndarray]:
