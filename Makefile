@@ -81,6 +81,12 @@ quality-gate: $(PY) system-deps
 bench-serve: $(PY)
 	RAY_AUTH_MODE=disabled $(PY) -m benchmarks.bench_serve $(if $(MODEL_DIR),--model-dir $(MODEL_DIR))
 
+# Where a streamed request's first audio goes at 8 concurrent streaming clients (per step: units, acoustic header,
+# first mel chunk, first vocoder chunk). BENCH_FIRST_AUDIO_FLAGS: --clients N --duration S.
+.PHONY: bench-first-audio
+bench-first-audio: $(PY)
+	RAY_AUTH_MODE=disabled $(PY) -m benchmarks.first_audio $(if $(MODEL_DIR),--model-dir $(MODEL_DIR)) $(BENCH_FIRST_AUDIO_FLAGS)
+
 # Local single-node Ray + Serve with serve_app/config/local.yaml on :8000. MODEL_DIR=/path or TTS_MODEL_DIR;
 # without one a full-size RANDOM voice is generated (models/_generated, git-ignored) and the audio is noise.
 # `serve run` on a Ray without the dashboard head (~0.9 GB RSS); DASHBOARD=1 keeps it (:8265, `serve status`).

@@ -131,3 +131,33 @@ def test_monolith_variant_deploys_and_answers_a_wav(serve_instance) -> None:  # 
         assert len(r.content) > 44 + 16000 // 4  # a quarter second of 16-bit audio at least
     finally:
         serve.delete("monolith", _blocking=True)
+
+
+def test_first_audio_marks_each_step_once_in_order(tiny_model_dir: Path) -> None:
+    """bench-first-audio's timestamps come from the real orchestrator's stage calls, in the order the first
+    audio is made (units, acoustic header, first mel, first vocoder chunk), and the audio is unchanged."""
+    import asyncio
+
+    import numpy as np
+
+    from benchmarks.first_audio import MARKS, _MarkedStages
+    from engine.messages import SynthesisRequest
+    from engine.orchestrator import Orchestrator
+    from engine.synthesizer import LocalStages
+
+    local = LocalStages(tiny_model_dir)
+    request = SynthesisRequest("您好，这里是客服中心。请问有什么可以帮您？", stream=True, format="pcm")
+
+    async def run(stages: object) -> tuple[np.ndarray, float, float]:
+        orchestrator = Orchestrator(stages)  # type: ignore[arg-type]
+        t0 = time.perf_counter()
+        units = await orchestrator.units(request)
+        audio = [a async for a in orchestrator.stream(request, units)]
+        return np.concatenate(audio), t0, time.perf_counter()
+
+    marked = _MarkedStages(local)
+    audio, t0, t1 = asyncio.run(run(marked))
+    reference, _, _ = asyncio.run(run(local))
+    np.testing.assert_array_equal(audio, reference)
+    times = [marked.marks[m] for m in MARKS]
+    assert times == sorted(times) and t0 <= times[0] and times[-1] <= t1

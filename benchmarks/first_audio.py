@@ -1,0 +1,173 @@
+"""Where a streamed request's first audio goes under load (docs/performance.md "First audio under load").
+
+    python -m benchmarks.first_audio [--clients 8] [--duration 25] [--model-dir DIR]
+
+Deploys the app as ``make bench-compare`` does (serve_app/config/local.yaml, result cache off, admission
+limit lifted) on a 2-CPU Ray, then runs ``clients - 1`` closed-loop HTTP clients streaming pcm (medium
+corpus sentences) and one more client in this process: the same :class:`~engine.orchestrator.Orchestrator`
+the ingress runs, over the app's stage handles, with the stage calls of its first audio timestamped.
+Prints the HTTP clients' time to first audio and, for the in-process client, when each step of the first
+audio was reached (ms after the request started): the frontend's units, the acoustic stream's header
+(durations; prefill done), its first mel chunk, the first vocoder chunk's return (= first audio).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import threading
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import numpy as np
+
+from benchmarks.compare_seed import ROOT, free_port, start_ray, wait_http
+
+MARKS = ("units", "header", "first mel", "first audio")
+
+
+class _MarkedStages:
+    """The ingress's stages, recording when the first audio's steps happen (first call of each kind)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.marks: dict[str, float] = {}
+
+    def _mark(self, name: str) -> None:
+        self.marks.setdefault(name, time.perf_counter())
+
+    async def units(self, request: Any) -> Any:
+        out = await self.inner.units(request)
+        self._mark("units")
+        return out
+
+    def acoustic_stream(self, *args: Any) -> Any:
+        return _MarkedStream(self.inner.acoustic_stream(*args), self)
+
+    async def vocode_chunk(self, chunk: Any) -> Any:  # causal voices
+        out = await self.inner.vocode_chunk(chunk)
+        self._mark("first audio")
+        return out
+
+    async def vocode(self, request: Any) -> Any:  # non-causal voices stream mel windows
+        out = await self.inner.vocode(request)
+        self._mark("first audio")
+        return out
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+class _MarkedStream:
+    def __init__(self, gen: Any, stages: _MarkedStages) -> None:
+        self._gen, self._stages = gen, stages
+
+    async def __aiter__(self) -> AsyncIterator[Any]:
+        async for item in self._gen:
+            self._stages._mark("first mel" if item.mel.shape[0] else "header")
+            yield item
+
+    def cancel(self) -> None:
+        self._gen.cancel()
+
+
+def _deploy(model_dir: str, port: int) -> dict[str, Any]:
+    import yaml
+    from ray.serve.schema import ServeDeploySchema
+
+    client = start_ray(port)
+    raw = yaml.safe_load((ROOT / "serve_app" / "config" / "local.yaml").read_text())
+    raw["http_options"] = {**raw.get("http_options", {}), "host": "127.0.0.1", "port": port}
+    app = raw["applications"][0]
+    ingress = {**(app["args"].get("ingress") or {}), "cache_max_entries": 0, "max_inflight": 1024}
+    app["args"] = {**app["args"], "model_dir": model_dir, "ingress": ingress}
+    client.deploy_apps(ServeDeploySchema.model_validate(raw), _blocking=False)
+    wait_http("127.0.0.1", port, "/ready", 900)
+    return ingress
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model-dir", default=None, help="default: $TTS_MODEL_DIR, else the generated full voice")
+    p.add_argument("--clients", type=int, default=8, help="concurrent streaming clients (>= 1)")
+    p.add_argument("--duration", type=float, default=25.0, help="seconds of load")
+    args = p.parse_args(argv)
+    if args.clients < 1 or args.duration <= 0:
+        p.error("--clients must be >= 1 and --duration > 0")
+
+    import httpx
+    import ray
+    from ray import serve
+
+    from engine.messages import SynthesisRequest
+    from engine.modeldir import benchmark_model_dir
+    from engine.orchestrator import Orchestrator, StreamSettings
+    from loadtests.corpus import load_corpus
+    from serve_app.stages import ServeStages
+
+    texts = [s.text for s in load_corpus().of("medium")]
+    port = free_port()
+    try:
+        ingress = _deploy(benchmark_model_dir(args.model_dir, "full"), port)
+        url = f"http://127.0.0.1:{port}/api/tts"
+        for text in texts[:3]:  # warm-up
+            httpx.post(url, json={"text": text, "stream": True, "format": "pcm"}, timeout=120)
+        stop = time.monotonic() + args.duration
+        http_ttfa: list[float] = []
+
+        def http_client(start: int) -> None:
+            k = start
+            with httpx.Client(timeout=120) as client:
+                while time.monotonic() < stop:
+                    body = {"text": texts[k % len(texts)], "stream": True, "format": "pcm"}
+                    t0, first = time.perf_counter(), None
+                    with client.stream("POST", url, json=body) as r:
+                        for _ in r.iter_raw():
+                            first = first or time.perf_counter() - t0
+                    if first is not None:
+                        http_ttfa.append(first)
+                    k += args.clients
+
+        threads = [threading.Thread(target=http_client, args=(i,)) for i in range(1, args.clients)]
+        for t in threads:
+            t.start()
+        names = ("TextFrontend", "SambertAcoustic", "HifiGanVocoder")
+        stages = ServeStages(*(serve.get_deployment_handle(n, "tts") for n in names))
+        settings = StreamSettings(**ingress.get("stream", {}))
+        rows: list[dict[str, float]] = []
+
+        async def own_client() -> None:
+            k = 0
+            while time.monotonic() < stop:
+                marked = _MarkedStages(stages)
+                orchestrator = Orchestrator(marked, settings)
+                request = SynthesisRequest(texts[k % len(texts)], stream=True, format="pcm")
+                k += args.clients
+                t0 = time.perf_counter()
+                async for _ in orchestrator.stream(request, await orchestrator.units(request)):
+                    pass
+                rows.append({m: (t - t0) * 1000 for m, t in marked.marks.items()})
+
+        asyncio.run(own_client())
+        for t in threads:
+            t.join()
+    finally:
+        ray.shutdown()
+    print(f"\n{args.clients} streaming clients, {args.duration:g} s, load average {os.getloadavg()[0]:.1f}")
+    if http_ttfa:
+        h = np.array(http_ttfa) * 1000
+        p50, p95 = np.median(h), np.percentile(h, 95)
+        print(f"HTTP clients: {len(h)} requests, TTFA p50 {p50:.0f} ms, p95 {p95:.0f} ms")
+    print(f"in-process client: {len(rows)} requests; ms after the request started")
+    print("| step | p50 | p95 |\n|---|---:|---:|")
+    for mark in MARKS:
+        v = [r[mark] for r in rows if mark in r]
+        if v:
+            print(f"| {mark} | {np.median(v):.0f} | {np.percentile(v, 95):.0f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
