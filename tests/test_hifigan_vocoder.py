@@ -318,6 +318,25 @@ def test_interleaved_steps_equal_each_utterance_alone(backend: str) -> None:
     np.testing.assert_array_equal(finish(v.vocode_steps(whole_mel)), alone_whole)
 
 
+def test_read_only_inputs_from_ray_are_copied_not_shared() -> None:
+    """Mels and states arrive read-only (deserialised by Ray); torch must not share those (it warns that
+    writing would be undefined), so they are copied, writable ones are not, and the audio is the same."""
+    v = make_vocoder(CAUSAL, seed=10)
+    (m,) = mels(20, seed=10)
+    first, state = v.vocode_continue(m[:8])
+    ref, _ = v.vocode_continue(m[8:], state, final=True)
+    frozen = m.copy()
+    frozen.flags.writeable = False
+    assert np.shares_memory(v._to_tensor(m).numpy(), m)
+    assert not np.shares_memory(v._to_tensor(frozen).numpy(), frozen)
+    for arr in state.values():
+        arr.flags.writeable = False
+    a, _ = v.vocode_continue(frozen[:8])
+    b, _ = v.vocode_continue(frozen[8:], state, final=True)
+    np.testing.assert_array_equal(a, first)
+    np.testing.assert_array_equal(b, ref)
+
+
 def test_vocode_continue_rejects_bad_use() -> None:
     causal, noncausal = make_vocoder(CAUSAL), make_vocoder(NONCAUSAL)
     (m,) = mels(8)

@@ -46,6 +46,14 @@ BF16_STAGES = (1,)
 """Upsampling stages whose residual blocks run in bf16 under ``precision="bf16"`` (0 = the first)."""
 
 
+def _float_tensor(arr: Any) -> Tensor:
+    """A float32 tensor over ``arr`` (no copy when it already is a writable contiguous float32 array). Arrays
+    deserialised from Ray are read-only, which torch cannot share safely: those are copied (a mel chunk or a
+    state is at most a few hundred kB)."""
+    out = np.ascontiguousarray(arr, dtype=np.float32)
+    return torch.from_numpy(out if out.flags.writeable else out.copy())
+
+
 class _Bf16Conv1d(nn.Module):
     """A folded (non-transposed) :class:`WNConv1d` computed in bf16; takes and returns float32."""
 
@@ -251,7 +259,7 @@ class Vocoder:
             raise VocoderError(f"{what} must be floating point, got {arr.dtype}")
         if not np.all(np.isfinite(arr)):
             raise VocoderError(f"{what} contains NaN or infinite values")
-        return torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32).T)
+        return _float_tensor(arr).T
 
     def _run(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
         if self.causal and self.chunk_frames:
@@ -351,9 +359,7 @@ class Vocoder:
         keys = self.stream_keys()
         if set(state) != keys:
             raise VocoderError("vocoder state does not match this model (different architecture)")
-        return {
-            k: torch.from_numpy(np.asarray(v, dtype=np.float32)).to(self._dtype) for k, v in state.items()
-        }
+        return {k: _float_tensor(v).to(self._dtype) for k, v in state.items()}
 
     @staticmethod
     def _state_from_cache(cache: Cache) -> VocoderState:
