@@ -36,6 +36,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "benchmarks" / "results"
+DEFAULT_CONFIG = ROOT / "serve_app" / "config" / "local.yaml"
 WAV_HEADER = 44
 
 
@@ -201,32 +202,37 @@ def start_ray(port: int) -> Any:
     return serve_api.serve_start(http_options={"host": "127.0.0.1", "port": port})
 
 
+def deploy_pipeline(model_dir: str, port: int, config: Path = DEFAULT_CONFIG) -> dict[str, Any]:
+    """Start a 2-CPU Ray and deploy our app from ``config`` on ``port`` with the result cache off and the
+    admission limit lifted (this measures saturation throughput and latency, not shedding); returns the
+    application's config entry once ``/ready`` answers."""
+    import yaml
+    from ray.serve.schema import ServeDeploySchema
+
+    client = start_ray(port)
+    raw = yaml.safe_load(config.read_text())
+    raw["http_options"] = {**raw.get("http_options", {}), "host": "127.0.0.1", "port": port}
+    app = raw["applications"][0]
+    args = app.get("args") or {}
+    ingress = {**(args.get("ingress") or {}), "cache_max_entries": 0, "max_inflight": 1024}
+    app["args"] = {**args, "model_dir": model_dir, "ingress": ingress}
+    client.deploy_apps(ServeDeploySchema.model_validate(raw), _blocking=False)
+    wait_http("127.0.0.1", port, "/ready", 900)
+    return app
+
+
 def run_ray_variants(
     model_dir: str, texts: list[str], levels: list[int], duration: float, config: Path
 ) -> list[LevelResult]:
     import ray
-    import yaml
     from ray import serve
-    from ray.serve.schema import ServeDeploySchema
 
     from benchmarks.monolith_app import build as build_monolith
 
     port = free_port()
-    client = start_ray(port)
     results: list[LevelResult] = []
     try:
-        raw = yaml.safe_load(config.read_text())
-        raw["http_options"] = {**raw.get("http_options", {}), "host": "127.0.0.1", "port": port}
-        app = raw["applications"][0]
-        app["args"] = {**(app.get("args") or {}), "model_dir": model_dir}
-        # cache off; admission limit lifted: this measures saturation throughput and latency, not shedding
-        app["args"]["ingress"] = {
-            **(app["args"].get("ingress") or {}),
-            "cache_max_entries": 0,
-            "max_inflight": 1024,
-        }
-        client.deploy_apps(ServeDeploySchema.model_validate(raw), _blocking=False)
-        wait_http("127.0.0.1", port, "/ready", 900)
+        app = deploy_pipeline(model_dir, port, config)
 
         def body(stream: bool) -> Callable[[str], dict[str, Any]]:
             return lambda text: {
@@ -313,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--levels", default="1,4,8,16")
     p.add_argument("--duration", type=float, default=20.0, help="seconds per concurrency level")
-    p.add_argument("--config", type=Path, default=ROOT / "serve_app" / "config" / "local.yaml")
+    p.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     p.add_argument("--variants", default="seed,ray", help="comma list of: seed, ray (pipeline+monolith)")
     p.add_argument(
         "--out", type=Path, default=None, help="results markdown (default: dated file in results/)"

@@ -3,7 +3,7 @@
     python -m benchmarks.first_audio [--clients 8] [--duration 25] [--model-dir DIR]
 
 Deploys the app as ``make bench-compare`` does (serve_app/config/local.yaml, result cache off, admission
-limit lifted) on a 2-CPU Ray, then runs ``clients - 1`` closed-loop HTTP clients streaming pcm (medium
+limit lifted) on a 2-CPU Ray, then runs ``clients - 1`` of its closed-loop HTTP clients streaming wav (medium
 corpus sentences) and one more client in this process: the same :class:`~engine.orchestrator.Orchestrator`
 the ingress runs, over the app's stage handles, with the stage calls of its first audio timestamped.
 Prints the HTTP clients' time to first audio and, for the in-process client, when each step of the first
@@ -15,15 +15,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import http.client
 import os
-import threading
 import time
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 
-from benchmarks.compare_seed import ROOT, free_port, start_ray, wait_http
+from benchmarks.compare_seed import deploy_pipeline, free_port, post, run_level
 
 MARKS = ("units", "header", "first mel", "first audio")
 
@@ -73,21 +74,6 @@ class _MarkedStream:
         self._gen.cancel()
 
 
-def _deploy(model_dir: str, port: int) -> dict[str, Any]:
-    import yaml
-    from ray.serve.schema import ServeDeploySchema
-
-    client = start_ray(port)
-    raw = yaml.safe_load((ROOT / "serve_app" / "config" / "local.yaml").read_text())
-    raw["http_options"] = {**raw.get("http_options", {}), "host": "127.0.0.1", "port": port}
-    app = raw["applications"][0]
-    ingress = {**(app["args"].get("ingress") or {}), "cache_max_entries": 0, "max_inflight": 1024}
-    app["args"] = {**app["args"], "model_dir": model_dir, "ingress": ingress}
-    client.deploy_apps(ServeDeploySchema.model_validate(raw), _blocking=False)
-    wait_http("127.0.0.1", port, "/ready", 900)
-    return ingress
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model-dir", default=None, help="default: $TTS_MODEL_DIR, else the generated full voice")
@@ -97,7 +83,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.clients < 1 or args.duration <= 0:
         p.error("--clients must be >= 1 and --duration > 0")
 
-    import httpx
     import ray
     from ray import serve
 
@@ -110,29 +95,19 @@ def main(argv: list[str] | None = None) -> int:
     texts = [s.text for s in load_corpus().of("medium")]
     port = free_port()
     try:
-        ingress = _deploy(benchmark_model_dir(args.model_dir, "full"), port)
-        url = f"http://127.0.0.1:{port}/api/tts"
+        app = deploy_pipeline(benchmark_model_dir(args.model_dir, "full"), port)
+        ingress = app["args"]["ingress"]
+
+        def body(text: str) -> dict[str, Any]:
+            return {"text": text, "stream": True, "format": "wav"}  # TTFA: first byte past the WAV header
+
         for text in texts[:3]:  # warm-up
-            httpx.post(url, json={"text": text, "stream": True, "format": "pcm"}, timeout=120)
+            post(http.client.HTTPConnection("127.0.0.1", port, timeout=300), "/api/tts", body(text))
+        pool = ThreadPoolExecutor(1)  # the HTTP clients beside this process's own
+        others = pool.submit(
+            run_level, "127.0.0.1", port, "/api/tts", body, texts, "http", args.clients - 1, args.duration
+        ) if args.clients > 1 else None  # fmt: skip
         stop = time.monotonic() + args.duration
-        http_ttfa: list[float] = []
-
-        def http_client(start: int) -> None:
-            k = start
-            with httpx.Client(timeout=120) as client:
-                while time.monotonic() < stop:
-                    body = {"text": texts[k % len(texts)], "stream": True, "format": "pcm"}
-                    t0, first = time.perf_counter(), None
-                    with client.stream("POST", url, json=body) as r:
-                        for _ in r.iter_raw():
-                            first = first or time.perf_counter() - t0
-                    if first is not None:
-                        http_ttfa.append(first)
-                    k += args.clients
-
-        threads = [threading.Thread(target=http_client, args=(i,)) for i in range(1, args.clients)]
-        for t in threads:
-            t.start()
         names = ("TextFrontend", "SambertAcoustic", "HifiGanVocoder")
         stages = ServeStages(*(serve.get_deployment_handle(n, "tts") for n in names))
         settings = StreamSettings(**ingress.get("stream", {}))
@@ -151,15 +126,14 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append({m: (t - t0) * 1000 for m, t in marked.marks.items()})
 
         asyncio.run(own_client())
-        for t in threads:
-            t.join()
+        loaded = others.result() if others is not None else None
+        pool.shutdown()
     finally:
         ray.shutdown()
     print(f"\n{args.clients} streaming clients, {args.duration:g} s, load average {os.getloadavg()[0]:.1f}")
-    if http_ttfa:
-        h = np.array(http_ttfa) * 1000
-        p50, p95 = np.median(h), np.percentile(h, 95)
-        print(f"HTTP clients: {len(h)} requests, TTFA p50 {p50:.0f} ms, p95 {p95:.0f} ms")
+    if loaded is not None:
+        h = loaded
+        print(f"HTTP clients: {h.ok} requests, TTFA p50 {h.ttfa50:.0f} ms, p95 {h.ttfa95:.0f} ms")
     print(f"in-process client: {len(rows)} requests; ms after the request started")
     print("| step | p50 | p95 |\n|---|---:|---:|")
     for mark in MARKS:

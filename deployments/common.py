@@ -124,18 +124,8 @@ class TorchWorker:
             job()
 
     def _submit(self, priority: int, fn: Callable[..., T], args: tuple[Any, ...]) -> Future[T]:
-        future: Future[T] = Future()
-
-        def job() -> None:
-            if not future.set_running_or_notify_cancel():
-                return
-            try:
-                future.set_result(_inference_mode(fn, args))
-            except BaseException as exc:  # delivered to the caller
-                future.set_exception(exc)
-
-        self._push(priority, next(self._seq), job)
-        return future
+        """A plain call: a steppable computation of one step."""
+        return self._submit_steps(priority, _one_step, (fn, args))
 
     def _push(self, priority: int, seq: int, job: Callable[[], None]) -> None:
         with self._cond:
@@ -143,8 +133,9 @@ class TorchWorker:
             self._cond.notify()
 
     def _submit_steps(self, priority: int, fn: Callable[..., Steps[T]], args: tuple[Any, ...]) -> Future[T]:
-        """Like :meth:`_submit` for a steppable computation: between two steps, a queued call of a more
-        urgent priority runs first, and this one resumes in its old place in the queue."""
+        """Queue ``fn(*args)``, a steppable computation (:mod:`engine.steps`) run under
+        ``torch.inference_mode``: between two steps, a queued call of a more urgent priority runs first, and
+        this one resumes in its old place in the queue."""
         import torch
 
         future: Future[T] = Future()
@@ -228,11 +219,10 @@ async def timed_batch(
         metrics.observe(name, time.perf_counter() - start)
 
 
-def _inference_mode(fn: Callable[..., T], args: tuple[Any, ...]) -> T:
-    import torch
-
-    with torch.inference_mode():
-        return fn(*args)
+def _one_step(fn: Callable[..., T], args: tuple[Any, ...]) -> Steps[T]:
+    """``fn(*args)`` as a computation of one step (it cannot pause)."""
+    return fn(*args)
+    yield  # unreachable: makes this a generator
 
 
 @dataclass(frozen=True)

@@ -262,15 +262,17 @@ class Vocoder:
         return _float_tensor(arr).T
 
     def _run(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
+        return finish(self._run_steps(x, lengths))
+
+    def _run_steps(self, x: Tensor, lengths: Tensor | None = None) -> Steps[Tensor]:
+        """Whole mels ``x`` [B, n_mels, T] → audio; causal chunked models pause inside and between pieces,
+        other models run in one step."""
         if self.causal and self.chunk_frames:
-            return self._run_chunked(x, {}, final=True)
+            return (yield from self._run_chunked_steps(x, {}, final=True))
         x = x.to(self._dtype)
         if lengths is not None and isinstance(self.model, Generator):
             return self.model(x, lengths).float()
         return self.model(x).float()
-
-    def _run_chunked(self, x: Tensor, cache: Cache, final: bool) -> Tensor:
-        return finish(self._run_chunked_steps(x, cache, final))
 
     def _piece_steps(self, piece: Tensor, cache: Cache) -> Steps[Tensor]:
         """One causal piece; pausable inside when the backend allows (oneDNN: after each residual block)."""
@@ -380,16 +382,12 @@ class Vocoder:
 
     @torch.inference_mode()
     def vocode_steps(self, mel: np.ndarray) -> Steps[np.ndarray]:
-        """:meth:`vocode` as pausable steps (:mod:`engine.steps`): causal chunked models pause inside and
-        between their pieces; other models run in one step."""
+        """:meth:`vocode` as pausable steps (:mod:`engine.steps`)."""
         x = self._to_tensor(mel)
         if x.shape[1] == 0:
             raise VocoderError("mel has 0 frames")
         self._apply_threads()
-        if self.causal and self.chunk_frames:
-            y = yield from self._run_chunked_steps(x[None], {}, final=True)
-        else:
-            y = self._run(x[None])
+        y = yield from self._run_steps(x[None])
         return y.reshape(-1).numpy().astype(np.float32, copy=False)
 
     @torch.inference_mode()
