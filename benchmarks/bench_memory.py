@@ -138,23 +138,38 @@ def group(row: ProcMemory) -> str:
     return next((name for name, keys in GROUPS if any(row.role.startswith(k) for k in keys)), "other")
 
 
-def _line(name: str, pid: str, rss: float, pss: float, uss: float, torch: str) -> str:
-    return f"| {name[:44]:<44} | {pid:>7} | {rss:>6.0f} | {pss:>6.0f} | {uss:>6.0f} | {torch:>11} |"
+def _line(name: str, pid: str, rss: float, pss: float, uss: float, peak: str, torch: str) -> str:
+    cells = f"{rss:>6.0f} | {pss:>6.0f} | {uss:>6.0f} | {peak:>8}"
+    return f"| {name[:44]:<44} | {pid:>7} | {cells} | {torch:>11} |"
 
 
-def table(rows: list[ProcMemory]) -> str:
-    """Markdown table: one row per process, then one per group, then the total (MB)."""
-    head = f"| {'process':<44} | {'pid':>7} | {'RSS':>6} | {'PSS':>6} | {'USS':>6} | {'torch libs':>11} |"
+def table(rows: list[ProcMemory], peaks: dict[int, float] | None = None) -> str:
+    """Markdown table (MB = 2**20 bytes): one row per process, then one per group, then the total.
+
+    ``peaks`` (pid → largest RSS sampled under the requests, see :class:`PeakRss`) fills the peak column.
+    """
+    peaks = peaks or {}
+    head = (
+        f"| {'process':<44} | {'pid':>7} | {'RSS':>6} | {'PSS':>6} | {'USS':>6} | {'peak RSS':>8} "
+        f"| {'torch libs':>11} |"
+    )
     lines = [head, "|" + "|".join("-" * len(c) for c in head.split("|")[1:-1]) + "|"]
-    lines += [_line(r.role, str(r.pid), r.rss_mb, r.pss_mb, r.uss_mb, f"{r.torch_libs_mb:.0f}") for r in rows]
+    for r in rows:
+        peak = f"{peaks[r.pid]:.0f}" if r.pid in peaks else ""
+        lines.append(_line(r.role, str(r.pid), r.rss_mb, r.pss_mb, r.uss_mb, peak, f"{r.torch_libs_mb:.0f}"))
     names = [name for name, _ in GROUPS] + ["other"]
     for name, members in ((n, [r for r in rows if group(r) == n]) for n in names):
         if members:
             sums = [sum(getattr(r, k) for r in members) for k in ("rss_mb", "pss_mb", "uss_mb")]
-            lines.append(_line(f"= {name} ({len(members)})", "", *sums, ""))
+            lines.append(_line(f"= {name} ({len(members)})", "", *sums, "", ""))
     sums = [sum(getattr(r, k) for r in rows) for k in ("rss_mb", "pss_mb", "uss_mb")]
-    lines.append(_line(f"= TOTAL ({len(rows)} processes)", "", *sums, ""))
+    lines.append(_line(f"= TOTAL ({len(rows)} processes)", "", *sums, "", ""))
     return "\n".join(lines)
+
+
+def gb(mb: float) -> float:
+    """MB (2**20 bytes) as decimal GB (10**9 bytes), the unit of the issue's 2.5 GB budget."""
+    return mb * MB / 1e9
 
 
 def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float) -> None:
@@ -193,20 +208,24 @@ def send_requests(url: str, n: int, clients: int = 0) -> None:
 
 
 class PeakRss:
-    """Samples the summed RSS of the process tree under ``root`` in the background; ``peak_mb`` is the max."""
+    """Samples the RSS of the process tree under ``root`` in the background: ``peak_mb`` is the largest sum,
+    ``per_pid`` each process's own largest RSS (MB)."""
 
     def __init__(self, root: psutil.Process, every_s: float = 0.25) -> None:
         self.root, self.every_s, self.peak_mb = root, every_s, 0.0
+        self.per_pid: dict[int, float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         while not self._stop.wait(self.every_s):
-            total = 0
+            total = 0.0
             for p in [self.root, *self.root.children(recursive=True)]:
                 with suppress(psutil.Error):
-                    total += p.memory_info().rss
-            self.peak_mb = max(self.peak_mb, total / MB)
+                    rss = p.memory_info().rss / MB
+                    total += rss
+                    self.per_pid[p.pid] = max(self.per_pid.get(p.pid, 0.0), rss)
+            self.peak_mb = max(self.peak_mb, total)
 
     def __enter__(self) -> PeakRss:
         self._thread.start()
@@ -356,13 +375,14 @@ def main(argv: list[str] | None = None) -> int:
             send_requests(url, args.requests, args.clients)
         time.sleep(args.settle_s)
         rows = snapshot(driver)
-    print(table(rows))
+    print(table(rows, peak.per_pid))
     replicas = args.replicas or "as configured"
     dashboard = "on" if args.dashboard else "off"
+    total = sum(r.rss_mb for r in rows)
     print(
-        f"\npeak RSS under the requests {peak.peak_mb:.0f} MB (summed, sampled every {peak.every_s} s); "
-        "table "
-        f"{args.settle_s:.0f} s after them ({args.requests} one by one, then {args.clients} clients)"
+        f"\nRSS: {total:.0f} MB = {gb(total):.2f} GB (10^9 B) {args.settle_s:.0f} s after the requests "
+        f"({args.requests} one by one, then {args.clients} clients); peak under them {peak.peak_mb:.0f} MB = "
+        f"{gb(peak.peak_mb):.2f} GB (summed, sampled every {peak.every_s} s). MB = 2^20 B."
     )
     print(f"replicas per stage: {replicas}; dashboard: {dashboard}; load {os.getloadavg()[0]:.2f} (1 min)")
     if args.json:

