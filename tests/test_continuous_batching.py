@@ -170,7 +170,7 @@ def test_a_very_long_utterance_grows_the_buffers_then_releases_them(
 ) -> None:
     long = AcousticInput(golden, durations=np.full(len(golden), 90.0))  # 1980 frames, 660 steps
     short = AcousticInput(golden[:6])
-    with ContinuousBatcher({"v": am}, threads=1) as cb:
+    with ContinuousBatcher({"v": am}, threads=1, idle_s=3600) as cb:  # no idle shrink during the test
         tickets = [cb.submit(None, long), cb.submit(None, short)]
         outs = [t.result(TIMEOUT_S) for t in tickets]
         batch = cb._batches["v"]
@@ -183,6 +183,22 @@ def test_a_very_long_utterance_grows_the_buffers_then_releases_them(
     assert outs[0].mel.shape == (1980, 80)
     for inp, out in zip([long, short, short], [*outs, again], strict=True):
         assert_same(out, am.synthesize([inp])[0])
+
+
+def test_an_idle_spell_shrinks_the_step_buffers(am: AcousticModel, golden: np.ndarray) -> None:
+    """After work and ``idle_s`` of nothing, the empty batch holds a new batch's buffers; results unchanged."""
+    longer = AcousticInput(golden, durations=np.full(len(golden), 20.0))  # 440 frames, 147 steps
+    with ContinuousBatcher({"v": am}, threads=1, idle_s=0.05) as cb:
+        first = cb.synthesize(None, longer, TIMEOUT_S)
+        batch = cb._batches["v"]
+        deadline = time.monotonic() + TIMEOUT_S
+        while batch.rows != batch.IDLE_ROWS and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert batch.rows == batch.IDLE_ROWS < 147
+        assert batch.memrows.size(1) == batch.IDLE_ROWS
+        again = cb.synthesize(None, longer, TIMEOUT_S)
+    assert_same(first, am.synthesize([longer])[0])
+    assert_same(again, first)
 
 
 def test_several_voices_decode_in_their_own_batches(tiny_model_dir: Path, am: AcousticModel) -> None:

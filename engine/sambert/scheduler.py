@@ -175,6 +175,7 @@ class _Batch:
     """The continuous decoder of one voice (layout in the module docstring)."""
 
     KEEP_ROWS = 512  # per-slot step buffers kept when the batch empties (longer ones are released)
+    IDLE_ROWS = 64  # per-slot step buffers after an idle spell (8 slots x 512 rows of memory K/V = 53 MB)
 
     def __init__(self, model: AcousticModel, slots: int, spare_columns: int = 64) -> None:
         w = model._dec
@@ -193,7 +194,7 @@ class _Batch:
         self.outbuf = torch.zeros(0, 0, w.out_dim)  # [slot, step, r * num_mels]
         self.prev = torch.zeros(0, w.w_out.size(1) - w.out_dim)  # prenet first-layer input of the next step
         self.kv = torch.zeros(2, w.layers, 0, 2 * w.nh, 1 + spare_columns, w.e)
-        self._grow(slots, 64)
+        self._grow(slots, self.IDLE_ROWS)
         self._mask_rows: dict[tuple[int, int], Tensor] = {}
         self._mask_key: tuple[tuple[int, int], ...] | None = None
         self._mask: Tensor | None = None
@@ -309,6 +310,12 @@ class _Batch:
                 slots, self.slots, self.rows = self.slots, 0, 0
                 self._grow(slots, self.KEEP_ROWS)
 
+    def shrink(self) -> None:
+        """(empty batch) Back to a new batch's buffers, ``IDLE_ROWS`` steps per slot."""
+        if not self.items and self.rows > self.IDLE_ROWS:
+            slots, self.slots, self.rows = self.slots, 0, 0
+            self._grow(slots, self.IDLE_ROWS)
+
     # ------------------------------------------------------------------ one step
     def _step_mask(self) -> Tensor | None:
         """Additive mask [n, 2H, 1, W+1]: per slot, its own band and its utterance's end (None: all valid)."""
@@ -390,7 +397,8 @@ class ContinuousBatcher:
         self.max_batch = self.settings.max_batch
         self.threads = threads
         self.on_admit = on_admit  # called with the decoder batch size each time utterances (not probes) join
-        self.on_idle = on_idle  # called on the worker thread once per idle spell of ``idle_s`` after work
+        self.on_idle = on_idle  # called on the worker thread once per idle spell of ``idle_s`` after work,
+        # after the empty batches shrank their step buffers
         self.idle_s = idle_s
         self._worked = False  # work ran since on_idle was last called
         with torch.inference_mode():
@@ -511,15 +519,18 @@ class ContinuousBatcher:
         with self._cond:
             while not self._stop and not self._pending and not self.active:
                 woke = self._cond.wait(timeout=self.idle_s)
-                if not woke and self._worked and self.on_idle is not None:
+                if not woke and self._worked:
                     idle, self._worked = True, False
                     break
             if not idle:
                 if self._stop:
                     return False
                 admit = self._choose()
-        if idle:  # e.g. hand the allocator's freed memory back to the system, outside the lock
-            self.on_idle()  # type: ignore[misc]
+        if idle:  # shrink the step buffers, then e.g. hand the allocator's freed memory back to the system
+            for batch in self._batches.values():
+                batch.shrink()
+            if self.on_idle is not None:
+                self.on_idle()
             return True
         if admit:
             self._worked = True
