@@ -89,7 +89,8 @@ bench-first-audio: $(PY)
 
 # Local single-node Ray + Serve with serve_app/config/local.yaml on :8000. MODEL_DIR=/path or TTS_MODEL_DIR;
 # without one a full-size RANDOM voice is generated (models/_generated, git-ignored) and the audio is noise.
-# `serve run` on a Ray without the dashboard head (~0.9 GB RSS); DASHBOARD=1 keeps it (:8265, `serve status`).
+# A Ray head node with only what serving needs (no driver, monitors or dashboard head; serve_app/run.py), the
+# replicas' logs on the console, Ctrl-C drains them; DASHBOARD=1 adds the dashboard (:8265, `serve status`).
 run: $(PY)
 	RAY_AUTH_MODE=disabled TTS_MODEL_DIR=$(MODEL_DIR) PYTHONPATH=$(CURDIR) \
 		$(PY) -m serve_app.run serve_app/config/local.yaml $(if $(DASHBOARD),--dashboard)

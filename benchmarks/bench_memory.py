@@ -1,9 +1,9 @@
 """Memory report (``make bench-memory``): what the whole pipeline holds, per process.
 
-Starts the app as ``make run`` does (``python -m serve_app.run serve_app/config/local.yaml``: the driver
-starts a local Ray, then ``serve run``; ``--dashboard`` as ``make run DASHBOARD=1``), with one replica per
-stage (``--replicas``; 0 keeps the config's sizes) on a free loopback port, waits for ``/ready``, sends a few
-requests, then lists every process of that Ray instance (the driver, gcs_server, raylet, dashboard, agents,
+Starts the app as ``make run`` does (``python -m serve_app.run serve_app/config/local.yaml``: it starts a
+local Ray head node and deploys the config on it; ``--dashboard`` as ``make run DASHBOARD=1``), with one
+replica per stage (``--replicas``; 0 keeps the config's sizes) on a free loopback port, waits for ``/ready``,
+sends a few requests, then lists every process of that Ray instance (``make run``, gcs_server, raylet, agents,
 workers by actor name) with RSS, PSS and USS (``psutil.Process.memory_full_info``), how much of each is
 torch's shared libraries, and the totals.
 
@@ -60,9 +60,10 @@ GROUPS = (
             "log_monitor.py",
             "ray::DashboardAgent",
             "ray::RuntimeEnvAgent",
+            "ray_process_reaper.py",
         ),
     ),
-    ("driver", ("driver",)),
+    ("make run", ("make run",)),
 )
 
 
@@ -110,7 +111,7 @@ def role(proc: psutil.Process) -> str:
         code = cmd[cmd.index("-c") + 1]
         return code.split(" import ")[0].removeprefix("from ") if code.startswith("from ") else code[:40]
     if cmd[1:3] == ["-m", "serve_app.run"]:
-        return "driver (python -m serve_app.run)"
+        return "make run (python -m serve_app.run)"
     for arg in cmd[:3]:
         if arg.endswith(".py"):
             return Path(arg).name
@@ -128,7 +129,7 @@ def measure(proc: psutil.Process) -> ProcMemory | None:
 
 
 def snapshot(root: psutil.Process) -> list[ProcMemory]:
-    """Every process under the ``serve run`` driver (Ray starts its daemons and workers below it)."""
+    """Every process under ``make run``'s process (it starts Ray's daemons, which start the workers)."""
     procs = [root, *root.children(recursive=True)]
     rows = [m for m in (measure(p) for p in procs) if m is not None]
     return sorted(rows, key=lambda r: -r.pss_mb)
@@ -173,11 +174,11 @@ def gb(mb: float) -> float:
 
 
 def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float) -> None:
-    """Poll ``/ready`` until 200 (bounded); fail early if ``serve run`` exits."""
+    """Poll ``/ready`` until 200 (bounded); fail early if ``make run`` exits."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"serve run exited with {proc.returncode} before /ready")
+            raise RuntimeError(f"make run exited with {proc.returncode} before /ready")
         try:
             if httpx.get(f"{url}/ready", timeout=10).status_code == 200:
                 return
@@ -237,7 +238,7 @@ class PeakRss:
 
 
 def stop(proc: subprocess.Popen[bytes], tree: list[psutil.Process], timeout_s: float = 60.0) -> None:
-    """SIGINT ``serve run`` (it shuts Serve and Ray down); kill what is left of the tree it started."""
+    """SIGINT ``make run`` (it shuts Serve and Ray down); kill what is left of the tree it started."""
     if proc.poll() is None:
         proc.send_signal(signal.SIGINT)
         try:
@@ -255,7 +256,7 @@ def stop(proc: subprocess.Popen[bytes], tree: list[psutil.Process], timeout_s: f
 def served(
     cfg: dict[str, Any], dashboard: bool, log_path: Path, timeout_s: float
 ) -> Iterator[tuple[str, psutil.Process]]:
-    """The app on ``cfg`` as ``make run`` starts it; yields (base URL, driver process); always stops it."""
+    """The app on ``cfg`` as ``make run`` starts it; yields (base URL, its process); always stops it."""
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # a new local Ray, like `make run`
     env.update(RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0", PYTHONPATH=str(REPO))
     with tempfile.TemporaryDirectory(prefix="bench-memory-") as tmp, log_path.open("wb") as log:
@@ -263,16 +264,16 @@ def served(
         cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False), "utf-8")
         command = [sys.executable, "-m", "serve_app.run", str(cfg_path)] + ["--dashboard"] * dashboard
         proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-        driver = psutil.Process(proc.pid)
-        tree: list[psutil.Process] = [driver]
+        root = psutil.Process(proc.pid)
+        tree: list[psutil.Process] = [root]
         try:
             url = f"http://127.0.0.1:{cfg['http_options']['port']}"
             wait_ready(url, proc, timeout_s)
-            tree += driver.children(recursive=True)
-            yield url, driver
+            tree += root.children(recursive=True)
+            yield url, root
         finally:
             with suppress(psutil.Error):
-                tree += driver.children(recursive=True)
+                tree += root.children(recursive=True)
             stop(proc, tree)
 
 
@@ -370,11 +371,11 @@ def main(argv: list[str] | None = None) -> int:
 
     cfg = run_config(args.model_dir, _free_port(), args.replicas)
     print(f"starting the app (log: {args.log}) ...", file=sys.stderr, flush=True)
-    with served(cfg, args.dashboard, args.log, args.timeout_s) as (url, driver):
-        with PeakRss(driver) as peak:
+    with served(cfg, args.dashboard, args.log, args.timeout_s) as (url, root):
+        with PeakRss(root) as peak:
             send_requests(url, args.requests, args.clients)
         time.sleep(args.settle_s)
-        rows = snapshot(driver)
+        rows = snapshot(root)
     print(table(rows, peak.per_pid))
     replicas = args.replicas or "as configured"
     dashboard = "on" if args.dashboard else "off"

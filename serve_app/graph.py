@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +25,13 @@ def ensure_model_dir(model_dir: str | None, size: str = "full") -> str:
     """The model directory to serve (``engine.modeldir.resolve_model``): the argument or ``$TTS_MODEL_DIR``
     (a path or a ModelScope id), else the released voice (ModelScope cache, else download), else (only when
     the hub is unreachable) a generated random voice in ``models/_generated/<size>``, with a banner."""
-    from engine.modeldir import resolve_model
+    from engine.modeldir import random_weights_banner, resolve_model
 
-    return str(resolve_model(model_dir, random_dir=GENERATED_DIR / size, random_size=size).path)
+    resolved = resolve_model(model_dir, random_dir=GENERATED_DIR / size, random_size=size, announce=False)
+    if resolved.random_weights:
+        # Serve's logger, not stderr: its log files are what `make run` prints, and `serve run` shows it too.
+        logging.getLogger("ray.serve").warning(random_weights_banner(resolved))
+    return str(resolved.path)
 
 
 def build_app(args: dict[str, Any] | None = None) -> Application:
