@@ -17,7 +17,7 @@ import httpx
 import psutil
 import pytest
 
-from benchmarks.bench_memory import run_config
+from benchmarks.bench_memory import run_config, wait_ready
 from serve_app.run import LogFollower, log_line
 
 REPO = Path(__file__).resolve().parent.parent
@@ -109,15 +109,10 @@ def test_make_run_serves_logs_and_stops_cleanly(tiny_model_dir: Path, tmp_path: 
     children: list[psutil.Process] = []
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                if httpx.get(f"{url}/ready", timeout=5).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(1)
-        assert proc.poll() is None, log.read_text("utf-8", "replace")[-3000:]
+        try:
+            wait_ready(url, proc, timeout_s=240)
+        except (RuntimeError, TimeoutError) as exc:
+            pytest.fail(f"{exc}\n{log.read_text('utf-8', 'replace')[-3000:]}")
         r = httpx.post(f"{url}/api/tts", json={"text": "你好，世界。"}, timeout=60)
         assert r.status_code == 200 and r.content[:4] == b"RIFF"
         children = _node_processes(root)
