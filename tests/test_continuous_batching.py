@@ -186,7 +186,8 @@ def test_a_very_long_utterance_grows_the_buffers_then_releases_them(
 
 
 def test_an_idle_spell_shrinks_the_step_buffers(am: AcousticModel, golden: np.ndarray) -> None:
-    """After work and ``idle_s`` of nothing, the empty batch holds a new batch's buffers; results unchanged."""
+    """After work and ``idle_s`` of nothing, the empty batch holds a new batch's buffers; results are
+    unchanged."""
     longer = AcousticInput(golden, durations=np.full(len(golden), 20.0))  # 440 frames, 147 steps
     with ContinuousBatcher({"v": am}, threads=1, idle_s=0.05) as cb:
         first = cb.synthesize(None, longer, TIMEOUT_S)

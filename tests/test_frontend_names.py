@@ -1,4 +1,4 @@
-"""The person-name tagger (`engine.frontend.names.PersonNameTagger`) tags names exactly as jieba's full tagger."""
+"""The person-name tagger (`engine.frontend.names.PersonNameTagger`) tags names as jieba's tagger does."""
 
 from __future__ import annotations
 
