@@ -4,12 +4,13 @@ This process starts the head node's daemons (``gcs_server``, ``raylet`` and thei
 --head --block`` does, deploys the config with ``serve run --non-blocking`` (a short-lived driver), then
 follows Serve's log files until Ctrl-C or SIGTERM, when it shuts Serve down gracefully (replicas drain) and
 stops the node. It never connects to Ray itself, and the node runs only what serving needs
-(docs/performance.md, "Memory"), ≈0.25 GB RSS less than ``ray.init`` + ``serve run``:
+(docs/performance.md, "Memory"), ≈0.4 GB RSS less than ``ray.init`` + ``serve run``:
 
 - no driver process left holding a Ray core worker (146 MB RSS): the deploy driver exits once submitted;
 - no autoscaler monitor (84 MB): one node, nothing to add or remove;
 - no log monitor (80 MB): it only forwards worker output to drivers; this process reads Serve's files;
-- no Ray Client server; the dashboard head only with ``--dashboard`` (:8265, ``serve status``).
+- no Ray Client server, and no dashboard process (117 MB even in its minimal mode, which only reports usage
+  stats) unless ``--dashboard`` (:8265, ``serve status``).
 
 Metrics still come from the node's dashboard agent. ``$RAY_ADDRESS`` set: ``serve run CONFIG`` on that
 running cluster instead (blocking, as before).
@@ -45,6 +46,14 @@ def start_head(dashboard: bool) -> Any:
     from ray._private.node import Node
     from ray._private.parameter import RayParams
 
+    class ServingHead(Node):  # type: ignore[misc]
+        """Without the dashboard, no API server process at all: its minimal mode only reports usage stats
+        (off here), for 117 MB RSS."""
+
+        def start_api_server(self, *, include_dashboard: bool | None, raise_on_failure: bool) -> None:
+            if include_dashboard:
+                super().start_api_server(include_dashboard=True, raise_on_failure=raise_on_failure)
+
     params = RayParams(
         include_dashboard=dashboard,
         no_monitor=True,
@@ -53,7 +62,7 @@ def start_head(dashboard: bool) -> Any:
     )
     # shutdown_at_exit=False: this process stops the node itself (after Serve's graceful shutdown); the
     # reaper still kills the node's processes if this one dies without doing so.
-    return Node(params, head=True, shutdown_at_exit=False, spawn_reaper=True)
+    return ServingHead(params, head=True, shutdown_at_exit=False, spawn_reaper=True)
 
 
 def serve_run(address: str, config: str, env: dict[str, str]) -> None:
@@ -151,7 +160,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         serve_run(node.address, args.config, env)
         log_dir = Path(node.get_logs_dir_path()) / "serve"
-        print(f"Serving {args.config} on Ray {node.address}; logs in {log_dir}; Ctrl-C stops.", flush=True)
+        metrics = f"http://{node.node_ip_address}:{node.metrics_export_port}/metrics"
+        print(f"Serving {args.config} on Ray {node.address}; Prometheus metrics at {metrics};", flush=True)
+        print(f"logs in {log_dir}; Ctrl-C stops.", flush=True)
         follower = LogFollower(log_dir, sys.stdout)
         while not stop.wait(FOLLOW_EVERY_S):
             follower.poll()

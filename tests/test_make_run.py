@@ -6,6 +6,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -118,7 +119,7 @@ def test_make_run_serves_logs_and_stops_cleanly(tiny_model_dir: Path, tmp_path: 
         children = _node_processes(root)
         names = " ".join(" ".join(p.cmdline()[:2]) for p in children)
         assert "raylet" in names and "gcs_server" in names
-        for absent in ("monitor.py", "log_monitor.py", "ray.util.client.server"):
+        for absent in ("monitor.py", "log_monitor.py", "ray.util.client.server", "dashboard.py"):
             assert absent not in names  # what `make run` leaves out (docs/performance.md, Memory)
         deadline = time.monotonic() + 30
         while '"event": "synthesis"' not in log.read_text("utf-8", "replace") and time.monotonic() < deadline:
@@ -126,6 +127,13 @@ def test_make_run_serves_logs_and_stops_cleanly(tiny_model_dir: Path, tmp_path: 
         console = log.read_text("utf-8", "replace")
         assert "TTSIngress: " in console and '"event": "synthesis"' in console, console[-3000:]
         assert "RANDOM WEIGHTS - this voice is untrained" in console  # the tiny test voice is random
+        metrics_url = re.search(r"Prometheus metrics at (\S+);", console)
+        assert metrics_url, console[:3000]
+        deadline, scraped = time.monotonic() + 60, ""
+        while "ray_tts_request_latency_ms" not in scraped and time.monotonic() < deadline:
+            time.sleep(2)  # the agent exports the replicas' metrics every few seconds
+            scraped = httpx.get(metrics_url.group(1), timeout=10).text
+        assert "ray_tts_request_latency_ms" in scraped and "ray_tts_stage_latency_ms" in scraped
 
         proc.send_signal(signal.SIGINT)
         assert proc.wait(120) == 0, log.read_text("utf-8", "replace")[-3000:]
