@@ -125,22 +125,32 @@ async def _load(url: str, clients: int, seconds: float) -> dict[str, float]:
             "p50": _pct(lat, 50), "p95": _pct(lat, 95)}  # fmt: skip
 
 
-async def served(
-    url: str, seconds: float, client_levels: list[int], ttfa_runs: int, synth: Any
-) -> dict[str, Any]:
+def rtf_pair(url: str, synth: Any) -> dict[str, float]:
+    """1-client RTF, served and raw, text by text in the same minute (median of each).
+
+    The raw engine runs on this process's main thread, as a user of the engine would call it: torch run from
+    another thread (``asyncio.to_thread``) after the model ran here gets a second OpenMP team and, on this
+    box, ran 1.6-3.5x slower with 2 threads (docs/performance.md, "Serving overheads").
+    """
+    rtfs, raw_rtfs = [], []
+    with httpx.Client(timeout=120) as client:
+        for i in range(2):  # warm-up
+            client.post(url + "/api/tts", json={"text": SENTENCES[i], "format": "pcm"}).raise_for_status()
+        for _ in range(2):
+            for text in RTF_TEXTS:
+                start = time.perf_counter()
+                audio_s = synth.synthesize(text).duration_s
+                raw_rtfs.append((time.perf_counter() - start) / audio_s)
+                start = time.perf_counter()
+                r = client.post(url + "/api/tts", json={"text": text, "format": "pcm"})
+                r.raise_for_status()
+                rtfs.append((time.perf_counter() - start) / (len(r.content) / 2 / 16000))
+    return {"rtf": statistics.median(rtfs), "raw_rtf": statistics.median(raw_rtfs)}
+
+
+async def served(url: str, seconds: float, client_levels: list[int], ttfa_runs: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
     async with httpx.AsyncClient(timeout=120) as client:
-        for i in range(2):  # warm-up
-            await _one(client, url, SENTENCES[i])
-        rtfs, raw_rtfs = [], []
-        for _ in range(2):
-            for text in RTF_TEXTS:  # raw and served alternate: the same load for both
-                start = time.perf_counter()
-                audio_s = (await asyncio.to_thread(synth.synthesize, text)).duration_s
-                raw_rtfs.append((time.perf_counter() - start) / audio_s)
-                t, a = await _one(client, url, text)
-                rtfs.append(t / a)
-        out["rtf"], out["raw_rtf"] = statistics.median(rtfs), statistics.median(raw_rtfs)
         firsts, totals = [], []
         for i in range(ttfa_runs):
             f, t = await _ttfa(client, url, LONG_200[i:] + LONG_200[:i])
@@ -196,7 +206,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"served vocoder precision: {serve_args.get('vocoder_precision') or 'fp32'}", flush=True)
         serve.run(build_app(serve_args), name="tts", route_prefix="/")
         url = f"http://127.0.0.1:{port}"
-        res = asyncio.run(served(url, args.seconds, args.clients, args.ttfa_runs, synth))
+        res = rtf_pair(url, synth)
+        res |= asyncio.run(served(url, args.seconds, args.clients, args.ttfa_runs))
     finally:
         ray.shutdown()
 

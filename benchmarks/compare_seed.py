@@ -7,6 +7,7 @@ latency and time to first audio (TTFA: first body byte past the 44-byte WAV head
 
 Variants
   seed             one process, threaded HTTP server, ONE global lock (benchmarks/seed_server.py)
+  seed-main        the same, requests served one by one on the main thread (one gunicorn sync worker)
   monolith         Ray Serve, one deployment = whole engine, 2 replicas × 1 CPU (benchmarks/monolith_app.py)
   pipeline         our app (serve_app/config/local.yaml as shipped, result cache off), whole-file responses
   pipeline-stream  the same app, ``stream: true`` (TTFA is what streaming buys)
@@ -178,14 +179,17 @@ def measure_variant(
     return out
 
 
-def run_seed(model_dir: str, texts: list[str], levels: list[int], duration: float) -> list[LevelResult]:
+def run_seed(
+    model_dir: str, texts: list[str], levels: list[int], duration: float, main_thread: bool = False
+) -> list[LevelResult]:
     port = free_port()
     cmd = [sys.executable, "-m", "benchmarks.seed_server", "--model-dir", model_dir, "--port", str(port)]
-    proc = subprocess.Popen(cmd, cwd=ROOT)
+    proc = subprocess.Popen(cmd + (["--main-thread"] if main_thread else []), cwd=ROOT)
     try:
         wait_http("127.0.0.1", port, "/health", 600, proc)
         body = lambda text: {"text": text, "emotion": "neutral", "speed": 1.0}  # noqa: E731
-        return measure_variant("seed", port, "/tts", body, texts, levels, duration)
+        name = "seed-main" if main_thread else "seed"
+        return measure_variant(name, port, "/tts", body, texts, levels, duration)
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -292,23 +296,26 @@ def format_tables(results: list[LevelResult]) -> str:
             f"| {r.ttfa50:.0f} | {r.ttfa95:.0f} | {r.errors} |"
         )
     by = {(r.variant, r.clients): r for r in results}
-    lines += [
-        "",
-        "| clients | variant | throughput × seed | p95 × seed | TTFA p95 × seed |",
-        "|---:|---|---:|---:|---:|",
-    ]
-    for clients in sorted({r.clients for r in results}):
-        seed = by.get(("seed", clients))
-        if seed is None:
+    for baseline in ("seed", "seed-main"):
+        if not any(r.variant == baseline for r in results):
             continue
-        for variant in ("monolith", "pipeline", "pipeline-stream"):
-            r = by.get((variant, clients))
-            if r is None:
+        lines += [
+            "",
+            f"| clients | variant | throughput × {baseline} | p95 × {baseline} | TTFA p95 × {baseline} |",
+            "|---:|---|---:|---:|---:|",
+        ]
+        for clients in sorted({r.clients for r in results}):
+            base = by.get((baseline, clients))
+            if base is None:
                 continue
-            lines.append(
-                f"| {clients} | {variant} | {r.rps / seed.rps if seed.rps else float('nan'):.2f} "
-                f"| {r.p95 / seed.p95:.2f} | {r.ttfa95 / seed.ttfa95:.2f} |"
-            )
+            for variant in ("monolith", "pipeline", "pipeline-stream"):
+                r = by.get((variant, clients))
+                if r is None:
+                    continue
+                lines.append(
+                    f"| {clients} | {variant} | {r.rps / base.rps if base.rps else float('nan'):.2f} "
+                    f"| {r.p95 / base.p95:.2f} | {r.ttfa95 / base.ttfa95:.2f} |"
+                )
     return "\n".join(lines)
 
 
@@ -320,7 +327,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--levels", default="1,4,8,16")
     p.add_argument("--duration", type=float, default=20.0, help="seconds per concurrency level")
     p.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
-    p.add_argument("--variants", default="seed,ray", help="comma list of: seed, ray (pipeline+monolith)")
+    p.add_argument(
+        "--variants",
+        default="seed,seed-main,ray",
+        help="comma list of: seed, seed-main, ray (pipeline, monolith)",
+    )
     p.add_argument(
         "--out", type=Path, default=None, help="results markdown (default: dated file in results/)"
     )
@@ -344,6 +355,8 @@ def main(argv: list[str] | None = None) -> int:
     results: list[LevelResult] = []
     if "seed" in variants:
         results += run_seed(model_dir, texts, levels, args.duration)
+    if "seed-main" in variants:
+        results += run_seed(model_dir, texts, levels, args.duration, main_thread=True)
     if "ray" in variants:
         results += run_ray_variants(model_dir, texts, levels, args.duration, args.config)
     tables = format_tables(results)

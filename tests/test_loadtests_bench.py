@@ -7,7 +7,7 @@ import http.client
 import json
 import threading
 import time
-from http.server import ThreadingHTTPServer
+from http.server import HTTPServer, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -63,6 +63,48 @@ def test_seed_server_serialises_on_one_global_lock() -> None:
         server.server_close()
 
 
+class ThreadRecordingSynth(CountingSynth):
+    """Also records which thread ran each synthesis."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.threads: set[int] = set()
+
+    def synthesize_bytes(self, text: str, fmt: str, **kw: object) -> tuple[bytes, int]:
+        self.threads.add(threading.get_ident())
+        return super().synthesize_bytes(text, fmt, **kw)
+
+
+def test_seed_main_thread_serves_every_client_in_turn_on_one_thread() -> None:
+    """The gunicorn-sync-worker shape: one thread runs every synthesis, and each response closes its
+    connection, so 3 keep-alive clients all get served (none holds the one-at-a-time server)."""
+    synth = ThreadRecordingSynth()
+    server = HTTPServer(("127.0.0.1", 0), make_handler(synth, close_each=True))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        served: list[int] = []
+
+        def client() -> None:
+            conn = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=10)
+            for _ in range(3):
+                conn.request("POST", "/tts", body=json.dumps({"text": "您好。"}).encode())
+                resp = conn.getresponse()
+                assert resp.getheader("Connection") == "close"
+                served.append(resp.status)
+                resp.read()
+
+        clients = [threading.Thread(target=client) for _ in range(3)]
+        for t in clients:
+            t.start()
+        for t in clients:
+            t.join(timeout=20)
+        assert served == [200] * 9
+        assert len(synth.threads) == 1 and synth.max_active == 1
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def _level(variant: str, clients: int, rps: float, p95: float) -> cmp.LevelResult:
     return cmp.LevelResult(
         variant, clients, 10, 0, 10.0, rps, rps * 3, p95 / 2, p95, p95 * 1.2, p95 / 3, p95 / 2
@@ -75,6 +117,20 @@ def test_ratio_table() -> None:
     )
     assert "| 8 | pipeline | 2.00 | 0.75 | 0.75 |" in table
     assert "| 8 | monolith | 1.50 | 1.12 | 1.12 |" in table
+    assert "× seed-main" not in table  # a baseline that did not run gets no table
+
+
+def test_ratio_table_per_seed_baseline() -> None:
+    levels = [
+        _level("seed", 8, 0.5, 8000),
+        _level("seed-main", 8, 0.8, 4000),
+        _level("pipeline", 8, 1.0, 6000),
+    ]
+    table = cmp.format_tables(levels)
+    assert "| clients | variant | throughput × seed | p95 × seed | TTFA p95 × seed |" in table
+    assert "| clients | variant | throughput × seed-main | p95 × seed-main | TTFA p95 × seed-main |" in table
+    assert "| 8 | pipeline | 2.00 | 0.75 | 0.75 |" in table
+    assert "| 8 | pipeline | 1.25 | 1.50 | 1.50 |" in table
 
 
 def test_parse_prometheus_sums_per_deployment() -> None:
