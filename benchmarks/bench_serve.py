@@ -130,7 +130,7 @@ def rtf_pair(url: str, synth: Any) -> dict[str, float]:
 
     The raw engine runs on this process's main thread, as a user of the engine would call it: torch run from
     another thread (``asyncio.to_thread``) after the model ran here gets a second OpenMP team and, on this
-    box, ran 1.6-3.5x slower with 2 threads (docs/performance.md, "Serving overheads").
+    box, ran 1.6-3.5x slower with 2 threads (docs/performance.md, "Re-measured on this session's machine").
     """
     rtfs, raw_rtfs = [], []
     with httpx.Client(timeout=120) as client:
