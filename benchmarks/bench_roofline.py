@@ -218,8 +218,6 @@ def main(argv: list[str] | None = None) -> int:
     for prec in dtypes:
         for backend in ("torch", "onednn"):
             for n in args.threads:
-                if prec == "bf16" and backend == "onednn":
-                    continue  # the quality-gated bf16 convolutions run on the torch backend only
                 v = Vocoder.from_config(cfg, state, threads=n, precision=prec, backend=backend)
                 if v.backend != backend:
                     continue

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from engine.hifigan import Generator, Jik876Generator, Vocoder, VocoderError
+from engine.hifigan.vocoder import BF16_STAGES
 
 # Released kernels, dilations and upsampling (hop 200); 32 channels keep the tests fast.
 CAUSAL = {
@@ -410,3 +411,26 @@ def test_backend_choice_errors() -> None:
     with pytest.raises(VocoderError, match="LeakyReLU"):
         Vocoder(Generator(**elu), 16000, backend="onednn")
     assert Vocoder(Generator(**elu), 16000).backend == "torch"  # auto falls back
+
+
+def test_bf16_runs_the_gated_stage_on_either_backend() -> None:
+    """``precision="bf16"`` puts the same layers in bf16 on oneDNN as on the torch path: both deviate from
+    fp32 by the same order (bf16 rounding), states stay float32 and continue across backends."""
+    cfg = {"Model": {"Generator": {"params": CAUSAL}}}
+    fp32 = Vocoder.from_config(cfg, _state(CAUSAL, 11), backend="onednn")
+    on = Vocoder.from_config(cfg, _state(CAUSAL, 11), precision="bf16", backend="onednn")
+    pt = Vocoder.from_config(cfg, _state(CAUSAL, 11), precision="bf16", backend="torch")
+    assert (on.backend, pt.backend) == ("onednn", "torch")
+    assert Vocoder.from_config(cfg, _state(CAUSAL, 11), precision="bf16").backend == "onednn"  # auto
+    dtypes = [{c.dtype for blk in stage[3] for pair in blk for c in pair[:2]} for stage in on._stream.stages]
+    assert dtypes == [{torch.bfloat16} if i in BF16_STAGES else {torch.float32} for i in range(4)]
+    (m,) = mels(70, seed=11)
+    ref, y_on, y_pt = fp32.vocode(m), on.vocode(m), pt.vocode(m)
+    err_on, err_pt = (float(np.sqrt(np.mean((y - ref) ** 2))) for y in (y_on, y_pt))
+    assert 0 < err_on < 3 * err_pt and 0 < err_pt < 3 * err_on, (err_on, err_pt)
+    assert err_on < 1e-2 * float(np.sqrt(np.mean(ref**2)))
+    a, state = on.vocode_continue(m[:30])
+    assert state is not None and all(v.dtype == np.float32 for v in state.values())
+    b, _ = pt.vocode_continue(m[30:], state, final=True)
+    tail = np.concatenate([a, b])[30 * on.hop_length :]
+    np.testing.assert_allclose(tail, y_pt[30 * on.hop_length :], rtol=0, atol=20 * err_pt)

@@ -7,11 +7,12 @@ Weights are loaded strictly in weight-norm form and folded; everything runs unde
 rounding, faster) or ``"auto"`` (the default: oneDNN when the torch build has it, for causal KAN-TTS models).
 Both fold each stage's two upsampling branches into one convolution (:meth:`Generator.fuse_upsampling`).
 ``precision="bf16"`` (opt-in, for CPUs with AVX-512 BF16) runs the residual-block convolutions of the
-upsampling stages in :data:`BF16_STAGES` in bfloat16 (bf16 weights and conv inputs, fp32 accumulation, the
-output cast back to float32); every other layer, the residual sums and the streaming state stay float32. Which
-stages is decided by the real-weights quality gate (``make quality-gate``, benchmarks/quality_gate.py): bf16
-in every layer, in the upsamplers, or in the first and last convolutions fails it. bf16 runs on the torch
-backend (the gated path). The default is float32.
+upsampling stages in :data:`BF16_STAGES` in bfloat16 (bf16 weights, bias and conv inputs, fp32 accumulation,
+bf16 outputs added to float32 residual sums); every other layer, the residual sums and the streaming state
+stay float32. Which stages is decided by the real-weights quality gate (``make quality-gate``,
+benchmarks/quality_gate.py): bf16 in every layer, in the upsamplers, in stages 0-1, or in the first and last
+convolutions fails it. Both backends run it (oneDNN with the stage's weights prepacked in bf16). The default
+is float32.
 
 Causal models run in fixed-size chunks (``chunk_frames``, default 64) that carry every layer's left context,
 with the last chunk zero-padded on the right to one of a few sizes (exact: a causal output never sees later
@@ -161,10 +162,10 @@ class Vocoder:
             model.fuse_upsampling()  # in float32, before any bf16 cast
         model.eval().requires_grad_(False)
         self._dtype = torch.float32  # model inputs and streaming state (bf16 stays inside its convolutions)
+        self.model = model
+        self.backend, self._stream = self._pick_backend(backend)  # oneDNN prepacks from the float32 weights
         if precision == "bf16":
             _to_bf16_stages(model, BF16_STAGES)
-        self.model = model
-        self.backend, self._stream = self._pick_backend(backend)
         self.sample_rate = int(sample_rate)
         self.hop_length = int(model.hop_length)
         self.n_mels = int(n_mels)
@@ -232,13 +233,10 @@ class Vocoder:
             if backend == "onednn":
                 raise VocoderError("the onednn backend runs causal KAN-TTS generators only")
             return "torch", None
-        if self.precision == "bf16":  # the quality-gated bf16 convolutions are torch modules
-            if backend == "onednn":
-                raise VocoderError("precision='bf16' runs on the torch backend only")
-            return "torch", model.forward_stream
         if backend in ("auto", "onednn") and onednn_available():
+            bf16_stages = BF16_STAGES if self.precision == "bf16" else ()
             try:
-                return "onednn", OnednnStream(model, self.chunk_frames or DEFAULT_CHUNK_FRAMES)
+                return "onednn", OnednnStream(model, self.chunk_frames or DEFAULT_CHUNK_FRAMES, bf16_stages)
             except ValueError as e:
                 if backend == "onednn":
                     raise VocoderError(str(e)) from e
