@@ -413,24 +413,33 @@ def test_backend_choice_errors() -> None:
     assert Vocoder(Generator(**elu), 16000).backend == "torch"  # auto falls back
 
 
-def test_bf16_runs_the_gated_stage_on_either_backend() -> None:
-    """``precision="bf16"`` puts the same layers in bf16 on oneDNN as on the torch path: both deviate from
-    fp32 by the same order (bf16 rounding), states stay float32 and continue across backends."""
-    cfg = {"Model": {"Generator": {"params": CAUSAL}}}
-    fp32 = Vocoder.from_config(cfg, _state(CAUSAL, 11), backend="onednn")
-    on = Vocoder.from_config(cfg, _state(CAUSAL, 11), precision="bf16", backend="onednn")
-    pt = Vocoder.from_config(cfg, _state(CAUSAL, 11), precision="bf16", backend="torch")
-    assert (on.backend, pt.backend) == ("onednn", "torch")
-    assert Vocoder.from_config(cfg, _state(CAUSAL, 11), precision="bf16").backend == "onednn"  # auto
-    dtypes = [{c.dtype for blk in stage[3] for pair in blk for c in pair[:2]} for stage in on._stream.stages]
-    assert dtypes == [{torch.bfloat16} if i in BF16_STAGES else {torch.float32} for i in range(4)]
+WIDE_CAUSAL = {
+    **CAUSAL,
+    "channels": 128,
+}  # 64 and 32 channels in the first stages: oneDNN computes them in bf16
+
+
+def test_bf16_runs_on_either_backend() -> None:
+    """``precision="bf16"`` computes the residual blocks of :data:`BF16_STAGES` in bf16 math on oneDNN as on
+    the torch path (both deviate from fp32 by bf16 rounding, ~1e-3), with float32 states that continue on
+    either backend; the fp32 backends agree to 1e-6."""
+    cfg = {"Model": {"Generator": {"params": WIDE_CAUSAL}}}
+
+    def make(precision: str, backend: str = "auto") -> Vocoder:
+        return Vocoder.from_config(cfg, _state(WIDE_CAUSAL, 11), precision=precision, backend=backend)
+
+    fp32, on, pt = make("fp32", "onednn"), make("bf16", "onednn"), make("bf16", "torch")
+    assert (on.backend, pt.backend, make("bf16").backend) == ("onednn", "torch", "onednn")
+    assert [stage[-1] for stage in on._stream.stages] == [i in BF16_STAGES for i in range(4)]
     (m,) = mels(70, seed=11)
     ref, y_on, y_pt = fp32.vocode(m), on.vocode(m), pt.vocode(m)
-    err_on, err_pt = (float(np.sqrt(np.mean((y - ref) ** 2))) for y in (y_on, y_pt))
-    assert 0 < err_on < 3 * err_pt and 0 < err_pt < 3 * err_on, (err_on, err_pt)
-    assert err_on < 1e-2 * float(np.sqrt(np.mean(ref**2)))
+    rms = float(np.sqrt(np.mean(ref**2)))
+    err_on, err_pt = (float(np.sqrt(np.mean((y - ref) ** 2))) / rms for y in (y_on, y_pt))
+    assert 1e-4 < err_on < 1e-2 and 1e-4 < err_pt < 1e-2, (err_on, err_pt)
+    assert torch.backends.mkldnn.conv.fp32_precision != "bf16"  # the mode does not leak out of a call
+    np.testing.assert_allclose(make("fp32", "torch").vocode(m), ref, rtol=0, atol=1e-5)
     a, state = on.vocode_continue(m[:30])
     assert state is not None and all(v.dtype == np.float32 for v in state.values())
     b, _ = pt.vocode_continue(m[30:], state, final=True)
-    tail = np.concatenate([a, b])[30 * on.hop_length :]
-    np.testing.assert_allclose(tail, y_pt[30 * on.hop_length :], rtol=0, atol=20 * err_pt)
+    err_mix = float(np.sqrt(np.mean((np.concatenate([a, b]) - ref) ** 2))) / rms
+    assert err_mix < 2 * max(err_on, err_pt), (err_mix, err_on, err_pt)

@@ -14,12 +14,29 @@ holding the same architecture: it can be shipped with a request and continued on
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 Cache = dict[str, Tensor]
+
+
+@contextmanager
+def bf16_conv_math() -> Iterator[None]:
+    """float32 convolutions inside compute in bf16: oneDNN rounds inputs and weights to bf16, accumulates in
+    float32 and writes float32 outputs (its fpmath mode; AMX or AVX512-BF16 where the CPU has them). The mode
+    is process-wide while the block runs and restored after it; oneDNN reads it when a convolution is called
+    (and when a weight is prepacked for it)."""
+    mkl = torch.backends.mkldnn.conv
+    old = mkl.fp32_precision
+    mkl.fp32_precision = "bf16"
+    try:
+        yield
+    finally:
+        mkl.fp32_precision = old
 
 
 class StreamLayer(nn.Module):

@@ -14,13 +14,14 @@ whether this torch build has them.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
 
 import torch
 from torch import Tensor, nn
 
 from ..steps import Steps, finish
 from .generator import Generator
-from .layers import Cache, CausalConv1d, FusedUpsample, ResidualBlock
+from .layers import Cache, CausalConv1d, FusedUpsample, ResidualBlock, bf16_conv_math
 
 _MKLDNN = torch.ops.mkldnn
 
@@ -40,14 +41,6 @@ def _slope(act: nn.Module) -> float:
     raise ValueError(f"the oneDNN backend supports LeakyReLU/ReLU activations, not {act}")
 
 
-def _leaky_relu_into(x: Tensor, slope: float, out: Tensor) -> None:
-    """``out = leaky_relu(x)``, computed in ``x``'s dtype and rounded to ``out``'s."""
-    if out.dtype == x.dtype:
-        torch.ops.aten.leaky_relu.out(x, slope, out=out)
-    else:
-        out.copy_(torch.nn.functional.leaky_relu(x, slope))
-
-
 def _nwc(batch: int, channels: int, length: int, dtype: torch.dtype) -> Tensor:
     """An uninitialised [B, C, 1, T] tensor laid out as [B, T, C] (channels-last)."""
     return torch.empty(batch, length, channels, dtype=dtype).transpose(1, 2).unsqueeze(2)
@@ -63,28 +56,26 @@ class _Conv:
         bias: Tensor | None,
         dilation: int,
         length_hint: int,
-        dtype: torch.dtype | None = None,
+        bf16_math: bool = False,
     ) -> None:
         self.key = key
-        self.state_dtype = weight.dtype  # the model's dtype: what the streaming state holds
-        self.dtype = dtype or weight.dtype  # what the convolution computes in
         self.cout, self.cin, k = weight.shape
         self.dilation = dilation
         self.pad = (k - 1) * dilation
-        self.weight = _MKLDNN._reorder_convolution_weight(
-            weight.to(self.dtype).unsqueeze(2).contiguous(),
-            [0, 0],
-            [1, 1],
-            [1, dilation],
-            1,
-            [1, self.cin, 1, self.pad + length_hint],
-        )
-        self.bias = None if bias is None else bias.to(self.dtype)
+        with bf16_conv_math() if bf16_math else nullcontext():  # prepacked for the kernel it will run
+            self.weight = _MKLDNN._reorder_convolution_weight(
+                weight.unsqueeze(2).contiguous(),
+                [0, 0],
+                [1, 1],
+                [1, dilation],
+                1,
+                [1, self.cin, 1, self.pad + length_hint],
+            )
+        self.bias = bias
 
-    def input(self, cache: Cache, batch: int, length: int) -> tuple[Tensor, Tensor]:
-        """The [ctx | new] input buffer (in this convolution's dtype) with the context filled in, and its
-        unfilled view for new samples."""
-        buf = _nwc(batch, self.cin, self.pad + length, self.dtype)
+    def input(self, cache: Cache, batch: int, length: int, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+        """The [ctx | new] input buffer with the context filled in, and its unfilled view for new samples."""
+        buf = _nwc(batch, self.cin, self.pad + length, dtype)
         if self.pad:
             ctx = cache.get(self.key)
             if ctx is None:
@@ -94,10 +85,8 @@ class _Conv:
         return buf, buf[..., self.pad :]
 
     def keep(self, buf: Tensor, cache: Cache) -> None:
-        """Keep the buffer's tail as the next context in the model's dtype (bf16 values are exact in float32),
-        so a state is the same whatever the convolution computes in."""
         if self.pad:
-            cache[self.key] = buf[..., -self.pad :].squeeze(2).to(self.state_dtype, copy=True)
+            cache[self.key] = buf[..., -self.pad :].squeeze(2).clone()
 
     def __call__(
         self,
@@ -121,9 +110,9 @@ class _Conv:
         return _MKLDNN._convolution_pointwise(buf, self.weight, self.bias, [0, 0], [1, 1], d, 1, post, [], "")
 
 
-def _conv(layer: CausalConv1d, length_hint: int, dtype: torch.dtype | None = None) -> _Conv:
+def _conv(layer: CausalConv1d, length_hint: int, bf16_math: bool = False) -> _Conv:
     c = layer.conv1d
-    return _Conv(layer._key(), c.effective_weight(), c.bias, c.dilation, length_hint, dtype)
+    return _Conv(layer._key(), c.effective_weight(), c.bias, c.dilation, length_hint, bf16_math)
 
 
 class OnednnStream:
@@ -132,28 +121,29 @@ class OnednnStream:
     def __init__(self, model: Generator, chunk_frames: int = 64, bf16_stages: Sequence[int] = ()) -> None:
         if not model.causal or model.upsamples is None:
             raise ValueError("the oneDNN backend runs causal generators after fuse_upsampling()")
+        self.dtype = model.conv_pre.conv1d.effective_weight().dtype
         self.pre = _conv(model.conv_pre, chunk_frames)
-        self.stages: list[tuple[FusedUpsample, _Conv, float, list[list[tuple[_Conv, _Conv, float]]]]] = []
+        self.stages: list[
+            tuple[FusedUpsample, _Conv, float, list[list[tuple[_Conv, _Conv, float]]], bool]
+        ] = []
         length = chunk_frames
         for i, up in enumerate(model.upsamples):
             u = up.stride
             up_conv = _Conv(up._key(), up.conv1d.weight, up.conv1d.bias, 1, length)
             length *= u
             blocks = model.conv_blocks[i * model.num_kernels : (i + 1) * model.num_kernels]
-            dtype = torch.bfloat16 if i in bf16_stages else None
+            bf16 = i in bf16_stages
             self.stages.append(
-                (up, up_conv, _slope(up.activation), [self._block(b, length, dtype) for b in blocks])
+                (up, up_conv, _slope(up.activation), [self._block(b, length, bf16) for b in blocks], bf16)
             )
         self.post = _conv(model.conv_post, length)
         self.num_kernels = model.num_kernels
 
     @staticmethod
-    def _block(
-        block: ResidualBlock, length: int, dtype: torch.dtype | None
-    ) -> list[tuple[_Conv, _Conv, float]]:
+    def _block(block: ResidualBlock, length: int, bf16: bool) -> list[tuple[_Conv, _Conv, float]]:
         slope = _slope(block.activation)
         return [
-            (_conv(c1, length, dtype), _conv(c2, length, dtype), slope)
+            (_conv(c1, length, bf16), _conv(c2, length, bf16), slope)
             for c1, c2 in zip(block.convs1, block.convs2, strict=True)
         ]
 
@@ -164,15 +154,15 @@ class OnednnStream:
         """:meth:`__call__` as steps: it may pause after each residual block (a few ms of work each), so a
         more urgent chunk can run in between; the calls share no buffers, only their own ``cache``.
 
-        A residual block in bf16 takes its conv inputs and bias in bf16 and returns the second convolution's
-        output in bf16 (as ``F.conv1d`` does in bf16); the residual sum stays in the model's dtype."""
+        The residual blocks of ``bf16_stages`` run in oneDNN's bf16 math mode (:func:`bf16_conv_math`):
+        tensors, fused post-ops, residual sums and the cache stay float32."""
         b, _, t = mel.shape
-        buf, new = self.pre.input(cache, b, t)
+        buf, new = self.pre.input(cache, b, t, self.dtype)
         new.copy_(mel.unsqueeze(2))
         x = self.pre(buf, cache)
-        for up, up_conv, slope, blocks in self.stages:
+        for up, up_conv, slope, blocks, bf16 in self.stages:
             x = torch.sin(x).add_(x)
-            buf, new = up_conv.input(cache, b, t)
+            buf, new = up_conv.input(cache, b, t, self.dtype)
             torch.ops.aten.leaky_relu.out(x, slope, out=new)
             y = up_conv(buf, cache)  # [B, u * cout, 1, T] as [B, T, u, cout] in memory
             t *= up.stride
@@ -180,17 +170,18 @@ class OnednnStream:
             acc: Tensor | None = None
             for block in blocks:
                 h = x
-                for c1, c2, s in block:
-                    buf, new = c1.input(cache, b, t)
-                    _leaky_relu_into(h, s, new)
-                    y = c1(buf, cache, slope=s)
-                    buf, new = c2.input(cache, b, t)
-                    new.copy_(y)
-                    h = c2(buf, cache, add=h) if c2.dtype == h.dtype else torch.add(h, c2(buf, cache))
+                with bf16_conv_math() if bf16 else nullcontext():  # not held across the pause below
+                    for c1, c2, s in block:
+                        buf, new = c1.input(cache, b, t, self.dtype)
+                        torch.ops.aten.leaky_relu.out(h, s, out=new)
+                        y = c1(buf, cache, slope=s)
+                        buf, new = c2.input(cache, b, t, self.dtype)
+                        new.copy_(y)
+                        h = c2(buf, cache, add=h)
                 acc = (h.clone() if h is x else h) if acc is None else acc.add_(h)
                 yield
             assert acc is not None
             x = acc.div_(self.num_kernels)
-        buf, new = self.post.input(cache, b, t)
+        buf, new = self.post.input(cache, b, t, self.dtype)
         torch.ops.aten.leaky_relu.out(x, 0.01, out=new)  # F.leaky_relu's default slope, as in KAN-TTS
         return self.post(buf, cache, post="tanh").squeeze(2).contiguous()

@@ -6,13 +6,12 @@ Weights are loaded strictly in weight-norm form and folded; everything runs unde
 ``"onednn"`` (:mod:`.onednn`: prepacked weights, channels-last activations, fused post-ops; equal to float
 rounding, faster) or ``"auto"`` (the default: oneDNN when the torch build has it, for causal KAN-TTS models).
 Both fold each stage's two upsampling branches into one convolution (:meth:`Generator.fuse_upsampling`).
-``precision="bf16"`` (opt-in, for CPUs with AVX-512 BF16) runs the residual-block convolutions of the
-upsampling stages in :data:`BF16_STAGES` in bfloat16 (bf16 weights, bias and conv inputs, fp32 accumulation,
-bf16 outputs added to float32 residual sums); every other layer, the residual sums and the streaming state
-stay float32. Which stages is decided by the real-weights quality gate (``make quality-gate``,
-benchmarks/quality_gate.py): bf16 in every layer, in the upsamplers, in stages 0-1, or in the first and last
-convolutions fails it. Both backends run it (oneDNN with the stage's weights prepacked in bf16). The default
-is float32.
+``precision="bf16"`` (opt-in) computes the residual-block convolutions of the upsampling stages in
+:data:`BF16_STAGES` in bf16 math: inputs and weights rounded to bf16, float32 accumulation and outputs
+(:func:`~.layers.bf16_conv_math`; fast on CPUs with AMX or AVX512-BF16). Every other layer, the residual sums
+and the streaming state stay float32. Which stages is decided by the real-weights quality gate
+(``make quality-gate``, benchmarks/quality_gate.py): stages 0-1 pass, adding stage 2 fails, and so does bf16
+in the upsamplers or the first and last convolutions. Both backends run it. The default is float32.
 
 Causal models run in fixed-size chunks (``chunk_frames``, default 64) that carry every layer's left context,
 with the last chunk zero-padded on the right to one of a few sizes (exact: a causal output never sees later
@@ -34,7 +33,7 @@ from torch import Tensor, nn
 from ..steps import Steps, finish
 from .generator import Generator
 from .jik876 import Jik876Generator, load_jik876
-from .layers import Cache, WNConv1d
+from .layers import Cache, WNConv1d, bf16_conv_math
 from .onednn import OnednnStream
 from .onednn import available as onednn_available
 
@@ -43,8 +42,8 @@ VocoderState = dict[str, np.ndarray]
 
 DEFAULT_CHUNK_FRAMES = 64
 PRECISIONS = ("fp32", "bf16")
-BF16_STAGES = (1,)
-"""Upsampling stages whose residual blocks run in bf16 under ``precision="bf16"`` (0 = the first)."""
+BF16_STAGES = (0, 1)
+"""Upsampling stages whose residual blocks run in bf16 math under ``precision="bf16"`` (0 = the first)."""
 
 
 def _float_tensor(arr: Any) -> Tensor:
@@ -55,8 +54,15 @@ def _float_tensor(arr: Any) -> Tensor:
     return torch.from_numpy(out if out.flags.writeable else out.copy())
 
 
+def _round_bf16(x: Tensor) -> Tensor:
+    return x.to(torch.bfloat16).float()
+
+
 class _Bf16Conv1d(nn.Module):
-    """A folded (non-transposed) :class:`WNConv1d` computed in bf16; takes and returns float32."""
+    """A folded (non-transposed) :class:`WNConv1d` in bf16 math: input and weight rounded to bf16, float32
+    accumulation, bias and output. The rounding is explicit, so every convolution computes this whichever
+    kernel torch picks for its shape; under :func:`bf16_conv_math` oneDNN may run it on bf16 hardware (the
+    values are bf16 already, so its own rounding changes nothing)."""
 
     def __init__(self, conv: WNConv1d) -> None:
         super().__init__()
@@ -65,14 +71,13 @@ class _Bf16Conv1d(nn.Module):
         self.in_channels, self.out_channels = conv.in_channels, conv.out_channels
         self.kernel_size, self.stride = conv.kernel_size, conv.stride
         self.padding, self.dilation = conv.padding, conv.dilation
-        self.weight = nn.Parameter(conv.weight.detach().to(torch.bfloat16), requires_grad=False)
-        bias = None if conv.bias is None else conv.bias.detach().to(torch.bfloat16)
-        self.bias = None if bias is None else nn.Parameter(bias, requires_grad=False)
+        self.weight = nn.Parameter(_round_bf16(conv.weight.detach()), requires_grad=False)
+        self.bias = conv.bias
 
     def forward(self, x: Tensor, padding: int | None = None) -> Tensor:
         pad = self.padding if padding is None else padding
-        y = F.conv1d(x.to(torch.bfloat16), self.weight, self.bias, self.stride, pad, self.dilation)
-        return y.float()
+        with bf16_conv_math():
+            return F.conv1d(_round_bf16(x), self.weight, self.bias, self.stride, pad, self.dilation)
 
 
 def _to_bf16_stages(model: Generator | Jik876Generator, stages: Sequence[int]) -> None:
