@@ -83,11 +83,21 @@ def _serve_args(model_dir: str) -> dict[str, Any]:
     return args
 
 
+def _pcm_request(text: str) -> dict[str, Any]:
+    """The whole-file request every served measurement sends."""
+    return {"text": text, "format": "pcm"}
+
+
+def _pcm_seconds(response: httpx.Response) -> float:
+    """Audio seconds in a 16 kHz, 16-bit mono pcm response (raising on an error status)."""
+    response.raise_for_status()
+    return len(response.content) / 2 / 16000
+
+
 async def _one(client: httpx.AsyncClient, url: str, text: str) -> tuple[float, float]:
     start = time.perf_counter()
-    r = await client.post(url + "/api/tts", json={"text": text, "format": "pcm"})
-    r.raise_for_status()
-    return time.perf_counter() - start, len(r.content) / 2 / 16000
+    audio_s = _pcm_seconds(await client.post(url + "/api/tts", json=_pcm_request(text)))
+    return time.perf_counter() - start, audio_s
 
 
 async def _ttfa(client: httpx.AsyncClient, url: str, text: str) -> tuple[float, float]:
@@ -135,16 +145,15 @@ def rtf_pair(url: str, synth: Any) -> dict[str, float]:
     rtfs, raw_rtfs = [], []
     with httpx.Client(timeout=120) as client:
         for i in range(2):  # warm-up
-            client.post(url + "/api/tts", json={"text": SENTENCES[i], "format": "pcm"}).raise_for_status()
+            _pcm_seconds(client.post(url + "/api/tts", json=_pcm_request(SENTENCES[i])))
         for _ in range(2):
             for text in RTF_TEXTS:
                 start = time.perf_counter()
                 audio_s = synth.synthesize(text).duration_s
                 raw_rtfs.append((time.perf_counter() - start) / audio_s)
                 start = time.perf_counter()
-                r = client.post(url + "/api/tts", json={"text": text, "format": "pcm"})
-                r.raise_for_status()
-                rtfs.append((time.perf_counter() - start) / (len(r.content) / 2 / 16000))
+                audio_s = _pcm_seconds(client.post(url + "/api/tts", json=_pcm_request(text)))
+                rtfs.append((time.perf_counter() - start) / audio_s)
     return {"rtf": statistics.median(rtfs), "raw_rtf": statistics.median(raw_rtfs)}
 
 
