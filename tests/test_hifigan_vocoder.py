@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from engine.hifigan import Generator, Jik876Generator, Vocoder, VocoderError
-from engine.hifigan.vocoder import BF16_STAGES
+from engine.hifigan.vocoder import BF16_STAGES, default_chunk_frames
 
 # Released kernels, dilations and upsampling (hop 200); 32 channels keep the tests fast.
 CAUSAL = {
@@ -253,6 +253,26 @@ def test_chunked_vocode_uses_few_shapes() -> None:
     for m in mels(*range(1, 80, 3), seed=4):
         v.vocode(m)
     assert seen == {8, 16, 32}, seen
+
+
+def test_default_chunk_follows_threads_and_the_tail_stays_in_small_pieces() -> None:
+    """64-frame pieces on one torch thread, 256 on more; what is left after the whole 256-frame chunks goes in
+    pieces of at most 64 (a 129-frame mel is not padded to 256), and the audio is the 64-frame one."""
+    assert default_chunk_frames(1) == 64 and default_chunk_frames(2) == default_chunk_frames(4) == 256
+    v = make_vocoder(CAUSAL, seed=2)  # 2 threads
+    assert v.chunk_frames == 256
+    seen: list[int] = []
+    inner = v._stream
+    v._stream = lambda x, cache: (seen.append(x.shape[-1]), inner(x, cache))[1]
+    for frames, pieces in [(129, [64, 64, 8]), (300, [256, 64]), (512, [256, 256])]:
+        (m,) = mels(frames, seed=frames)
+        seen.clear()
+        long_chunks = v.vocode(m)
+        assert seen == pieces, (frames, seen)
+        v.chunk_frames = 64
+        np.testing.assert_allclose(long_chunks, v.vocode(m), rtol=0, atol=1e-6)
+        v.chunk_frames = 256
+        np.testing.assert_allclose(long_chunks, _whole(v, m), rtol=0, atol=1e-5)
 
 
 def test_vocode_continue_state_travels_between_instances() -> None:

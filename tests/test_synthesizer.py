@@ -43,6 +43,40 @@ def test_chunk_pipelined_units_equal_whole_units(synth: Synthesizer, tiny_model_
     np.testing.assert_allclose(a, b, atol=1e-5)
 
 
+def test_units_of_a_request_are_decoded_in_one_batch(tiny_model_dir: Path) -> None:
+    """The acoustic model sees a request's units once, together (its decoder reads each weight once per
+    step for all of them); the audio equals the per-unit path (test_chunk_pipelined_units_equal_whole_units).
+    """
+    s = Synthesizer(tiny_model_dir, threads=1)
+    model = s.stages.acoustic_models[s.stages.default_voice]
+    sizes: list[int] = []
+    inner = model.synthesize
+    model.synthesize = lambda inputs: (sizes.append(len(inputs)), inner(inputs))[1]  # type: ignore[method-assign]
+    res = s.synthesize("第一句。第二句话。第三句话更长一些。")
+    assert len(res.units) == 3 and sizes == [3]
+
+
+def test_a_bad_unit_in_a_batch_fails_alone(tiny_model_dir: Path) -> None:
+    """One unit the model refuses gets its own error; the units decoded beside it still get their mel."""
+    import asyncio
+
+    from engine.messages import AcousticInput, AcousticOutput
+    from engine.symbols import SymbolError
+
+    stages = Synthesizer(tiny_model_dir, threads=1).stages
+    good = AcousticInput(ids=np.zeros((4, 6), dtype=np.int64))
+    bad = AcousticInput(ids=np.full((4, 6), 10_000, dtype=np.int64))
+
+    async def both() -> list[object]:
+        return await asyncio.gather(
+            stages.acoustic(None, good), stages.acoustic(None, bad), return_exceptions=True
+        )
+
+    ok, err = asyncio.run(both())
+    assert isinstance(err, SymbolError) and "out of range" in str(err)
+    assert isinstance(ok, AcousticOutput) and ok.mel.shape[1] == 80
+
+
 def test_stream_matches_whole(synth: Synthesizer) -> None:
     text = "流式输出应该和整句合成一致。"
     chunks = list(synth.stream(text))
