@@ -450,7 +450,7 @@ def test_bf16_runs_on_either_backend() -> None:
 
     fp32, on, pt = make("fp32", "onednn"), make("bf16", "onednn"), make("bf16", "torch")
     assert (on.backend, pt.backend, make("bf16").backend) == ("onednn", "torch", "onednn")
-    assert [stage[-1] for stage in on._stream.stages] == [i in BF16_STAGES for i in range(4)]
+    assert [stage.bf16 for stage in on._stream.stages] == [i in BF16_STAGES for i in range(4)]
     (m,) = mels(70, seed=11)
     ref, y_on, y_pt = fp32.vocode(m), on.vocode(m), pt.vocode(m)
     rms = float(np.sqrt(np.mean(ref**2)))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import nullcontext
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -115,6 +116,17 @@ def _conv(layer: CausalConv1d, length_hint: int, bf16_math: bool = False) -> _Co
     return _Conv(layer._key(), c.effective_weight(), c.bias, c.dilation, length_hint, bf16_math)
 
 
+class _Stage(NamedTuple):
+    """One upsampling stage: the fused upsampler, its convolution and slope, then per residual block its
+    (conv1, conv2, slope) units; ``bf16`` runs the blocks' convolutions in bf16 math."""
+
+    up: FusedUpsample
+    up_conv: _Conv
+    slope: float
+    blocks: list[list[tuple[_Conv, _Conv, float]]]
+    bf16: bool
+
+
 class OnednnStream:
     """``(mel chunk [B, n_mels, T], cache) → audio [B, 1, T * hop]`` for a causal, folded, fused generator."""
 
@@ -123,9 +135,7 @@ class OnednnStream:
             raise ValueError("the oneDNN backend runs causal generators after fuse_upsampling()")
         self.dtype = model.conv_pre.conv1d.effective_weight().dtype
         self.pre = _conv(model.conv_pre, chunk_frames)
-        self.stages: list[
-            tuple[FusedUpsample, _Conv, float, list[list[tuple[_Conv, _Conv, float]]], bool]
-        ] = []
+        self.stages: list[_Stage] = []
         length = chunk_frames
         for i, up in enumerate(model.upsamples):
             u = up.stride
@@ -133,9 +143,8 @@ class OnednnStream:
             length *= u
             blocks = model.conv_blocks[i * model.num_kernels : (i + 1) * model.num_kernels]
             bf16 = i in bf16_stages
-            self.stages.append(
-                (up, up_conv, _slope(up.activation), [self._block(b, length, bf16) for b in blocks], bf16)
-            )
+            units = [self._block(b, length, bf16) for b in blocks]
+            self.stages.append(_Stage(up, up_conv, _slope(up.activation), units, bf16))
         self.post = _conv(model.conv_post, length)
         self.num_kernels = model.num_kernels
 
