@@ -256,9 +256,11 @@ def test_chunked_vocode_uses_few_shapes() -> None:
 
 
 def test_default_chunk_follows_threads_and_the_tail_stays_in_small_pieces() -> None:
-    """64-frame pieces on one torch thread, 256 on more; what is left after the whole 256-frame chunks goes in
-    pieces of at most 64 (a 129-frame mel is not padded to 256), and the audio is the 64-frame one."""
+    """64-frame pieces on one torch thread, 256 on more (float32); what is left after the whole 256-frame
+    chunks goes in pieces of at most 64 (a 129-frame mel is not padded to 256); the audio is the 64-frame
+    one."""
     assert default_chunk_frames(1) == 64 and default_chunk_frames(2) == default_chunk_frames(4) == 256
+    assert default_chunk_frames(2, "bf16") == 64
     v = make_vocoder(CAUSAL, seed=2)  # 2 threads
     assert v.chunk_frames == 256
     seen: list[int] = []

@@ -17,9 +17,9 @@ Causal models run in fixed-size chunks (``chunk_frames``) that carry every layer
 a mel in pieces of at most 64 frames, with the last piece zero-padded on the right to one of a few sizes
 (exact: a causal output never sees later input). Every call then uses the same few tensor shapes, so oneDNN
 reuses its compiled convolution primitives; whole-utterance calls of ever-new lengths paid 15-30 % extra for
-primitive creation on each new length. The default chunk is 64 frames on one torch thread and 256 on more
-(:func:`default_chunk_frames`): the audio is bit-identical, and the longer pieces give each thread more work
-per fork-join (docs/performance.md, "Vocoder chunks").
+primitive creation on each new length. The default chunk is 64 frames on one torch thread and, in float32,
+256 on more (:func:`default_chunk_frames`): the audio is bit-identical, and the longer pieces give each thread
+more work per fork-join (docs/performance.md, session 10).
 """
 
 from __future__ import annotations
@@ -101,11 +101,13 @@ def _to_bf16_stages(model: Generator | Jik876Generator, stages: Sequence[int]) -
 BACKENDS = ("auto", "torch", "onednn")
 
 
-def default_chunk_frames(threads: int | None = None) -> int:
+def default_chunk_frames(threads: int | None = None, precision: str = "fp32") -> int:
     """Causal chunk length for ``threads`` torch threads (None: the process's current count): 64 frames on
-    one thread, 256 on more (8-10 % faster whole mels on 2 threads, the same on 1; bit-identical audio)."""
+    one thread, 256 on more in float32 (6-8 % faster long mels on 2 threads, the same on 1; bit-identical
+    audio). bf16 keeps 64: on 2 threads 256 was faster only on the longest mels (988 frames -6 %, 300 and 521
+    frames +4-7 %)."""
     n = threads if threads is not None else torch.get_num_threads()
-    return DEFAULT_CHUNK_FRAMES if n <= 1 else MULTI_THREAD_CHUNK_FRAMES
+    return MULTI_THREAD_CHUNK_FRAMES if n > 1 and precision == "fp32" else DEFAULT_CHUNK_FRAMES
 
 
 def _bucket(frames: int, chunk: int) -> int:
@@ -166,7 +168,7 @@ class Vocoder:
         if threads is not None and threads < 1:
             raise VocoderError(f"threads must be >= 1, got {threads}")
         if chunk_frames is None:
-            chunk_frames = default_chunk_frames(threads)
+            chunk_frames = default_chunk_frames(threads, precision)
         if chunk_frames < 0:
             raise VocoderError(f"chunk_frames must be >= 0 (0 = whole utterance), got {chunk_frames}")
         self.chunk_frames = int(chunk_frames)
