@@ -19,6 +19,9 @@ def _synth(args: argparse.Namespace) -> int:
     from engine.synthesizer import Synthesizer
 
     text = args.text if args.text is not None else Path(args.text_file).read_text("utf-8")
+    if not text.strip():  # as the HTTP API (422 "text is empty"): no silent, empty file
+        print("error: text is empty", file=sys.stderr)
+        return 2
     fmt = args.format or (Path(args.out).suffix.lstrip(".").lower() or "wav")
     if fmt not in audio_mod.FORMATS:
         print(f"error: unknown format {fmt!r}; supported: {', '.join(audio_mod.FORMATS)}", file=sys.stderr)
@@ -36,6 +39,8 @@ def _synth(args: argparse.Namespace) -> int:
             pitch=args.pitch,
             volume=args.volume,
         )
+        if not result.units:  # as the HTTP API (422): punctuation only, say
+            raise ValueError("text contains nothing speakable")
         data, rate = audio_mod.encode(result.audio, result.sample_rate, fmt, args.sample_rate)
     except (ModelDirError, FrontendError, audio_mod.AudioError, ValueError) as exc:  # ControlError too
         print(f"error: {exc}", file=sys.stderr)

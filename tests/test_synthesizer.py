@@ -127,3 +127,28 @@ def test_cli_writes_decodable_file(tiny_model_dir: Path, tmp_path: Path) -> None
         cwd=REPO, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert bad.returncode == 2 and "error:" in bad.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (["--text", ""], "text is empty"),
+        (["--text", "  \n"], "text is empty"),
+        (["--text", "。。。"], "text contains nothing speakable"),
+        (["--text", "你好", "--voice", "nosuch"], "unknown voice 'nosuch'"),
+        (["--text", "你好", "--speed", "99"], "outside 0.25..4"),
+        (["--text", "你好", "--format", "m4a"], "invalid choice"),
+    ],
+)
+def test_cli_bad_input_is_an_error_line_and_writes_nothing(
+    tiny_model_dir: Path, tmp_path: Path, args: list[str], error: str
+) -> None:
+    """As the HTTP API: an ``error:`` line, exit status 2 and no file, never a silent or empty one."""
+    out = tmp_path / "x.wav"
+    proc = subprocess.run(
+        [sys.executable, "-m", "engine", "synth", "--model-dir", str(tiny_model_dir), *args,
+         "--out", str(out), "--threads", "1"],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2 and "error:" in proc.stderr and error in proc.stderr, proc.stderr
+    assert not out.exists()
