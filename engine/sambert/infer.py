@@ -7,7 +7,11 @@ The PNCA decoder is autoregressive, so its cost is dominated by per-step operato
   whose last H heads hold the memory keys/values (time t at index t), so step s attends to a single slice
   ``[s, s+w]`` with one ``scaled_dot_product_attention`` call covering both bands;
 - computes the memory K/V once, writes only the new frame's K/V per step, and drops finished items from the
-  active batch (items are decoded longest first, so the active batch is always a prefix).
+  active batch (items are decoded longest first, so the active batch is always a prefix);
+- stores each step's weight as [out, in] in memory and hands ``addmm`` its transposed view: a step reads
+  ~17.6 MB of weights for a batch of a few rows, so it is bound by memory bandwidth, and MKL streams a
+  transposed right-hand matrix faster (AM of a 2-unit, 1509-frame line 0.47 -> 0.43 s on 2 threads; mel
+  within 2e-6).
 """
 
 from __future__ import annotations
@@ -320,11 +324,11 @@ class _DecoderWeights:
         w_mem, w_pre = dec.dec_in_proj.weight[:, :d_mem], dec.dec_in_proj.weight[:, d_mem:]
         sq = math.sqrt(d)
         # x_s = memproj[s] + h_last @ w_c  (prenet's last Linear, dec_in_proj and √d folded together)
-        self.w_mem = (w_mem * sq).t().contiguous()
+        self.w_mem = (w_mem * sq).contiguous().t()
         self.b_mem = (dec.dec_in_proj.bias + w_pre @ last.bias) * sq
-        self.w_c = (sq * (w_pre @ last.weight)).t().contiguous()
+        self.w_c = (sq * (w_pre @ last.weight)).contiguous().t()
         self.pre0_w, self.pre0_b = hidden[0].weight, hidden[0].bias
-        self.pre_mid = [(lin.weight.t().contiguous(), lin.bias.clone()) for lin in hidden[1:]]
+        self.pre_mid = [(lin.weight.contiguous().t(), lin.bias.clone()) for lin in hidden[1:]]
         e = self.e
         self.qkv, self.fc, self.w1, self.w2, self.h_kv = [], [], [], [], []
         for block in dec.pnca:
@@ -344,7 +348,7 @@ class _DecoderWeights:
             self.qkv.append(
                 (
                     torch.cat([p[1] for p in parts]).contiguous(),
-                    torch.cat([p[0] for p in parts]).t().contiguous(),
+                    torch.cat([p[0] for p in parts]).contiguous().t(),
                 )
             )
             # output projection of both branches; the bias rides on head 0's constant channel
@@ -352,22 +356,22 @@ class _DecoderWeights:
             wfc[:, :nh, :dh] = att.fc_x.weight.view(d, nh, dh)
             wfc[:, nh:, :dh] = att.fc_h.weight.view(d, nh, dh)
             wfc[:, 0, dh] = att.fc_x.bias + att.fc_h.bias
-            self.fc.append(wfc.reshape(d, 2 * nh * e).t().contiguous())
+            self.fc.append(wfc.reshape(d, 2 * nh * e).contiguous().t())
             self.h_kv.append((att.w_h_kv.weight, att.w_h_kv.bias))
             # FFN: LN affine folded into w_1; w_2's bias rides on an extra always-1 hidden unit
             g2, beta2 = ffn.layer_norm.weight, ffn.layer_norm.bias
             w1 = ffn.w_1.weight.squeeze(-1)
             w1f = torch.cat([w1 * g2[None, :], w1.new_zeros(1, d)])
             b1f = torch.cat([ffn.w_1.bias + w1 @ beta2, w1.new_ones(1)])
-            self.w1.append((b1f.contiguous(), w1f.t().contiguous()))
+            self.w1.append((b1f.contiguous(), w1f.contiguous().t()))
             w2 = ffn.w_2.weight.squeeze(-1)
-            self.w2.append(torch.cat([w2, ffn.w_2.bias[:, None]], dim=1).t().contiguous())
+            self.w2.append(torch.cat([w2, ffn.w_2.bias[:, None]], dim=1).contiguous().t())
         # final LN + dec_out_proj, fused with the next step's first prenet Linear on the last frame
         g, beta = dec.ln.weight, dec.ln.bias
         wo = dec.dec_out_proj.weight * g[None, :]
         bo = dec.dec_out_proj.bias + dec.dec_out_proj.weight @ beta
         w_last, b_last = wo[-n_mels:], bo[-n_mels:]
-        self.w_out = torch.cat([wo, self.pre0_w @ w_last]).t().contiguous()
+        self.w_out = torch.cat([wo, self.pre0_w @ w_last]).contiguous().t()
         self.b_out = torch.cat([bo, self.pre0_w @ b_last + self.pre0_b]).contiguous()
         self.h1_go = torch.relu(self.pre0_b)  # prenet's first layer on the all-zero go frame
 
