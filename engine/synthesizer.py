@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import weakref
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from typing import Any
@@ -28,6 +29,8 @@ from engine.stages import frontend_units, mel_chunks, vocode_request, vocoder_in
 
 __all__ = ["LocalStages", "Synthesizer"]
 
+_Queued = tuple[str, AcousticInput, "asyncio.Future[AcousticOutput]"]
+
 
 class _LocalMelStream:
     """An acoustic stream run step by step in this process (cancel = stop iterating)."""
@@ -47,11 +50,12 @@ class _LocalMelStream:
 
 
 class LocalStages:
-    """The three stages on models loaded in this process (blocking calls; one request at a time).
+    """The three stages on models loaded in this process (blocking calls).
 
     The orchestrator asks for a request's units concurrently; their acoustic calls are decoded together, as
     one batch per voice (:meth:`AcousticModel.synthesize`: each output equals one-by-one synthesis, ≤1e-4 on
-    mel), so the AR decoder reads its weights once per step for all of them.
+    mel), so the AR decoder reads its weights once per step for all of them. The queue is per event loop:
+    requests run from several threads (each with its own loop) never batch or deliver across threads.
     """
 
     def __init__(self, model_dir: str | os.PathLike[str] | None = None, threads: int | None = None) -> None:
@@ -70,7 +74,9 @@ class LocalStages:
         }
         self.vocoders = {n: Vocoder.from_voice(v, threads) for n, v in self.directory.voices.items()}
         self.default_voice = next(iter(self.directory.voices))
-        self._acoustic_queue: list[tuple[str, AcousticInput, asyncio.Future[AcousticOutput]]] = []
+        self._acoustic_queues: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[_Queued]] = (
+            weakref.WeakKeyDictionary()
+        )
 
     def _name(self, voice: str | None) -> str:
         return self.directory.voice(voice).name
@@ -82,13 +88,14 @@ class LocalStages:
         """Queued until the tasks ready now have asked too, then decoded in one batch with theirs."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[AcousticOutput] = loop.create_future()
-        self._acoustic_queue.append((self._name(voice), inp, future))
-        if len(self._acoustic_queue) == 1:
-            loop.call_soon(self._decode_queued)
+        queue = self._acoustic_queues.setdefault(loop, [])
+        queue.append((self._name(voice), inp, future))
+        if len(queue) == 1:
+            loop.call_soon(self._decode_queued, loop)
         return await future
 
-    def _decode_queued(self) -> None:
-        queued, self._acoustic_queue = self._acoustic_queue, []
+    def _decode_queued(self, loop: asyncio.AbstractEventLoop) -> None:
+        queued = self._acoustic_queues.pop(loop, [])
         for name in dict.fromkeys(name for name, _, _ in queued):
             jobs = [(inp, fut) for n, inp, fut in queued if n == name and not fut.cancelled()]
             model = self.acoustic_models[name]

@@ -6,6 +6,8 @@ import io
 import itertools
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -75,6 +77,38 @@ def test_a_bad_unit_in_a_batch_fails_alone(tiny_model_dir: Path) -> None:
     ok, err = asyncio.run(both())
     assert isinstance(err, SymbolError) and "out of range" in str(err)
     assert isinstance(ok, AcousticOutput) and ok.mel.shape[1] == 80
+
+
+def test_event_loops_in_two_threads_batch_only_their_own_units(tiny_model_dir: Path) -> None:
+    """A Synthesizer shared by threads (a threaded web server's): a unit queued on one thread's event loop
+    while another loop's batch waits to run is decoded by its own loop, not handed across threads (where
+    its loop would never wake up)."""
+    import asyncio
+
+    from engine.messages import AcousticInput
+
+    stages = Synthesizer(tiny_model_dir, threads=1).stages
+    inp = AcousticInput(ids=np.zeros((4, 6), dtype=np.int64))
+    a_queued = threading.Event()
+    results: dict[str, int] = {}
+
+    async def a_side() -> None:
+        task = asyncio.ensure_future(stages.acoustic(None, inp))
+        await asyncio.sleep(0)  # the task queued its unit; its batch runs after this step
+        a_queued.set()
+        time.sleep(0.5)  # hold this loop (as a busy thread would) while the other thread queues
+        results["a"] = (await task).mel.shape[0]
+
+    def b_side() -> None:
+        a_queued.wait(timeout=30)
+        results["b"] = asyncio.run(stages.acoustic(None, inp)).mel.shape[0]
+
+    b = threading.Thread(target=b_side, daemon=True)
+    b.start()
+    asyncio.run(a_side())
+    b.join(timeout=30)
+    assert not b.is_alive(), "the other thread's unit was never delivered"
+    assert results["a"] == results["b"] > 0
 
 
 def test_stream_matches_whole(synth: Synthesizer) -> None:
