@@ -204,3 +204,18 @@ def test_emotion_intensity_is_exact_at_one_and_zero(am: AcousticModel, golden: n
     np.testing.assert_array_equal(mel[1.0], am.synthesize([AcousticInput(happy)])[0].mel)
     np.testing.assert_array_equal(mel[0.0], am.synthesize([AcousticInput(neutral)])[0].mel)
     assert mel[0.3].shape != mel[1.0].shape or np.abs(mel[0.3] - mel[1.0]).max() > 1e-3
+
+
+def test_small_steps_read_the_transposed_weights_and_both_layouts_agree(am: AcousticModel) -> None:
+    """Steps over 1-2 rows use [out, in] memory (faster there), larger ones [in, out]; same numbers."""
+    from engine.sambert.infer import NARROW_ROWS
+
+    plain, narrow = am._dec.for_rows(NARROW_ROWS + 1), am._dec.for_rows(1)
+    assert narrow is am._dec.for_rows(NARROW_ROWS) and plain is am._dec
+    for a, b in [
+        (plain.qkv[0][1], narrow.qkv[0][1]),
+        (plain.w1[0][1], narrow.w1[0][1]),
+        (plain.w_out, narrow.w_out),
+    ]:
+        assert a.shape == b.shape and a.is_contiguous() and b.t().is_contiguous()
+        torch.testing.assert_close(a, b, rtol=0, atol=0)

@@ -8,10 +8,11 @@ The PNCA decoder is autoregressive, so its cost is dominated by per-step operato
   ``[s, s+w]`` with one ``scaled_dot_product_attention`` call covering both bands;
 - computes the memory K/V once, writes only the new frame's K/V per step, and drops finished items from the
   active batch (items are decoded longest first, so the active batch is always a prefix);
-- stores each step's weight as [out, in] in memory and hands ``addmm`` its transposed view: a step reads
-  ~17.6 MB of weights for a batch of a few rows, so it is bound by memory bandwidth, and MKL streams a
-  transposed right-hand matrix faster (AM of a 2-unit, 1509-frame line 0.47 -> 0.43 s on 2 threads; mel
-  within 2e-6).
+- keeps the step's weights in two memory layouts and picks one per step by the rows decoding: a step reads
+  ~17.6 MB of weights, so it is bound by memory bandwidth; MKL streams a transposed right-hand matrix
+  ([out, in] in memory) faster for 1-2 rows (AM of a 2-unit, 1509-frame line 0.47 -> 0.43 s on 2 threads)
+  and a plain [in, out] one faster from 4 rows on (8 rows: 36 vs 52 µs per 128 x 1025 product). Both give
+  the same mel to ~2e-6.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
     from engine.modeldir import VoiceSpec
 
 _THREAD_LOCK = threading.Lock()
+NARROW_ROWS = 2  # decoder steps over at most this many rows read the transposed weights
 
 
 @dataclass
@@ -307,9 +309,14 @@ class _DurationWeights:
 
 
 class _DecoderWeights:
-    """Pre-arranged decoder weights (see module docstring). E = d_head + 1 carries a constant-1 channel."""
+    """Pre-arranged decoder weights (see module docstring). E = d_head + 1 carries a constant-1 channel.
 
-    def __init__(self, model: KanTtsSAMBERT) -> None:
+    Every matrix is ``[in, out]`` for ``addmm``: contiguous, or with ``transposed`` a view of ``[out, in]``
+    memory; :meth:`for_rows` gives the layout that is faster for a step over that many rows.
+    """
+
+    def __init__(self, model: KanTtsSAMBERT, transposed: bool = False) -> None:
+        self.transposed = transposed
         dec = model.mel_decoder.mel_dec
         d, r, n_mels = dec.d_model, dec.r, dec.n_mels
         self.d, self.n_mels, self.out_dim = d, n_mels, r * n_mels
@@ -324,11 +331,11 @@ class _DecoderWeights:
         w_mem, w_pre = dec.dec_in_proj.weight[:, :d_mem], dec.dec_in_proj.weight[:, d_mem:]
         sq = math.sqrt(d)
         # x_s = memproj[s] + h_last @ w_c  (prenet's last Linear, dec_in_proj and √d folded together)
-        self.w_mem = (w_mem * sq).contiguous().t()
+        self.w_mem = (w_mem * sq).t().contiguous()
         self.b_mem = (dec.dec_in_proj.bias + w_pre @ last.bias) * sq
-        self.w_c = (sq * (w_pre @ last.weight)).contiguous().t()
+        self.w_c = self._mat(sq * (w_pre @ last.weight))
         self.pre0_w, self.pre0_b = hidden[0].weight, hidden[0].bias
-        self.pre_mid = [(lin.weight.contiguous().t(), lin.bias.clone()) for lin in hidden[1:]]
+        self.pre_mid = [(self._mat(lin.weight), lin.bias.clone()) for lin in hidden[1:]]
         e = self.e
         self.qkv, self.fc, self.w1, self.w2, self.h_kv = [], [], [], [], []
         for block in dec.pnca:
@@ -348,7 +355,7 @@ class _DecoderWeights:
             self.qkv.append(
                 (
                     torch.cat([p[1] for p in parts]).contiguous(),
-                    torch.cat([p[0] for p in parts]).contiguous().t(),
+                    self._mat(torch.cat([p[0] for p in parts])),
                 )
             )
             # output projection of both branches; the bias rides on head 0's constant channel
@@ -356,24 +363,33 @@ class _DecoderWeights:
             wfc[:, :nh, :dh] = att.fc_x.weight.view(d, nh, dh)
             wfc[:, nh:, :dh] = att.fc_h.weight.view(d, nh, dh)
             wfc[:, 0, dh] = att.fc_x.bias + att.fc_h.bias
-            self.fc.append(wfc.reshape(d, 2 * nh * e).contiguous().t())
+            self.fc.append(self._mat(wfc.reshape(d, 2 * nh * e)))
             self.h_kv.append((att.w_h_kv.weight, att.w_h_kv.bias))
             # FFN: LN affine folded into w_1; w_2's bias rides on an extra always-1 hidden unit
             g2, beta2 = ffn.layer_norm.weight, ffn.layer_norm.bias
             w1 = ffn.w_1.weight.squeeze(-1)
             w1f = torch.cat([w1 * g2[None, :], w1.new_zeros(1, d)])
             b1f = torch.cat([ffn.w_1.bias + w1 @ beta2, w1.new_ones(1)])
-            self.w1.append((b1f.contiguous(), w1f.contiguous().t()))
+            self.w1.append((b1f.contiguous(), self._mat(w1f)))
             w2 = ffn.w_2.weight.squeeze(-1)
-            self.w2.append(torch.cat([w2, ffn.w_2.bias[:, None]], dim=1).contiguous().t())
+            self.w2.append(self._mat(torch.cat([w2, ffn.w_2.bias[:, None]], dim=1)))
         # final LN + dec_out_proj, fused with the next step's first prenet Linear on the last frame
         g, beta = dec.ln.weight, dec.ln.bias
         wo = dec.dec_out_proj.weight * g[None, :]
         bo = dec.dec_out_proj.bias + dec.dec_out_proj.weight @ beta
         w_last, b_last = wo[-n_mels:], bo[-n_mels:]
-        self.w_out = torch.cat([wo, self.pre0_w @ w_last]).contiguous().t()
+        self.w_out = self._mat(torch.cat([wo, self.pre0_w @ w_last]))
         self.b_out = torch.cat([bo, self.pre0_w @ b_last + self.pre0_b]).contiguous()
         self.h1_go = torch.relu(self.pre0_b)  # prenet's first layer on the all-zero go frame
+        self._narrow = self if transposed else _DecoderWeights(model, transposed=True)
+
+    def _mat(self, out_in: Tensor) -> Tensor:
+        """An ``[out, in]`` weight as the ``[in, out]`` operand of ``addmm``, in this instance's layout."""
+        return out_in.contiguous().t() if self.transposed else out_in.t().contiguous()
+
+    def for_rows(self, rows: int) -> _DecoderWeights:
+        """These weights in the layout that is faster for a step over ``rows`` rows."""
+        return self._narrow if rows <= NARROW_ROWS else self
 
 
 def decoder_layers(
@@ -465,7 +481,8 @@ class _DecoderRun:
         s = self.step
         if s >= self.steps:
             raise StopIteration
-        w, ba, bw = self.w, self.active[s], self.band
+        ba, bw = self.active[s], self.band
+        w = self.w.for_rows(ba)
         nh = w.nh
         h = w.h1_go.expand(ba, -1) if s == 0 else self.out[s - 1, :ba, w.out_dim :].relu()
         for wm, bm in w.pre_mid:

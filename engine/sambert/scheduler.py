@@ -339,7 +339,8 @@ class _Batch:
 
     def step(self) -> None:
         """Advance every utterance by one decoder step (one batched pass over the layers)."""
-        w, n = self.w, len(self.items)
+        n = len(self.items)
+        w = self.w.for_rows(n)
         if self.col + self.band + 1 > self.kv.size(4):
             self._relayout(self.band)
         W, c = self.band, self.col
