@@ -89,6 +89,44 @@ def test_stream_chunks_grow_up_to_the_cap(am: AcousticModel, golden: np.ndarray)
         am.stream(AcousticInput(golden), chunk_frames=8, max_chunk_frames=4)
 
 
+def test_a_stream_chunk_leaves_at_the_first_step_that_finishes_it(
+    am: AcousticModel, golden: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The postnet needs ``lookahead`` decoder frames past each mel frame: a chunk goes out at the first
+    decoder step that has its frames plus the look-ahead, and the postnet runs once per chunk (before, frames
+    were pushed every chunk-sized batch, so an 8-frame first chunk waited 9 steps instead of 4 here)."""
+    from engine.sambert import infer
+
+    full = am.synthesize([AcousticInput(golden)])[0].mel
+    postnet_calls: list[int] = []
+    real_postnet = infer._PostnetStream.push
+
+    def counting_postnet(self: infer._PostnetStream, dec: torch.Tensor, final: bool = False) -> torch.Tensor:
+        postnet_calls.append(dec.size(0))
+        return real_postnet(self, dec, final)
+
+    monkeypatch.setattr(infer._PostnetStream, "push", counting_postnet)
+    lookahead = sum(m.right_padding for m in am.model.mel_postnet.fsmn.memory_block_lst)
+    received, first_at = 0, None
+    real_push = infer.MelChunker.push
+
+    def watching_push(self: infer.MelChunker, frames: torch.Tensor, final: bool = False) -> list[np.ndarray]:
+        nonlocal received, first_at
+        received += frames.size(0)
+        out = real_push(self, frames, final)
+        if out and first_at is None:
+            first_at = received
+        return out
+
+    monkeypatch.setattr(infer.MelChunker, "push", watching_push)
+    chunks = list(am.stream(AcousticInput(golden), chunk_frames=8, max_chunk_frames=16))
+    assert lookahead > 0
+    r = am.r
+    assert first_at == r * -(-(8 + lookahead) // r)  # the first whole step past 8 + look-ahead frames
+    assert len(postnet_calls) == len(chunks)  # once per chunk (the last one with the final frames)
+    np.testing.assert_allclose(np.concatenate(chunks), full, atol=1e-5, rtol=0)
+
+
 def test_stream_yields_before_decoding_ends(am: AcousticModel, golden: np.ndarray) -> None:
     stream = am.stream(AcousticInput(golden), chunk_frames=6)
     it = iter(stream)

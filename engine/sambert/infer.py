@@ -522,6 +522,8 @@ class _PostnetStream:
         ]
         self.avail = [0] * (len(self.layers) + 1)
         self._ctx = [0] * len(self.layers)
+        # decoder frames past a postnet frame that it needs (each FSMN layer looks right_padding ahead)
+        self.lookahead = sum(mem.right_padding for _, mem, _, _ in self.layers)
         self.lstm, self.fc = post.lstm, post.fc
         self.state: tuple[Tensor, Tensor] | None = None
         self.emitted = 0
@@ -594,8 +596,10 @@ class MelChunker:
     """Decoder frames of one utterance in (in order, any amounts), postnet mel chunks out.
 
     Chunks are ``chunk_frames`` long, doubling after each up to ``max_chunk_frames``; the last may be shorter.
-    Frames are buffered until ``size`` (the next chunk's length) of them arrived: the postnet runs on
-    chunk-sized slices, not per decoder step (its per-call cost on 3 frames made streaming 2.2x slower).
+    Frames are buffered until they finish the next chunk (:attr:`needed`: its frames plus the postnet's
+    look-ahead), then the postnet runs once on all of them: once per chunk, never per decoder step (its
+    per-call cost on 3 frames made streaming 2.2x slower), and a chunk goes out at the first step that can
+    finish it.
     """
 
     def __init__(self, model: KanTtsSAMBERT, frames: int, chunk_frames: int, max_chunk_frames: int) -> None:
@@ -603,19 +607,25 @@ class MelChunker:
         self.size = chunk_frames
         self._max = max_chunk_frames
         self._decoded: list[Tensor] = []  # decoder frames not yet pushed through the postnet
-        self._undecoded = 0
+        self._received = 0  # decoder frames received (padding past the utterance's end not counted)
+        self._chunked = 0  # postnet frames handed out in chunks
         self._pending: list[Tensor] = []  # postnet frames not yet emitted
         self._ready = 0
+
+    @property
+    def needed(self) -> int:
+        """Decoder frames (from the utterance's start) that finish the next chunk."""
+        return min(self._post.frames, self._chunked + self.size + self._post.lookahead)
 
     def push(self, frames: Tensor, final: bool = False) -> list[np.ndarray]:
         """Add decoder frames (padding past the utterance's end is ignored); returns the finished chunks."""
         self._decoded.append(frames)
-        self._undecoded += frames.size(0)
-        if self._undecoded < self.size and not final:
+        self._received = min(self._post.frames, self._received + frames.size(0))
+        if self._received < self.needed and not final:
             return []
         dec = torch.cat(self._decoded) if len(self._decoded) > 1 else self._decoded[0]
         new = self._post.push(dec, final=final)
-        self._decoded, self._undecoded = [], 0
+        self._decoded = []
         if new.size(0):
             self._pending.append(new)
             self._ready += new.size(0)
@@ -626,6 +636,7 @@ class MelChunker:
             chunk, rest = cat[:take], cat[take:]
             self._pending = [rest] if rest.size(0) else []
             self._ready -= take
+            self._chunked += take
             self.size = min(2 * self.size, self._max)
             chunks.append(chunk.numpy().copy())
         return chunks

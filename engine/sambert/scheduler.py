@@ -697,7 +697,7 @@ class ContinuousBatcher:
         """Deliver what slot ``b`` has ready; True when the utterance is finished."""
         final = a.s >= a.steps
         if a.chunker is not None:
-            if final or (a.s - a.handed) * batch.model.r >= a.chunker.size:
+            if final or a.s * batch.model.r >= a.chunker.needed:
                 chunks = a.chunker.push(batch.frames(b, a.handed, a.s), final=final)
                 a.handed = a.s
                 for chunk in chunks:
