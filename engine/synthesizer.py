@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 import os
 import weakref
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 
@@ -29,7 +29,54 @@ from engine.stages import frontend_units, mel_chunks, vocode_request, vocoder_in
 
 __all__ = ["LocalStages", "Synthesizer"]
 
-_Queued = tuple[str, AcousticInput, "asyncio.Future[AcousticOutput]"]
+In = TypeVar("In")
+Out = TypeVar("Out")
+
+
+class _Gathered(Generic[In, Out]):
+    """Calls made by the tasks that are ready at the same time, run as one batch per voice.
+
+    A call queues until the event loop's next turn (the tasks ready now have asked by then), then
+    ``run(voice, items)`` answers the whole queue, one result per item. When it raises, the items run one by
+    one, so a bad item fails alone. Queues are per event loop: requests run from several threads (each with
+    its own loop) never batch or deliver across threads.
+    """
+
+    def __init__(self, run: Callable[[str, list[In]], list[Out]]) -> None:
+        self._run = run
+        self._queues: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, list[tuple[str, In, asyncio.Future[Out]]]
+        ] = weakref.WeakKeyDictionary()
+
+    async def __call__(self, voice: str, item: In) -> Out:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Out] = loop.create_future()
+        queue = self._queues.setdefault(loop, [])
+        queue.append((voice, item, future))
+        if len(queue) == 1:
+            loop.call_soon(self._flush, loop)
+        return await future
+
+    def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
+        queued = self._queues.pop(loop, [])
+        for voice in dict.fromkeys(v for v, _, _ in queued):
+            jobs = [(item, fut) for v, item, fut in queued if v == voice and not fut.cancelled()]
+            if not jobs:
+                continue
+            try:
+                outs = self._run(voice, [item for item, _ in jobs])
+            except Exception as exc:
+                if len(jobs) == 1:
+                    jobs[0][1].set_exception(exc)
+                    continue
+                for item, fut in jobs:  # one by one: only the bad item fails
+                    try:
+                        fut.set_result(self._run(voice, [item])[0])
+                    except Exception as one_exc:
+                        fut.set_exception(one_exc)
+                continue
+            for (_, fut), out in zip(jobs, outs, strict=True):
+                fut.set_result(out)
 
 
 class _LocalMelStream:
@@ -54,8 +101,9 @@ class LocalStages:
 
     The orchestrator asks for a request's units concurrently; their acoustic calls are decoded together, as
     one batch per voice (:meth:`AcousticModel.synthesize`: each output equals one-by-one synthesis, ≤1e-4 on
-    mel), so the AR decoder reads its weights once per step for all of them. The queue is per event loop:
-    requests run from several threads (each with its own loop) never batch or deliver across threads.
+    mel), so the AR decoder reads its weights once per step for all of them; then their whole-mel vocoder
+    calls run together too (:meth:`Vocoder.vocode_batch`: equal pieces of different mels in one call,
+    bit-identical to one by one on oneDNN). Batches never cross threads (:class:`_Gathered`).
     """
 
     def __init__(self, model_dir: str | os.PathLike[str] | None = None, threads: int | None = None) -> None:
@@ -74,8 +122,11 @@ class LocalStages:
         }
         self.vocoders = {n: Vocoder.from_voice(v, threads) for n, v in self.directory.voices.items()}
         self.default_voice = next(iter(self.directory.voices))
-        self._acoustic_queues: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[_Queued]] = (
-            weakref.WeakKeyDictionary()
+        self._acoustic: _Gathered[AcousticInput, AcousticOutput] = _Gathered(
+            lambda voice, inputs: self.acoustic_models[voice].synthesize(inputs)
+        )
+        self._vocode: _Gathered[np.ndarray, np.ndarray] = _Gathered(
+            lambda voice, mels: self.vocoders[voice].vocode_batch(mels)
         )
 
     def _name(self, voice: str | None) -> str:
@@ -85,31 +136,8 @@ class LocalStages:
         return frontend_units(self.frontend, self.directory, request)
 
     async def acoustic(self, voice: str | None, inp: AcousticInput) -> AcousticOutput:
-        """Queued until the tasks ready now have asked too, then decoded in one batch with theirs."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[AcousticOutput] = loop.create_future()
-        queue = self._acoustic_queues.setdefault(loop, [])
-        queue.append((self._name(voice), inp, future))
-        if len(queue) == 1:
-            loop.call_soon(self._decode_queued, loop)
-        return await future
-
-    def _decode_queued(self, loop: asyncio.AbstractEventLoop) -> None:
-        queued = self._acoustic_queues.pop(loop, [])
-        for name in dict.fromkeys(name for name, _, _ in queued):
-            jobs = [(inp, fut) for n, inp, fut in queued if n == name and not fut.cancelled()]
-            model = self.acoustic_models[name]
-            try:
-                outs = model.synthesize([inp for inp, _ in jobs])
-            except Exception:  # a bad input fails its own unit only: one by one
-                for inp, fut in jobs:
-                    try:
-                        fut.set_result(model.synthesize([inp])[0])
-                    except Exception as exc:
-                        fut.set_exception(exc)
-                continue
-            for (_, fut), out in zip(jobs, outs, strict=True):
-                fut.set_result(out)
+        """Decoded in one batch with the acoustic calls of the tasks ready now."""
+        return await self._acoustic(self._name(voice), inp)
 
     def acoustic_stream(
         self, voice: str | None, inp: AcousticInput, chunk_frames: int, max_chunk_frames: int
@@ -118,7 +146,10 @@ class LocalStages:
         return _LocalMelStream(mel_chunks(model.stream(inp, chunk_frames, max_chunk_frames)))
 
     async def vocode(self, request: VocodeRequest) -> np.ndarray:
-        return vocode_request(self.vocoders[self._name(request.voice)], request)
+        """A whole mel: vocoded in one batch with the whole-mel calls of the tasks ready now."""
+        if request.start is not None or request.end is not None:  # a window: only some frames' samples
+            return vocode_request(self.vocoders[self._name(request.voice)], request)
+        return await self._vocode(self._name(request.voice), np.asarray(request.mel, dtype=np.float32))
 
     async def vocode_chunk(self, chunk: VocodeChunk) -> VocodeChunkResult:
         model = self.vocoders[self._name(chunk.voice)]

@@ -58,6 +58,53 @@ def test_units_of_a_request_are_decoded_in_one_batch(tiny_model_dir: Path) -> No
     assert len(res.units) == 3 and sizes == [3]
 
 
+def test_mels_of_a_request_are_vocoded_in_one_call_and_equal_one_by_one(tiny_model_dir: Path) -> None:
+    """After their acoustic batch, a request's whole mels reach the vocoder together (equal pieces of
+    different mels run as one batch); each unit's audio is bit-identical to vocoding its mel alone."""
+    s = Synthesizer(tiny_model_dir, threads=1)
+    voice = s.stages.default_voice
+    vocoder = s.stages.vocoders[voice]
+    calls: list[int] = []
+    mels: list[np.ndarray] = []
+    inner = vocoder.vocode_batch
+
+    def spy(batch: list[np.ndarray]) -> list[np.ndarray]:
+        calls.append(len(batch))
+        mels.extend(batch)
+        return inner(batch)
+
+    vocoder.vocode_batch = spy  # type: ignore[method-assign]
+    text = "第一句。第二句话。第三句话更长一些，还有一个逗号。"
+    res = s.synthesize(text)
+    assert len(res.units) == 3 and calls == [3]
+    assert len({m.shape[0] for m in mels}) > 1  # different lengths: pieces of different mels shared calls
+    alone = [vocoder.vocode(m) for m in mels]
+    grouped = inner(mels)
+    for a, g in zip(alone, grouped, strict=True):
+        np.testing.assert_array_equal(a, g)
+    joined = s.synthesize(text).audio
+    np.testing.assert_array_equal(joined, res.audio)
+
+
+def test_a_bad_mel_in_a_vocoder_batch_fails_alone(tiny_model_dir: Path) -> None:
+    """A mel the vocoder refuses gets its own error; the mels vocoded beside it still get their audio."""
+    import asyncio
+
+    from engine.hifigan import VocoderError
+    from engine.messages import VocodeRequest
+
+    stages = Synthesizer(tiny_model_dir, threads=1).stages
+    good = VocodeRequest(np.zeros((20, 80), np.float32))
+    bad = VocodeRequest(np.full((20, 80), np.nan, np.float32))
+
+    async def both() -> list[object]:
+        return await asyncio.gather(stages.vocode(good), stages.vocode(bad), return_exceptions=True)
+
+    ok, err = asyncio.run(both())
+    assert isinstance(err, VocoderError) and "NaN" in str(err)
+    assert isinstance(ok, np.ndarray) and ok.shape == (20 * stages.vocoders[stages.default_voice].hop_length,)
+
+
 def test_a_bad_unit_in_a_batch_fails_alone(tiny_model_dir: Path) -> None:
     """One unit the model refuses gets its own error; the units decoded beside it still get their mel."""
     import asyncio

@@ -110,6 +110,11 @@ def default_chunk_frames(threads: int | None = None, precision: str = "fp32") ->
     return MULTI_THREAD_CHUNK_FRAMES if n > 1 and precision == "fp32" else DEFAULT_CHUNK_FRAMES
 
 
+def _padded(piece: Tensor, size: int) -> Tensor:
+    """``piece`` [..., T] zero-padded on the right to ``size`` frames (a causal output never sees them)."""
+    return F.pad(piece, (0, size - piece.shape[-1])) if size > piece.shape[-1] else piece
+
+
 def _bucket(frames: int, chunk: int) -> int:
     """The padded size of a final chunk: the next power of two (≥ 8), at most ``chunk``."""
     size = 8
@@ -308,20 +313,53 @@ class Vocoder:
         pieces (:mod:`engine.steps`).
         """
         assert isinstance(self.model, Generator)
-        chunk = self.chunk_frames or x.shape[-1]
-        small = min(chunk, DEFAULT_CHUNK_FRAMES)  # the tail: a 129-frame mel is not padded to 256
-        hop, total = self.hop_length, x.shape[-1]
         outs: list[Tensor] = []
+        pos = 0
+        for n, size in self._cuts(x.shape[-1], final):
+            piece = _padded(x[..., pos : pos + n].to(self._dtype), size)
+            outs.append((yield from self._piece_steps(piece, cache))[..., : n * self.hop_length].float())
+            pos += n
+        return torch.cat(outs, dim=-1) if len(outs) > 1 else outs[0]
+
+    def _cuts(self, total: int, final: bool) -> list[tuple[int, int]]:
+        """How :meth:`_run_chunked_steps` cuts ``total`` frames: (frames, size zero-padded to) per piece."""
+        chunk = self.chunk_frames or total
+        small = min(chunk, DEFAULT_CHUNK_FRAMES)  # the tail: a 129-frame mel is not padded to 256
+        cuts: list[tuple[int, int]] = []
         pos = 0
         while pos < total:
             rest = total - pos
             n = chunk if rest >= chunk else min(rest, small)
-            piece = x[..., pos : pos + n].to(self._dtype)
-            if final and n < small and (size := _bucket(n, small)) > n:
-                piece = torch.nn.functional.pad(piece, (0, size - n))
-            outs.append((yield from self._piece_steps(piece, cache))[..., : n * hop].float())
+            cuts.append((n, _bucket(n, small) if final and n < small else n))
             pos += n
-        return torch.cat(outs, dim=-1) if len(outs) > 1 else outs[0]
+        return cuts
+
+    def _run_group_steps(self, xs: Sequence[Tensor]) -> Steps[list[Tensor]]:
+        """Whole causal mels (``[n_mels, T]`` each) → their audio, each cut as :meth:`_run_chunked_steps` cuts
+        it alone, with equal-size pieces of different mels run as one batch (each sample's convolutions are
+        the same as alone: bit-identical on oneDNN). Fewer, fuller calls: two mels of a request share their
+        long pieces, and on 2+ threads a batch splits between the threads by sample."""
+        cuts = [self._cuts(x.shape[-1], final=True) for x in xs]
+        done, pos = [0] * len(xs), [0] * len(xs)
+        caches: list[Cache] = [{} for _ in xs]
+        outs: list[list[Tensor]] = [[] for _ in xs]
+        while heads := {i: cuts[i][done[i]] for i in range(len(xs)) if done[i] < len(cuts[i])}:
+            groups: dict[tuple[int, bool], list[int]] = {}
+            for i, (_, size) in heads.items():  # a first piece (no context yet) never joins a later one
+                groups.setdefault((size, bool(caches[i])), []).append(i)
+            (size, _), members = max(groups.items(), key=lambda g: (len(g[1]), g[0][0]))
+            batch = torch.stack([_padded(xs[i][:, pos[i] : pos[i] + heads[i][0]], size) for i in members])
+            first = caches[members[0]]
+            together = len(members) > 1
+            cache = {k: torch.cat([caches[i][k] for i in members]) for k in first} if together else first
+            y = yield from self._piece_steps(batch.to(self._dtype), cache)
+            for j, i in enumerate(members):
+                n = heads[i][0]
+                outs[i].append(y[j, 0, : n * self.hop_length].float())
+                caches[i] = {k: v[j : j + 1] for k, v in cache.items()} if together else cache
+                pos[i] += n
+                done[i] += 1
+        return [torch.cat(o) if len(o) > 1 else o[0] for o in outs]
 
     def vocode_continue(
         self, mel: np.ndarray, state: VocoderState | None = None, final: bool = False
@@ -413,9 +451,11 @@ class Vocoder:
 
     @torch.inference_mode()
     def vocode_batch(self, mels: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """Vocode several mels at once (zero-padded; non-causal KAN-TTS models mask past each item's end).
+        """Vocode several mels at once. Causal chunked models cut each mel as :meth:`vocode` does and run
+        equal pieces of different mels as one batch (no padding to the longest); non-causal KAN-TTS models
+        run zero-padded to the longest, masked past each item's end; jik876 models one by one.
 
-        Each output equals :meth:`vocode` of that mel to float rounding. jik876 models run one by one.
+        Each output equals :meth:`vocode` of that mel to float rounding (causal on oneDNN: bit-identical).
         """
         xs = [self._to_tensor(m, f"mels[{i}]") for i, m in enumerate(mels)]
         for i, x in enumerate(xs):
@@ -426,6 +466,8 @@ class Vocoder:
         self._apply_threads()
         if isinstance(self.model, Jik876Generator) or len(xs) == 1:
             return [self._run(x[None]).reshape(-1).numpy() for x in xs]
+        if self.causal and self.chunk_frames:
+            return [y.numpy() for y in finish(self._run_group_steps(xs))]
         frames = [x.shape[1] for x in xs]
         batch = torch.zeros(len(xs), self.n_mels, max(frames))
         for i, x in enumerate(xs):
