@@ -239,7 +239,7 @@ def test_streams_waiting_for_first_chunk_are_admitted_first(am: AcousticModel, g
     assert rec.order[-1] == ("whole", "AcousticOutput")
 
 
-def test_an_urgent_probe_joins_a_full_batch(am: AcousticModel, golden: np.ndarray) -> None:
+def test_an_urgent_probe_runs_at_once_with_a_full_batch(am: AcousticModel, golden: np.ndarray) -> None:
     """Health probes must not wait for a slot: a busy replica is not an unhealthy one."""
     rec = Recorder()
     with ContinuousBatcher({"v": am}, BatcherSettings(max_batch=1), threads=1) as cb:
@@ -255,6 +255,31 @@ def test_an_urgent_probe_joins_a_full_batch(am: AcousticModel, golden: np.ndarra
         rec.wait()
     assert [n for n, _ in rec.order] == ["probe", "long", "queued"], rec.order
     assert_same(rec.output("probe"), am.synthesize([probe])[0])
+
+
+def test_a_probe_leaves_the_running_utterances_bit_identical(am: AcousticModel, golden: np.ndarray) -> None:
+    """A health probe decodes outside the batch: a stream's mel is the same bytes whether or not a probe came
+    while it ran (a probe joining the batch changed it by ~1e-6 from the step it joined: run-to-run
+    differences in the served audio)."""
+    stream_inp = AcousticInput(golden)
+    probe = AcousticInput(np.zeros((2, 6), np.int64))
+
+    def stream_mel(with_probe: bool) -> np.ndarray:
+        rec = Recorder()
+        with ContinuousBatcher({"v": am}, threads=1) as cb:
+
+            def send_probe() -> None:  # mid-stream: after its second chunk
+                cb.submit(None, probe, sink=rec.sink("probe"), urgent=True)
+
+            on_chunk = {2: send_probe} if with_probe else {}
+            cb.submit(None, stream_inp, stream=True, chunk_frames=4, sink=rec.sink("stream", on_chunk))
+            rec.wait()
+        if with_probe:
+            assert_same(rec.output("probe"), am.synthesize([probe])[0])
+        return np.concatenate([e for e in rec.events["stream"] if isinstance(e, np.ndarray)])
+
+    alone, probed = stream_mel(False), stream_mel(True)
+    np.testing.assert_array_equal(probed, alone)
 
 
 def test_a_bad_input_fails_alone(am: AcousticModel, golden: np.ndarray) -> None:

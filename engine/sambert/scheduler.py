@@ -588,11 +588,17 @@ class ContinuousBatcher:
             job.cancelled = True
 
     def _admit(self, jobs: list[_Job]) -> None:
-        """Prefill the newcomers (batched per voice) and let them join their voice's decoder batch."""
+        """Prefill the newcomers (batched per voice) and let them join their voice's decoder batch. A whole
+        urgent probe is synthesized on its own right here instead: a step's float rounding depends on which
+        rows share its batch, so a probe joining at a timing-dependent step would change the running
+        utterances' mel by ~1e-6 (and their 16-bit audio by 1 LSB here and there) from run to run."""
         self._busy_since = time.monotonic()
         try:
             by_voice: dict[str, list[_Job]] = {}
             for job in jobs:
+                if job.urgent and not job.stream:
+                    self._run_alone(job)
+                    continue
                 by_voice.setdefault(job.voice, []).append(job)
             for voice, group in by_voice.items():
                 batch = self._batches[voice]
@@ -603,6 +609,15 @@ class ContinuousBatcher:
                         self.on_admit(sum(not a.job.urgent for a in batch.items))  # probes not counted
         finally:
             self._busy_since = None
+
+    def _run_alone(self, job: _Job) -> None:
+        """A whole utterance decoded outside the batches (health probes: a few tokens, a few ms)."""
+        try:
+            out = self.models[job.voice].synthesize([job.inp])[0]
+        except Exception as exc:
+            self._deliver(job, exc)
+            return
+        self._deliver(job, out)
 
     def _prefill(self, model: AcousticModel, jobs: list[_Job]) -> list[tuple[_Active, Tensor] | None]:
         """Encoder + variance adaptor for several jobs at once; a job whose input fails fails alone."""
