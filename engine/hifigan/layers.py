@@ -24,6 +24,12 @@ from torch import Tensor, nn
 Cache = dict[str, Tensor]
 
 
+def bf16_hardware() -> bool:
+    """True when oneDNN has bf16 dot-product instructions here (AVX512-BF16 or AMX). Without them its bf16
+    math mode keeps the fp32 kernels: ``precision="bf16"`` then computes exactly what fp32 does."""
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 @contextmanager
 def bf16_conv_math() -> Iterator[None]:
     """float32 convolutions inside compute in bf16: oneDNN rounds inputs and weights to bf16, accumulates in

@@ -24,6 +24,7 @@ more work per fork-join (docs/performance.md, session 10).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -36,9 +37,11 @@ from torch import Tensor, nn
 from ..steps import Steps, finish
 from .generator import Generator
 from .jik876 import Jik876Generator, load_jik876
-from .layers import Cache, WNConv1d, bf16_conv_math
+from .layers import Cache, WNConv1d, bf16_conv_math, bf16_hardware
 from .onednn import OnednnStream
 from .onednn import available as onednn_available
+
+log = logging.getLogger("tts.vocoder")
 
 VocoderState = dict[str, np.ndarray]
 """Where a causal utterance left off: every streaming layer's context, keyed by layer path (picklable)."""
@@ -191,6 +194,8 @@ class Vocoder:
         self.backend, self._stream = self._pick_backend(backend)  # oneDNN prepacks from the float32 weights
         if precision == "bf16":
             _to_bf16_stages(model, BF16_STAGES)
+            if self.backend == "onednn" and not bf16_hardware():
+                log.warning("precision bf16: no bf16 dot-product instructions on this CPU; oneDNN runs fp32")
         self.sample_rate = int(sample_rate)
         self.hop_length = int(model.hop_length)
         self.n_mels = int(n_mels)
