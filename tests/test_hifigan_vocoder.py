@@ -13,6 +13,7 @@ import torch
 from engine.hifigan import Generator, Jik876Generator, Vocoder, VocoderError
 from engine.hifigan.layers import bf16_hardware
 from engine.hifigan.vocoder import BF16_STAGES, default_chunk_frames
+from engine.testing.make_model_dir import FULL_VOC_PARAMS
 
 # Released kernels, dilations and upsampling (hop 200); 32 channels keep the tests fast.
 CAUSAL = {
@@ -471,3 +472,31 @@ def test_bf16_runs_on_either_backend() -> None:
     b, _ = pt.vocode_continue(m[30:], state, final=True)
     err_mix = float(np.sqrt(np.mean((np.concatenate([a, b]) - ref) ** 2))) / rms
     assert err_mix < 2 * max(err_on, err_pt), (err_mix, err_on, err_pt)
+
+
+def test_onednn_weights_are_packed_for_every_call_shape(capfd: pytest.CaptureFixture[str]) -> None:
+    """oneDNN picks a kernel, and with it a weight layout, from the thread count, batch and width (on AVX2
+    CPUs the block size changes with each): a chunk of any of those shapes, after its first call, runs with no
+    weight reorder (a reorder per call cost more than the convolutions: 1 thread, 8 frames 125 -> 39 ms),
+    on the thread count it is called with, not the one the vocoder was built under; audio unchanged."""
+    released = Generator(**{**FULL_VOC_PARAMS, "causal": True})
+    threads = torch.get_num_threads()
+    v = Vocoder(released, 16000, threads=None, backend="onednn")
+    assert v.backend == "onednn"
+    rng = np.random.default_rng(3)
+    try:
+        for n_threads, batch, frames in [(1, 1, 8), (1, 1, 64), (2, 1, 8), (2, 2, 64), (1, 3, 40)]:
+            torch.set_num_threads(n_threads)
+            x = torch.from_numpy(rng.standard_normal((batch, 80, frames)).astype(np.float32))
+            with torch.inference_mode():
+                first = v._stream(x, {})
+                capfd.readouterr()
+                with torch.backends.mkldnn.verbose(torch.backends.mkldnn.VERBOSE_ON):
+                    again = v._stream(x, {})
+            lines = [line for line in capfd.readouterr().out.splitlines() if ",exec," in line]
+            assert any(",convolution," in line for line in lines), lines[:3]
+            reorders = [line for line in lines if ",reorder," in line]
+            assert not reorders, (n_threads, batch, frames, reorders[:2])
+            assert torch.equal(first, again)
+    finally:
+        torch.set_num_threads(threads)

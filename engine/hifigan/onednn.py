@@ -13,6 +13,7 @@ whether this torch build has them.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 from contextlib import nullcontext
 from typing import NamedTuple
@@ -47,8 +48,24 @@ def _nwc(batch: int, channels: int, length: int, dtype: torch.dtype) -> Tensor:
     return torch.empty(batch, length, channels, dtype=dtype).transpose(1, 2).unsqueeze(2)
 
 
+MAX_PACKS = 4
+"""Prepacked copies of a weight kept per (threads, batch, frame bucket); the least recently used goes."""
+
+
+def frame_bucket(frames: int) -> int:
+    """The chunk length a weight is prepacked for: the next power of two, at least 8 frames."""
+    return max(8, 1 << (max(frames, 1) - 1).bit_length())
+
+
 class _Conv:
-    """One causal convolution: prepacked weight, left context kept under ``key`` in the cache."""
+    """One causal convolution: weights prepacked per call shape, left context kept under ``key`` in the cache.
+
+    oneDNN picks a convolution kernel, and with it the weight layout, from the thread count, the batch and
+    the width. A weight prepacked for another shape is reordered on every call: on AVX2 CPUs the block size
+    changes with all three (8, 16 or 24 output channels), and those reorders cost more than the convolutions
+    (1 thread, an 8-frame chunk: 125 -> 39 ms). So each call shape ``(threads, batch, frame bucket)`` gets its
+    own prepacked copy, made on first use under the calling thread count.
+    """
 
     def __init__(
         self,
@@ -56,23 +73,39 @@ class _Conv:
         weight: Tensor,
         bias: Tensor | None,
         dilation: int,
-        length_hint: int,
+        scale: int,
         bf16_math: bool = False,
     ) -> None:
         self.key = key
         self.cout, self.cin, k = weight.shape
         self.dilation = dilation
         self.pad = (k - 1) * dilation
-        with bf16_conv_math() if bf16_math else nullcontext():  # prepacked for the kernel it will run
-            self.weight = _MKLDNN._reorder_convolution_weight(
-                weight.unsqueeze(2).contiguous(),
-                [0, 0],
-                [1, 1],
-                [1, dilation],
-                1,
-                [1, self.cin, 1, self.pad + length_hint],
-            )
+        self.scale = scale  # samples of this layer's input per mel frame
+        self.bf16_math = bf16_math
+        self._weight = weight.detach().unsqueeze(2).contiguous()
+        self._packs: OrderedDict[tuple[int, int, int], Tensor] = OrderedDict()
         self.bias = bias
+
+    def packed(self, batch: int, bucket: int) -> Tensor:
+        """The weight prepacked for ``batch`` rows of ``bucket`` frames on this thread count."""
+        shape = (torch.get_num_threads(), batch, bucket)
+        weight = self._packs.get(shape)
+        if weight is None:
+            with bf16_conv_math() if self.bf16_math else nullcontext():  # packed for the kernel it will run
+                weight = _MKLDNN._reorder_convolution_weight(
+                    self._weight,
+                    [0, 0],
+                    [1, 1],
+                    [1, self.dilation],
+                    1,
+                    [batch, self.cin, 1, self.pad + bucket * self.scale],
+                )
+            self._packs[shape] = weight
+            while len(self._packs) > MAX_PACKS:
+                self._packs.popitem(last=False)
+        else:
+            self._packs.move_to_end(shape)
+        return weight
 
     def input(self, cache: Cache, batch: int, length: int, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
         """The [ctx | new] input buffer with the context filled in, and its unfilled view for new samples."""
@@ -93,27 +126,30 @@ class _Conv:
         self,
         buf: Tensor,
         cache: Cache,
+        bucket: int,
         slope: float | None = None,
         post: str = "none",
         add: Tensor | None = None,
     ) -> Tensor:
-        """Convolve a filled buffer (keeping its tail as the next context) with an optional fused post-op."""
+        """Convolve a filled buffer (keeping its tail as the next context) with an optional fused post-op;
+        ``bucket`` is :func:`frame_bucket` of the chunk's frames."""
         self.keep(buf, cache)
+        weight = self.packed(buf.shape[0], bucket)
         d = [1, self.dilation]
         if add is not None:
             return _MKLDNN._convolution_pointwise.binary(
-                buf, add, self.weight, self.bias, [0, 0], [1, 1], d, 1, "add", 1.0, None, [], None
+                buf, add, weight, self.bias, [0, 0], [1, 1], d, 1, "add", 1.0, None, [], None
             )
         if slope is not None:
             return _MKLDNN._convolution_pointwise(
-                buf, self.weight, self.bias, [0, 0], [1, 1], d, 1, "leaky_relu", [slope], ""
+                buf, weight, self.bias, [0, 0], [1, 1], d, 1, "leaky_relu", [slope], ""
             )
-        return _MKLDNN._convolution_pointwise(buf, self.weight, self.bias, [0, 0], [1, 1], d, 1, post, [], "")
+        return _MKLDNN._convolution_pointwise(buf, weight, self.bias, [0, 0], [1, 1], d, 1, post, [], "")
 
 
-def _conv(layer: CausalConv1d, length_hint: int, bf16_math: bool = False) -> _Conv:
+def _conv(layer: CausalConv1d, scale: int, bf16_math: bool = False) -> _Conv:
     c = layer.conv1d
-    return _Conv(layer._key(), c.effective_weight(), c.bias, c.dilation, length_hint, bf16_math)
+    return _Conv(layer._key(), c.effective_weight(), c.bias, c.dilation, scale, bf16_math)
 
 
 class _Stage(NamedTuple):
@@ -130,31 +166,42 @@ class _Stage(NamedTuple):
 class OnednnStream:
     """``(mel chunk [B, n_mels, T], cache) → audio [B, 1, T * hop]`` for a causal, folded, fused generator."""
 
-    def __init__(self, model: Generator, chunk_frames: int = 64, bf16_stages: Sequence[int] = ()) -> None:
+    def __init__(self, model: Generator, bf16_stages: Sequence[int] = ()) -> None:
         if not model.causal or model.upsamples is None:
             raise ValueError("the oneDNN backend runs causal generators after fuse_upsampling()")
         self.dtype = model.conv_pre.conv1d.effective_weight().dtype
-        self.pre = _conv(model.conv_pre, chunk_frames)
+        self.pre = _conv(model.conv_pre, 1)
         self.stages: list[_Stage] = []
-        length = chunk_frames
+        scale = 1
         for i, up in enumerate(model.upsamples):
-            u = up.stride
-            up_conv = _Conv(up._key(), up.conv1d.weight, up.conv1d.bias, 1, length)
-            length *= u
+            up_conv = _Conv(up._key(), up.conv1d.weight, up.conv1d.bias, 1, scale)
+            scale *= up.stride
             blocks = model.conv_blocks[i * model.num_kernels : (i + 1) * model.num_kernels]
             bf16 = i in bf16_stages
-            units = [self._block(b, length, bf16) for b in blocks]
+            units = [self._block(b, scale, bf16) for b in blocks]
             self.stages.append(_Stage(up, up_conv, _slope(up.activation), units, bf16))
-        self.post = _conv(model.conv_post, length)
+        self.post = _conv(model.conv_post, scale)
         self.num_kernels = model.num_kernels
 
     @staticmethod
-    def _block(block: ResidualBlock, length: int, bf16: bool) -> list[tuple[_Conv, _Conv, float]]:
+    def _block(block: ResidualBlock, scale: int, bf16: bool) -> list[tuple[_Conv, _Conv, float]]:
         slope = _slope(block.activation)
         return [
-            (_conv(c1, length, bf16), _conv(c2, length, bf16), slope)
+            (_conv(c1, scale, bf16), _conv(c2, scale, bf16), slope)
             for c1, c2 in zip(block.convs1, block.convs2, strict=True)
         ]
+
+    def convs(self) -> list[_Conv]:
+        out = [self.pre]
+        for stage in self.stages:
+            out.append(stage.up_conv)
+            out.extend(c for block in stage.blocks for c1, c2, _ in block for c in (c1, c2))
+        return [*out, self.post]
+
+    def warm(self, batch: int, frames: int) -> None:
+        """Prepack every weight for chunks of ``frames`` on this thread count (else their first call does)."""
+        for conv in self.convs():
+            conv.packed(batch, frame_bucket(frames))
 
     def __call__(self, mel: Tensor, cache: Cache) -> Tensor:
         return finish(self.steps(mel, cache))
@@ -166,14 +213,15 @@ class OnednnStream:
         The residual blocks of ``bf16_stages`` run in oneDNN's bf16 math mode (:func:`bf16_conv_math`):
         tensors, fused post-ops, residual sums and the cache stay float32."""
         b, _, t = mel.shape
+        bucket = frame_bucket(t)
         buf, new = self.pre.input(cache, b, t, self.dtype)
         new.copy_(mel.unsqueeze(2))
-        x = self.pre(buf, cache)
+        x = self.pre(buf, cache, bucket)
         for up, up_conv, slope, blocks, bf16 in self.stages:
             x = torch.sin(x).add_(x)
             buf, new = up_conv.input(cache, b, t, self.dtype)
             torch.ops.aten.leaky_relu.out(x, slope, out=new)
-            y = up_conv(buf, cache)  # [B, u * cout, 1, T] as [B, T, u, cout] in memory
+            y = up_conv(buf, cache, bucket)  # [B, u * cout, 1, T] as [B, T, u, cout] in memory
             t *= up.stride
             x = y.permute(0, 2, 3, 1).reshape(b, 1, t, -1).permute(0, 3, 1, 2)
             acc: Tensor | None = None
@@ -183,14 +231,14 @@ class OnednnStream:
                     for c1, c2, s in block:
                         buf, new = c1.input(cache, b, t, self.dtype)
                         torch.ops.aten.leaky_relu.out(h, s, out=new)
-                        y = c1(buf, cache, slope=s)
+                        y = c1(buf, cache, bucket, slope=s)
                         buf, new = c2.input(cache, b, t, self.dtype)
                         new.copy_(y)
-                        h = c2(buf, cache, add=h)
+                        h = c2(buf, cache, bucket, add=h)
                 acc = (h.clone() if h is x else h) if acc is None else acc.add_(h)
                 yield
             assert acc is not None
             x = acc.div_(self.num_kernels)
         buf, new = self.post.input(cache, b, t, self.dtype)
         torch.ops.aten.leaky_relu.out(x, 0.01, out=new)  # F.leaky_relu's default slope, as in KAN-TTS
-        return self.post(buf, cache, post="tanh").squeeze(2).contiguous()
+        return self.post(buf, cache, bucket, post="tanh").squeeze(2).contiguous()

@@ -202,6 +202,8 @@ class Vocoder:
         self.causal = isinstance(model, Generator) and model.causal
         self.threads = threads
         self._apply_threads()
+        if isinstance(self._stream, OnednnStream):  # prepacked for this thread count's usual chunk
+            self._stream.warm(1, self.chunk_frames or DEFAULT_CHUNK_FRAMES)
 
     # ---- construction ----
     @classmethod
@@ -266,7 +268,7 @@ class Vocoder:
         if backend in ("auto", "onednn") and onednn_available():
             bf16_stages = BF16_STAGES if self.precision == "bf16" else ()
             try:
-                return "onednn", OnednnStream(model, self.chunk_frames or DEFAULT_CHUNK_FRAMES, bf16_stages)
+                return "onednn", OnednnStream(model, bf16_stages)
             except ValueError as e:
                 if backend == "onednn":
                     raise VocoderError(str(e)) from e
