@@ -48,7 +48,7 @@ def _nwc(batch: int, channels: int, length: int, dtype: torch.dtype) -> Tensor:
     return torch.empty(batch, length, channels, dtype=dtype).transpose(1, 2).unsqueeze(2)
 
 
-MAX_PACKS = 4
+MAX_PACKS = 8
 """Prepacked copies of a weight kept per (threads, batch, frame bucket); the least recently used goes."""
 
 
@@ -191,17 +191,15 @@ class OnednnStream:
             for c1, c2 in zip(block.convs1, block.convs2, strict=True)
         ]
 
-    def convs(self) -> list[_Conv]:
-        out = [self.pre]
-        for stage in self.stages:
-            out.append(stage.up_conv)
-            out.extend(c for block in stage.blocks for c1, c2, _ in block for c in (c1, c2))
-        return [*out, self.post]
-
     def warm(self, batch: int, frames: int) -> None:
-        """Prepack every weight for chunks of ``frames`` on this thread count (else their first call does)."""
-        for conv in self.convs():
-            conv.packed(batch, frame_bucket(frames))
+        """Prepack every weight for chunks of up to ``frames`` (every bucket) on this thread count and run one
+        silent chunk of each bucket (oneDNN builds its kernels on first use), so no request pays for either
+        (~50-120 ms a bucket on 1 thread)."""
+        bucket = frame_bucket(1)
+        with torch.inference_mode():
+            while bucket <= frame_bucket(frames):
+                self(torch.zeros(batch, self.pre.cin, bucket, dtype=self.dtype), {})
+                bucket *= 2
 
     def __call__(self, mel: Tensor, cache: Cache) -> Tensor:
         return finish(self.steps(mel, cache))

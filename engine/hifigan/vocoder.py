@@ -202,7 +202,7 @@ class Vocoder:
         self.causal = isinstance(model, Generator) and model.causal
         self.threads = threads
         self._apply_threads()
-        if isinstance(self._stream, OnednnStream):  # prepacked for this thread count's usual chunk
+        if isinstance(self._stream, OnednnStream):  # prepacked for this thread count's chunks
             self._stream.warm(1, self.chunk_frames or DEFAULT_CHUNK_FRAMES)
 
     # ---- construction ----
