@@ -307,15 +307,23 @@ def test_streamed_deadline_aborts_the_body_instead_of_ending_cleanly(url: str) -
         "POST", url + "/limited/api/tts", json={"text": sentence, "format": "pcm"}, timeout=60
     ) as r:
         one = len(r.read())
-    received = 0
     body = {"text": text, "stream": True, "format": "pcm"}
-    with (
-        pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)),
-        httpx.stream("POST", url + "/limited/api/tts", json=body, timeout=60) as r,
-    ):
-        assert r.status_code == 200
-        for chunk in r.iter_raw():
-            received += len(chunk)
+    for _ in range(3):  # bounded: on a slow or busy box the deadline may strike before the first audio
+        received, status = 0, None
+        try:
+            with httpx.stream("POST", url + "/limited/api/tts", json=body, timeout=60) as r:
+                status = r.status_code
+                if status == 200:
+                    for chunk in r.iter_raw():
+                        received += len(chunk)
+        except (httpx.RemoteProtocolError, httpx.ReadError):
+            assert status == 200
+            break  # the body was cut
+        # 504: the deadline struck first; 429/503: earlier timed-out calls still fill the tiny queues
+        assert status in (429, 503, 504), f"a stream past its deadline ended cleanly (status {status})"
+        time.sleep(1.0)
+    else:
+        pytest.fail("in 3 attempts the deadline always struck before the first audio")
     # Usually far less than the whole text's audio arrived; on a fast box the tiny model may have sent all of
     # it before the deadline struck the request's end, and then too the body is aborted, never ended cleanly.
     assert received <= one * repeat

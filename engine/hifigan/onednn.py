@@ -13,6 +13,7 @@ whether this torch build has them.
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from contextlib import nullcontext
@@ -84,27 +85,30 @@ class _Conv:
         self.bf16_math = bf16_math
         self._weight = weight.detach().unsqueeze(2).contiguous()
         self._packs: OrderedDict[tuple[int, int, int], Tensor] = OrderedDict()
+        self._lock = threading.Lock()
         self.bias = bias
 
     def packed(self, batch: int, bucket: int) -> Tensor:
         """The weight prepacked for ``batch`` rows of ``bucket`` frames on this thread count."""
         shape = (torch.get_num_threads(), batch, bucket)
-        weight = self._packs.get(shape)
-        if weight is None:
-            with bf16_conv_math() if self.bf16_math else nullcontext():  # packed for the kernel it will run
-                weight = _MKLDNN._reorder_convolution_weight(
-                    self._weight,
-                    [0, 0],
-                    [1, 1],
-                    [1, self.dilation],
-                    1,
-                    [batch, self.cin, 1, self.pad + bucket * self.scale],
-                )
+        with self._lock:  # threads may share a vocoder
+            weight = self._packs.get(shape)
+            if weight is not None:
+                self._packs.move_to_end(shape)
+                return weight
+        with bf16_conv_math() if self.bf16_math else nullcontext():  # packed for the kernel it will run
+            weight = _MKLDNN._reorder_convolution_weight(
+                self._weight,
+                [0, 0],
+                [1, 1],
+                [1, self.dilation],
+                1,
+                [batch, self.cin, 1, self.pad + bucket * self.scale],
+            )
+        with self._lock:
             self._packs[shape] = weight
             while len(self._packs) > MAX_PACKS:
                 self._packs.popitem(last=False)
-        else:
-            self._packs.move_to_end(shape)
         return weight
 
     def input(self, cache: Cache, batch: int, length: int, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
