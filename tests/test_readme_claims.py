@@ -408,7 +408,12 @@ def test_bf16_is_in_the_model_version_and_changes_the_audio(url: str, claims: st
     y = np.frombuffer(r.content, "<i2").astype(np.float64) / 32767
     assert len(x) == len(y)
     err = np.abs(x - y).max()
-    assert 0 < err < 0.05, err  # different arithmetic, same speech (README: max error ~1e-2)
+    from engine.hifigan.layers import bf16_hardware  # this machine's CPU is the replicas' CPU
+
+    if bf16_hardware():
+        assert 0 < err < 0.05, err  # different arithmetic, same speech (README: max error ~1e-2)
+    else:  # README: without bf16 instructions oneDNN keeps fp32 kernels, output equal to fp32
+        assert err == 0, err
 
 
 @pytest.mark.slow
