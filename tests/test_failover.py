@@ -12,12 +12,21 @@ import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.k8s.failover import Nginx, check, drill, free_port, gateway_nginx_conf
+from tests.k8s.failover import (
+    ClusterExited,
+    Nginx,
+    RayCluster,
+    check,
+    drill,
+    free_port,
+    gateway_nginx_conf,
+)
 
 pytestmark = pytest.mark.skipif(
     shutil.which("nginx") is None, reason="nginx missing: apt-get install -y nginx"
@@ -149,3 +158,16 @@ def test_failover_drill_two_ray_clusters() -> None:
     # the primary died with requests in flight: the gateway replayed at least one on the standby
     assert report.retried_on_backup >= 1, report.lines()
     assert report.failover_s < 15
+
+
+def test_a_cluster_that_exits_while_booting_is_started_again_once_and_its_log_is_reported(
+    tmp_path: Path,
+) -> None:
+    """The drill's harness: a cluster process that dies before /ready is restarted (bounded), and the error
+    carries its log's tail (the drill deletes its work directory, so the CI output must hold the cause)."""
+    cluster = RayCluster("standby", free_port(), tmp_path, tmp_path, config=tmp_path / "missing.yaml")
+    with pytest.raises(ClusterExited) as err:
+        cluster.start_ready(attempts=2)
+    assert cluster.starts == 2
+    assert "standby cluster exited (code 1)" in str(err.value)
+    assert "missing.yaml" in str(err.value)  # the log's own error line

@@ -134,11 +134,18 @@ class Nginx:
         return out
 
 
+class ClusterExited(RuntimeError):
+    """A test cluster's process exited before its /ready answered."""
+
+
 class RayCluster:
     """One independent Ray cluster (its own process group) serving the app on 127.0.0.1:port."""
 
-    def __init__(self, name: str, port: int, workdir: Path, model_dir: Path) -> None:
+    def __init__(
+        self, name: str, port: int, workdir: Path, model_dir: Path, config: Path = SERVE_CONFIG
+    ) -> None:
         self.name, self.port, self.workdir, self.model_dir = name, port, workdir, model_dir
+        self.config = config
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
@@ -155,7 +162,7 @@ class RayCluster:
                 "-m",
                 "tests.k8s.serve_cluster",
                 "--config",
-                str(SERVE_CONFIG),
+                str(self.config),
                 "--http-port",
                 str(self.port),
                 "--temp-dir",
@@ -170,13 +177,26 @@ class RayCluster:
             start_new_session=True,
         )
 
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / f"{self.name}-{self.starts}.log"
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The last lines of this start's log (the work directory is deleted after the drill)."""
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError as exc:
+            return f"(no log: {exc})"
+
     def wait_ready(self, timeout: float = 240.0) -> float:
         """Block until GET /ready (a real tiny synthesis) answers 200 directly; returns that time."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc is None or self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"{self.name} cluster exited; see {self.workdir}/{self.name}-{self.starts}.log"
+                code = None if self.proc is None else self.proc.returncode
+                raise ClusterExited(
+                    f"{self.name} cluster exited (code {code}) before it was ready; "
+                    f"{self.log_path} ends:\n{self.log_tail()}"
                 )
             try:
                 if httpx.get(f"http://127.0.0.1:{self.port}/ready", timeout=5).status_code == 200:
@@ -185,6 +205,22 @@ class RayCluster:
                 pass
             time.sleep(0.5)
         raise TimeoutError(f"{self.name} cluster not ready after {timeout:.0f}s")
+
+    def start_ready(self, attempts: int = 2) -> float:
+        """Start the cluster (unless already starting) and wait until ready; a cluster whose processes exit
+        while booting (two Ray clusters booting at once on one small host) is started again, at most
+        `attempts` starts in all, and the failed start's log tail is printed."""
+        for attempt in range(1, attempts + 1):
+            if self.proc is None or self.proc.poll() is not None:
+                self.start()
+            try:
+                return self.wait_ready()
+            except ClusterExited as exc:
+                if attempt == attempts:
+                    raise
+                print(f"[drill] {exc}\n[drill] starting the {self.name} cluster again", flush=True)
+                self.proc = None
+        raise AssertionError("unreachable")
 
     def kill(self) -> float:
         """SIGKILL every process of the cluster (GCS, raylet, proxy, replicas) at once."""
@@ -299,8 +335,8 @@ def drill(steady_s: float, after_kill_s: float, after_failback_s: float, workers
         standby.start()
         nginx.start(g_port)
         t0 = time.time()
-        primary.wait_ready()
-        standby.wait_ready()
+        primary.start_ready()
+        standby.start_ready()
         print(
             f"[drill] both clusters ready in {time.time() - t0:.1f}s; steady load {steady_s:.0f}s", flush=True
         )
@@ -309,8 +345,7 @@ def drill(steady_s: float, after_kill_s: float, after_failback_s: float, workers
         t_kill = primary.kill()
         print("[drill] primary cluster killed (SIGKILL to its process group)", flush=True)
         time.sleep(after_kill_s)
-        primary.start()
-        t_ready = primary.wait_ready()
+        t_ready = primary.start_ready()
         print(f"[drill] primary back and ready {t_ready - t_kill:.1f}s after the kill", flush=True)
         time.sleep(after_failback_s + fail_timeout)
         load.stop()
