@@ -162,15 +162,65 @@ def replica_names(app: str, deployment: str) -> list[str]:
     )
 
 
-def kill_replica(app: str, deployment: str) -> str:
-    """``ray.kill`` one replica actor (no restart by Ray: Serve's controller must replace it)."""
+def replica_actor(app: str, deployment: str) -> tuple[str, Any]:
+    """One replica actor of ``app``/``deployment``: its name and handle. Looking it up lists the cluster's
+    named actors (tens to hundreds of ms): a drill that must kill at a given moment looks up first."""
     import ray
 
     names = replica_names(app, deployment)
     if not names:
         raise RuntimeError(f"no replica of {app}/{deployment} to kill")
-    ray.kill(ray.get_actor(names[0], namespace="serve"), no_restart=True)
-    return names[0]
+    return names[0], ray.get_actor(names[0], namespace="serve")
+
+
+def kill_actor(actor: Any) -> None:
+    """``ray.kill`` a replica actor (no restart by Ray: Serve's controller must replace it)."""
+    import ray
+
+    ray.kill(actor, no_restart=True)
+
+
+def kill_replica(app: str, deployment: str) -> str:
+    """Look up one replica actor of ``app``/``deployment`` and kill it; returns its name."""
+    name, actor = replica_actor(app, deployment)
+    kill_actor(actor)
+    return name
+
+
+def replica_actors(app: str, deployment: str) -> dict[str, Any]:
+    """``{name: handle}`` of every replica actor of ``app``/``deployment`` (looked up ahead of a kill)."""
+    import ray
+
+    return {name: ray.get_actor(name, namespace="serve") for name in replica_names(app, deployment)}
+
+
+def ongoing_requests(actors: dict[str, Any], timeout_s: float = 2.0) -> dict[str, int]:
+    """Requests in flight on each replica, from Serve's own queue-length probe (the method its router calls;
+    it runs on the replica's control thread, so a busy replica answers). Unreachable replicas are left out."""
+    import ray
+
+    refs = {name: actor.get_num_ongoing_requests.remote() for name, actor in actors.items()}
+    out: dict[str, int] = {}
+    for name, ref in refs.items():
+        with contextlib.suppress(Exception):  # died or timed out: not a candidate
+            out[name] = int(ray.get(ref, timeout=timeout_s))
+    return out
+
+
+def kill_busy_replica(actors: dict[str, Any], wait_s: float = 5.0) -> tuple[str, int]:
+    """Kill the replica with the most requests in flight, polling up to ``wait_s`` for one that has any (a
+    kill of an idle replica exercises no failover); after that, the first one. Returns its name and its
+    in-flight count when killed (0: none was busy)."""
+    if not actors:
+        raise RuntimeError("no replica to kill")
+    deadline = time.monotonic() + wait_s
+    while True:
+        counts = ongoing_requests(actors)
+        name, busy = max(counts.items(), key=lambda kv: kv[1], default=(next(iter(actors)), 0))
+        if busy > 0 or time.monotonic() >= deadline:
+            kill_actor(actors[name])
+            return name, busy
+        time.sleep(0.01)
 
 
 def running_replicas(app: str, deployment: str) -> int:
@@ -494,8 +544,9 @@ def faults(
     gap_s: float = 8.0,
     recover_timeout_s: float = 90.0,
 ) -> Row:
-    """Steady load; kill one replica of each deployment in ``targets`` (``gap_s`` apart); measure failures
-    and recovery (time until Serve reports the deployment back at its replica count)."""
+    """Steady load; kill one replica of each deployment in ``targets`` (``gap_s`` apart; the one with requests
+    in flight, see :func:`kill_busy_replica`); measure failures and recovery (time until Serve reports the
+    deployment back at its replica count)."""
     stop = threading.Event()
     result: dict[str, LoadStats] = {}
     total = warmup_s + gap_s * len(targets) + 2.0
@@ -512,13 +563,16 @@ def faults(
     time.sleep(warmup_s)
     recoveries: dict[str, float] = {}
     killed: list[str] = []
+    killed_in_flight: dict[str, int] = {}  # requests in flight on each victim when it was killed
     kill_times: dict[str, float] = {}
     for target in targets:
+        actors = replica_actors(app, target)
+        before = set(actors)
+        victim, in_flight = kill_busy_replica(actors)
         t_kill = time.monotonic()
         kill_times[target] = t_kill
-        before = set(replica_names(app, target))
-        victim = kill_replica(app, target)
         killed.append(victim)
+        killed_in_flight[target] = in_flight
         deadline = t_kill + recover_timeout_s
         # Recovered = the controller has started a replacement (a new replica actor) and it is RUNNING.
         while time.monotonic() < deadline:
@@ -553,6 +607,7 @@ def faults(
             "recoveries_s": recoveries,
             "stage_call_retries": retries,
             "killed": killed,
+            "killed_in_flight": killed_in_flight,
             "fail_pct": 100.0 * len(failed) / max(1, stats.sent),
             "failed_by_kill": by_target,
             # failures that started after the kill + recovery: the service had NOT returned to normal

@@ -169,6 +169,7 @@ def _kill_vocoder_during(
     ):
         time.sleep(0.2)
     retries0 = rel.retry_log_lines(APP)
+    actors = rel.replica_actors(APP, "HifiGanVocoder")  # looked up now: the kill must land on time
     started = [threading.Event() for _ in range(clients)]
     out: list[dict] = [{} for _ in range(clients)]
 
@@ -192,7 +193,7 @@ def _kill_vocoder_during(
             e.wait(60)
     else:
         time.sleep(kill_after_s)  # the units are being vocoded (pipelined chunk by chunk, or whole)
-    rel.kill_replica(APP, "HifiGanVocoder")
+    rel.kill_busy_replica(actors, wait_s=2.0)  # the replica with a chunk in flight, if any
     for t in threads:
         t.join(150)
     assert all(o.get("status") == 200 for o in out), [o.get("status") for o in out]
