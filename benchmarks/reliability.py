@@ -162,15 +162,13 @@ def replica_names(app: str, deployment: str) -> list[str]:
     )
 
 
-def replica_actor(app: str, deployment: str) -> tuple[str, Any]:
-    """One replica actor of ``app``/``deployment``: its name and handle. Looking it up lists the cluster's
-    named actors (tens to hundreds of ms): a drill that must kill at a given moment looks up first."""
+def replica_actors(app: str, deployment: str) -> dict[str, Any]:
+    """``{name: handle}`` of every replica actor of ``app``/``deployment``, sorted by name. Looking them up
+    lists the cluster's named actors (tens to hundreds of ms): a drill that kills at a given moment looks up
+    first."""
     import ray
 
-    names = replica_names(app, deployment)
-    if not names:
-        raise RuntimeError(f"no replica of {app}/{deployment} to kill")
-    return names[0], ray.get_actor(names[0], namespace="serve")
+    return {name: ray.get_actor(name, namespace="serve") for name in replica_names(app, deployment)}
 
 
 def kill_actor(actor: Any) -> None:
@@ -181,17 +179,13 @@ def kill_actor(actor: Any) -> None:
 
 
 def kill_replica(app: str, deployment: str) -> str:
-    """Look up one replica actor of ``app``/``deployment`` and kill it; returns its name."""
-    name, actor = replica_actor(app, deployment)
-    kill_actor(actor)
+    """Look up the replicas of ``app``/``deployment`` and kill the first; returns its name."""
+    actors = replica_actors(app, deployment)
+    if not actors:
+        raise RuntimeError(f"no replica of {app}/{deployment} to kill")
+    name = next(iter(actors))
+    kill_actor(actors[name])
     return name
-
-
-def replica_actors(app: str, deployment: str) -> dict[str, Any]:
-    """``{name: handle}`` of every replica actor of ``app``/``deployment`` (looked up ahead of a kill)."""
-    import ray
-
-    return {name: ray.get_actor(name, namespace="serve") for name in replica_names(app, deployment)}
 
 
 def ongoing_requests(actors: dict[str, Any], timeout_s: float = 2.0) -> dict[str, int]:
