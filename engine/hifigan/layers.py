@@ -25,17 +25,18 @@ Cache = dict[str, Tensor]
 
 
 def bf16_hardware() -> bool:
-    """True when oneDNN has bf16 dot-product instructions here (AVX512-BF16 or AMX). Without them its bf16
-    math mode keeps the fp32 kernels: ``precision="bf16"`` then computes exactly what fp32 does."""
+    """True when oneDNN sees bf16 dot-product instructions here (AVX512-BF16 or AMX): bf16 tensors then run
+    bf16 kernels. Whether its bf16 math mode for float32 convolutions (``precision="bf16"`` on the oneDNN
+    backend) takes effect is a narrower question: :func:`.onednn.bf16_math_effective`."""
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 @contextmanager
 def bf16_conv_math() -> Iterator[None]:
     """float32 convolutions inside compute in bf16: oneDNN rounds inputs and weights to bf16, accumulates in
-    float32 and writes float32 outputs (its fpmath mode; AMX or AVX512-BF16 where the CPU has them). The mode
-    is process-wide while the block runs and restored after it; oneDNN reads it when a convolution is called
-    (and when a weight is prepacked for it)."""
+    float32 and writes float32 outputs (its fpmath mode; bf16 kernels on AMX CPUs, not on AVX512-BF16
+    alone). The mode is process-wide while the block runs and restored after it; oneDNN reads it when a
+    convolution is called (and when a weight is prepacked for it)."""
     mkl = torch.backends.mkldnn.conv
     old = mkl.fp32_precision
     mkl.fp32_precision = "bf16"

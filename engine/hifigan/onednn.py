@@ -13,6 +13,7 @@ whether this torch build has them.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -24,7 +25,7 @@ from torch import Tensor, nn
 
 from ..steps import Steps, finish
 from .generator import Generator
-from .layers import Cache, CausalConv1d, FusedUpsample, ResidualBlock, bf16_conv_math
+from .layers import Cache, CausalConv1d, FusedUpsample, ResidualBlock, bf16_conv_math, bf16_hardware
 
 _MKLDNN = torch.ops.mkldnn
 
@@ -154,6 +155,28 @@ class _Conv:
 def _conv(layer: CausalConv1d, scale: int, bf16_math: bool = False) -> _Conv:
     c = layer.conv1d
     return _Conv(layer._key(), c.effective_weight(), c.bias, c.dilation, scale, bf16_math)
+
+
+@functools.lru_cache(maxsize=1)  # one answer per process
+def bf16_math_effective() -> bool:
+    """True when oneDNN's bf16 math mode changes what this backend's convolutions compute on this CPU, i.e.
+    when ``precision="bf16"`` runs bf16 kernels here. bf16 instructions alone do not decide it: with AMX-BF16
+    it does (Intel Xeon, 2026-12-03); with AVX512-BF16 and no AMX (Zen 4 EPYC, torch 2.13's oneDNN 3.12) and
+    without bf16 instructions the mode keeps the fp32 kernels, so the output equals fp32. Probed once: one
+    prepacked 64-channel convolution with and without the mode."""
+    if not available() or not bf16_hardware():
+        return False
+    gen = torch.Generator().manual_seed(0)
+    weight, signal = torch.randn(64, 64, 7, generator=gen), torch.randn(1, 64, 256, generator=gen)
+
+    def convolve(bf16: bool) -> Tensor:
+        conv = _Conv("probe", weight, None, dilation=1, scale=1, bf16_math=bf16)
+        with bf16_conv_math() if bf16 else nullcontext():
+            buf, new = conv.input({}, 1, 256, torch.float32)
+            new.copy_(signal.unsqueeze(2))
+            return conv(buf, {}, bucket=256)
+
+    return not torch.equal(convolve(False), convolve(True))
 
 
 class _Stage(NamedTuple):

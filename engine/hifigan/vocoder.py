@@ -8,10 +8,11 @@ rounding, faster) or ``"auto"`` (the default: oneDNN when the torch build has it
 Both fold each stage's two upsampling branches into one convolution (:meth:`Generator.fuse_upsampling`).
 ``precision="bf16"`` (opt-in) computes the residual-block convolutions of the upsampling stages in
 :data:`BF16_STAGES` in bf16 math: inputs and weights rounded to bf16, float32 accumulation and outputs
-(:func:`~.layers.bf16_conv_math`; fast on CPUs with AMX or AVX512-BF16). Every other layer, the residual sums
-and the streaming state stay float32. Which stages is decided by the real-weights quality gate
-(``make quality-gate``, benchmarks/quality_gate.py): stages 0-1 pass, adding stage 2 fails, and so does bf16
-in the upsamplers or the first and last convolutions. Both backends run it. The default is float32.
+(:func:`~.layers.bf16_conv_math`; bf16 kernels with AMX-BF16, see :func:`.onednn.bf16_math_effective`).
+Every other layer, the residual sums and the streaming state stay float32. Which stages is decided by the
+real-weights quality gate (``make quality-gate``, benchmarks/quality_gate.py): stages 0-1 pass, adding stage 2
+fails, and so does bf16 in the upsamplers or the first and last convolutions. Both backends run it. The
+default is float32.
 
 Causal models run in fixed-size chunks (``chunk_frames``) that carry every layer's left context, the rest of
 a mel in pieces of at most 64 frames, with the last piece zero-padded on the right to one of a few sizes
@@ -37,8 +38,8 @@ from torch import Tensor, nn
 from ..steps import Steps, finish
 from .generator import Generator
 from .jik876 import Jik876Generator, load_jik876
-from .layers import Cache, WNConv1d, bf16_conv_math, bf16_hardware
-from .onednn import OnednnStream
+from .layers import Cache, WNConv1d, bf16_conv_math
+from .onednn import OnednnStream, bf16_math_effective
 from .onednn import available as onednn_available
 
 log = logging.getLogger("tts.vocoder")
@@ -194,8 +195,8 @@ class Vocoder:
         self.backend, self._stream = self._pick_backend(backend)  # oneDNN prepacks from the float32 weights
         if precision == "bf16":
             _to_bf16_stages(model, BF16_STAGES)
-            if self.backend == "onednn" and not bf16_hardware():
-                log.warning("precision bf16: no bf16 dot-product instructions on this CPU; oneDNN runs fp32")
+            if self.backend == "onednn" and not bf16_math_effective():
+                log.warning("precision bf16: oneDNN's bf16 math has no bf16 kernels here; it runs fp32")
         self.sample_rate = int(sample_rate)
         self.hop_length = int(model.hop_length)
         self.n_mels = int(n_mels)
