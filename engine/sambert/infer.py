@@ -12,12 +12,15 @@ The PNCA decoder is autoregressive, so its cost is dominated by per-step operato
   ~17.6 MB of weights, so it is bound by memory bandwidth; MKL streams a transposed right-hand matrix
   ([out, in] in memory) faster for 1-2 rows (AM of a 2-unit, 1509-frame line 0.47 -> 0.43 s on 2 threads)
   and a plain [in, out] one faster from 4 rows on (8 rows: 36 vs 52 µs per 128 x 1025 product). Both give
-  the same mel to ~2e-6.
+  the same mel to ~2e-6. On AMD CPUs, where MKL's small products are slow, steps over at most
+  :data:`~.products.ROWWISE_ROWS` rows run numpy's OpenBLAS matrix-vector products on the plain layout
+  instead (:mod:`.products`; same mel to ~1e-6).
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import threading
 from collections.abc import Iterator, Sequence
@@ -31,6 +34,7 @@ from torch import Tensor
 
 from engine.messages import AcousticInput, AcousticOutput
 from engine.sambert.model import KanTtsSAMBERT
+from engine.sambert.products import ROWWISE_ROWS, rowwise_addmm, rowwise_products
 from engine.symbols import FIELDS, LinguisticVocab, SymbolError
 
 if TYPE_CHECKING:
@@ -315,8 +319,9 @@ class _DecoderWeights:
     memory; :meth:`for_rows` gives the layout that is faster for a step over that many rows.
     """
 
-    def __init__(self, model: KanTtsSAMBERT, transposed: bool = False) -> None:
+    def __init__(self, model: KanTtsSAMBERT, transposed: bool = False, rowwise: bool | None = None) -> None:
         self.transposed = transposed
+        self.addmm = torch.addmm  # how this instance's products run (see for_rows)
         dec = model.mel_decoder.mel_dec
         d, r, n_mels = dec.d_model, dec.r, dec.n_mels
         self.d, self.n_mels, self.out_dim = d, n_mels, r * n_mels
@@ -381,15 +386,23 @@ class _DecoderWeights:
         self.w_out = self._mat(torch.cat([wo, self.pre0_w @ w_last]))
         self.b_out = torch.cat([bo, self.pre0_w @ b_last + self.pre0_b]).contiguous()
         self.h1_go = torch.relu(self.pre0_b)  # prenet's first layer on the all-zero go frame
-        self._narrow = self if transposed else _DecoderWeights(model, transposed=True)
+        self._narrow, self.narrow_rows = self, NARROW_ROWS
+        if transposed:
+            return
+        if rowwise_products() if rowwise is None else rowwise:
+            self._narrow = copy.copy(self)  # the same matrices, products row by row on numpy's BLAS
+            self._narrow.addmm, self._narrow._narrow = rowwise_addmm, self._narrow
+            self.narrow_rows = self._narrow.narrow_rows = ROWWISE_ROWS
+        else:
+            self._narrow = _DecoderWeights(model, transposed=True)
 
     def _mat(self, out_in: Tensor) -> Tensor:
         """An ``[out, in]`` weight as the ``[in, out]`` operand of ``addmm``, in this instance's layout."""
         return out_in.contiguous().t() if self.transposed else out_in.t().contiguous()
 
     def for_rows(self, rows: int) -> _DecoderWeights:
-        """These weights in the layout that is faster for a step over ``rows`` rows."""
-        return self._narrow if rows <= NARROW_ROWS else self
+        """These weights in the layout (and with the products) faster for a step over ``rows`` rows."""
+        return self._narrow if rows <= self.narrow_rows else self
 
 
 def decoder_layers(
@@ -409,15 +422,15 @@ def decoder_layers(
     kv_shape, kv_stride = (2, n, nh, e), (nh * e, 4 * nh * e, e, 1)
     for layer in range(w.layers):
         b_qkv, w_qkv = w.qkv[layer]
-        qkv = torch.addmm(b_qkv, F.layer_norm(x, (d,), eps=1e-6), w_qkv)
+        qkv = w.addmm(b_qkv, F.layer_norm(x, (d,), eps=1e-6), w_qkv)
         dst[layer].copy_(qkv.as_strided(kv_shape, kv_stride, 2 * nh * e))
         o = F.scaled_dot_product_attention(
             qkv.as_strided(q_shape, q_stride), ks[layer], vs[layer], attn_mask=mask, scale=w.scale
         )
-        x = torch.addmm(x, o.view(n, -1), w.fc[layer])
+        x = w.addmm(x, o.view(n, -1), w.fc[layer])
         b1, w1 = w.w1[layer]
-        hid = torch.addmm(b1, F.layer_norm(x, (d,), eps=1e-6), w1).relu_()
-        x = torch.addmm(x, hid, w.w2[layer])
+        hid = w.addmm(b1, F.layer_norm(x, (d,), eps=1e-6), w1).relu_()
+        x = w.addmm(x, hid, w.w2[layer])
     return F.layer_norm(x, (d,), eps=1e-6)
 
 
@@ -486,13 +499,13 @@ class _DecoderRun:
         nh = w.nh
         h = w.h1_go.expand(ba, -1) if s == 0 else self.out[s - 1, :ba, w.out_dim :].relu()
         for wm, bm in w.pre_mid:
-            h = torch.addmm(bm, h, wm).relu_()
-        x = torch.addmm(self.memproj[s, :ba], h, w.w_c)
+            h = w.addmm(bm, h, wm).relu_()
+        x = w.addmm(self.memproj[s, :ba], h, w.w_c)
         win = self.kv[:, :, :ba, :, s : s + bw + 1]
         ks, vs = win[0].unbind(0), win[1].unbind(0)
         dst = self.kv[:, :, :ba, :nh, s + bw].unbind(1)
         mask = self.mask[s, :ba] if self.need_mask[s] else None
-        torch.addmm(w.b_out, decoder_layers(w, x, ks, vs, dst, mask), w.w_out, out=self.out[s, :ba])
+        w.addmm(w.b_out, decoder_layers(w, x, ks, vs, dst, mask), w.w_out, out=self.out[s, :ba])
         self.step = s + 1
         return s
 

@@ -354,12 +354,12 @@ class _Batch:
         mask = self._step_mask()
         h = self.prev[:n].relu()
         for wm, bm in w.pre_mid:
-            h = torch.addmm(bm, h, wm).relu_()
-        x = torch.addmm(self.memrows[ar, s, :d], h, w.w_c)
+            h = w.addmm(bm, h, wm).relu_()
+        x = w.addmm(self.memrows[ar, s, :d], h, w.w_c)
         win = self.kv[:, :, :n, :, c : c + W + 1]
         ks, vs = win[0].unbind(0), win[1].unbind(0)
         dst = self.kv[:, :, :n, :nh, c + W].unbind(1)
-        out = torch.addmm(w.b_out, decoder_layers(w, x, ks, vs, dst, mask), w.w_out)
+        out = w.addmm(w.b_out, decoder_layers(w, x, ks, vs, dst, mask), w.w_out)
         self.prev[:n] = out[:, w.out_dim :]
         self.outbuf[ar, s] = out[:, : w.out_dim]
         self.s_t[:n] += 1

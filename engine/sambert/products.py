@@ -1,0 +1,73 @@
+"""Which BLAS runs the decoder's small matrix products.
+
+A decoder step multiplies 1-4 rows by ~17.6 MB of weights in 51 products, so it is bound by how fast a
+kernel streams one weight matrix past a few rows. torch's ``addmm`` runs MKL. On AMD CPUs MKL takes its
+generic path: on a 2-core Zen 4 (2026-12-04, 48 weights of 128 x 1024 taking turns, 1 thread) its
+small-row GEMM took 40-88 µs per product for 1 row and 49-127 µs for 2, while numpy's OpenBLAS
+matrix-vector product took 21.6 µs for 1 row, 38 µs for 2 rows as two products and 64 µs for 4 (MKL:
+94-130 µs). With these, the acoustic model of a 2-unit, 1510-frame line ran 15-17 % faster on 1 and
+2 threads (docs/performance.md). On Intel CPUs MKL's own small-row path was measured fast and stays.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+log = logging.getLogger("tts.acoustic")
+
+ROWWISE_ROWS = 4
+"""Steps over at most this many rows use :func:`rowwise_addmm` where :func:`rowwise_products` holds."""
+
+
+def rowwise_addmm(bias: Tensor, x: Tensor, mat: Tensor, out: Tensor | None = None) -> Tensor:
+    """``torch.addmm(bias, x, mat, out=out)`` as one numpy (BLAS) matrix-vector product per row of ``x``.
+
+    ``mat`` is a contiguous ``[in, out]`` float32 matrix; ``bias`` broadcasts to ``[rows, out]``. Equal to
+    ``addmm`` up to float summation order (~1e-7 relative).
+    """
+    res = torch.empty(x.size(0), mat.size(1)) if out is None else out
+    xn, mn, rn = x.numpy(), mat.numpy(), res.numpy()
+    for i in range(xn.shape[0]):
+        np.matmul(xn[i], mn, out=rn[i])
+    rn += bias.numpy()
+    return res
+
+
+def _cpu_vendor() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("vendor_id"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
+def _numpy_blas() -> str:
+    try:
+        config = np.show_config(mode="dicts")
+        return str(config["Build Dependencies"]["blas"]["name"])
+    except (KeyError, TypeError, ValueError):
+        return ""
+
+
+@functools.lru_cache(1)
+def rowwise_products() -> bool:
+    """Whether small decoder steps use numpy's OpenBLAS instead of torch's MKL: on an AMD CPU, with torch
+    on MKL and numpy on OpenBLAS. When they do, every OpenBLAS in this process is limited to one thread
+    (once): each product takes ~20 µs, too short for threads, and idle OpenBLAS threads spin."""
+    if _cpu_vendor() != "AuthenticAMD" or not torch.backends.mkl.is_available():
+        return False
+    if "openblas" not in _numpy_blas().lower():
+        return False
+    from threadpoolctl import ThreadpoolController
+
+    ThreadpoolController().select(internal_api="openblas").limit(limits=1)
+    log.info("decoder steps over <= %d rows run numpy's OpenBLAS matrix-vector products", ROWWISE_ROWS)
+    return True
