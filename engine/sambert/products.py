@@ -31,10 +31,17 @@ def rowwise_addmm(bias: Tensor, x: Tensor, mat: Tensor, out: Tensor | None = Non
     ``mat`` is a contiguous ``[in, out]`` float32 matrix; ``bias`` broadcasts to ``[rows, out]``. Equal to
     ``addmm`` up to float summation order (~1e-7 relative).
     """
-    res = torch.empty(x.size(0), mat.size(1)) if out is None else out
-    xn, mn, rn = x.numpy(), mat.numpy(), res.numpy()
-    for i in range(xn.shape[0]):
-        np.matmul(xn[i], mn, out=rn[i])
+    xn, mn = x.numpy(), mat.numpy()
+    if out is None:
+        rn = np.matmul(xn, mn) if xn.shape[0] == 1 else np.empty((xn.shape[0], mn.shape[1]), np.float32)
+        res = torch.from_numpy(rn)
+    else:
+        res, rn = out, out.numpy()
+        if xn.shape[0] == 1:
+            np.matmul(xn, mn, out=rn)
+    if xn.shape[0] != 1:
+        for i in range(xn.shape[0]):
+            np.matmul(xn[i], mn, out=rn[i])
     rn += bias.numpy()
     return res
 
