@@ -5,8 +5,9 @@ kernel streams one weight matrix past a few rows. torch's ``addmm`` runs MKL. On
 generic path: on a 2-core Zen 4 (2026-12-04, 48 weights of 128 x 1024 taking turns, 1 thread) its
 small-row GEMM took 40-88 µs per product for 1 row and 49-127 µs for 2, while numpy's OpenBLAS
 matrix-vector product took 21.6 µs for 1 row, 38 µs for 2 rows as two products and 64 µs for 4 (MKL:
-94-130 µs). With these, the acoustic model of a 2-unit, 1510-frame line ran 15-17 % faster on 1 and
-2 threads (docs/performance.md). On Intel CPUs MKL's own small-row path was measured fast and stays.
+94-130 µs). With these, decoder steps over 1-3 rows ran 14-25 % faster and the acoustic model of a 2-unit,
+1510-frame line 19-21 % faster on 1 and 2 threads (docs/performance.md; measured end to end: the step's own
+51 products alone were not faster at 1 row). On Intel CPUs MKL's small-row path was measured fast and stays.
 """
 
 from __future__ import annotations
