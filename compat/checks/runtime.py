@@ -11,6 +11,7 @@ from typing import Any
 
 from packaging.requirements import Requirement
 
+from compat.blas import blas_build
 from compat.checks._util import module_version, read_requirements, release, required_spec, usable_cpus
 from compat.doctor import CheckResult, DoctorOptions, fail, ok, warn
 
@@ -81,7 +82,7 @@ def check_numpy(options: DoctorOptions) -> CheckResult:
     bad = _version_against_spec("numpy", "numpy", np.__version__, options)
     if bad:
         return bad
-    blas = _blas(np)
+    blas = blas_build(np)
     return ok("numpy", f"numpy {np.__version__}, BLAS {blas}", version=np.__version__, blas=blas)
 
 
@@ -91,17 +92,8 @@ def check_scipy(options: DoctorOptions) -> CheckResult:
     bad = _version_against_spec("scipy", "scipy", scipy.__version__, options)
     if bad:
         return bad
-    blas = _blas(scipy)
+    blas = blas_build(scipy)
     return ok("scipy", f"scipy {scipy.__version__}, BLAS {blas}", version=scipy.__version__, blas=blas)
-
-
-def _blas(module: Any) -> str:
-    try:
-        cfg = module.show_config(mode="dicts")
-        blas = cfg["Build Dependencies"]["blas"]
-        return f"{blas.get('name', '?')} {blas.get('version', '')}".strip()
-    except Exception:  # older builds have no dict mode: not worth failing over
-        return "unknown"
 
 
 def check_torch(options: DoctorOptions) -> CheckResult:

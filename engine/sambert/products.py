@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from compat.blas import blas_build
+
 log = logging.getLogger("tts.acoustic")
 
 ROWWISE_ROWS = 4
@@ -58,11 +60,7 @@ def _cpu_vendor() -> str:
 
 
 def _numpy_blas() -> str:
-    try:
-        config = np.show_config(mode="dicts")
-        return str(config["Build Dependencies"]["blas"]["name"])
-    except (KeyError, TypeError, ValueError):
-        return ""
+    return blas_build(np)
 
 
 @functools.lru_cache(1)
