@@ -4,11 +4,13 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
+import threading
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import numpy as np
 
@@ -27,6 +29,9 @@ from engine.messages import (
 from engine.orchestrator import Orchestrator, StreamSettings, Synthesized
 from engine.stages import frontend_units, mel_chunks, vocode_request, vocoder_info
 
+if TYPE_CHECKING:
+    from engine.sambert import AcousticModel
+
 __all__ = ["LocalStages", "Synthesizer"]
 
 In = TypeVar("In")
@@ -37,8 +42,9 @@ class _Gathered(Generic[In, Out]):
     """Calls made by the tasks that are ready at the same time, run as one batch per voice.
 
     A call queues until the event loop's next turn (the tasks ready now have asked by then), then
-    ``run(voice, items)`` answers the whole queue, one result per item. When it raises, the items run one by
-    one, so a bad item fails alone. Queues are per event loop: requests run from several threads (each with
+    ``run(voice, items)`` answers the whole queue, one result per item: the result itself, or a
+    :class:`concurrent.futures.Future` a worker thread settles. When it raises, the items run one by one, so a
+    bad item fails alone. Queues are per event loop: requests run from several threads (each with
     its own loop) never batch or deliver across threads.
     """
 
@@ -71,12 +77,30 @@ class _Gathered(Generic[In, Out]):
                     continue
                 for item, fut in jobs:  # one by one: only the bad item fails
                     try:
-                        fut.set_result(self._run(voice, [item])[0])
+                        _deliver(loop, self._run(voice, [item])[0], fut)
                     except Exception as one_exc:
                         fut.set_exception(one_exc)
                 continue
             for (_, fut), out in zip(jobs, outs, strict=True):
-                fut.set_result(out)
+                _deliver(loop, out, fut)
+
+
+def _deliver(loop: asyncio.AbstractEventLoop, out: Any, fut: asyncio.Future[Any]) -> None:
+    """Set ``fut`` to ``out``, or, when ``out`` is a worker thread's future, to its outcome once it has
+    one."""
+    if not isinstance(out, concurrent.futures.Future):
+        fut.set_result(out)
+        return
+
+    def settle(done: concurrent.futures.Future[Any]) -> None:
+        if fut.cancelled():
+            return
+        if (exc := done.exception()) is not None:
+            fut.set_exception(exc)
+        else:
+            fut.set_result(done.result())
+
+    out.add_done_callback(lambda done: loop.call_soon_threadsafe(settle, done))
 
 
 class _LocalMelStream:
@@ -96,38 +120,148 @@ class _LocalMelStream:
         self._cancelled = True
 
 
+def _synthesize_into(
+    model: AcousticModel,
+    inputs: list[AcousticInput],
+    futures: list[concurrent.futures.Future[AcousticOutput]],
+    on_mel: Callable[[int, np.ndarray, int], None] | None = None,
+    mel_chunk_frames: int = 64,
+    before_settling: Callable[[int, AcousticOutput], None] | None = None,
+) -> None:
+    """Decode ``inputs`` as one batch, settling each future as its utterance is finished (``on_mel``: its
+    mel chunks as they are final; ``before_settling`` sees each output first); when the batch fails, the
+    items not yet settled run one by one (a bad item fails alone)."""
+
+    def settle(i: int, out: AcousticOutput) -> None:
+        if before_settling is not None:
+            before_settling(i, out)
+        futures[i].set_result(out)
+
+    try:
+        model.synthesize(inputs, on_output=settle, on_mel=on_mel, mel_chunk_frames=mel_chunk_frames)
+        return
+    except Exception as exc:
+        if len(inputs) == 1:
+            futures[0].set_exception(exc)
+            return
+    for inp, future in zip(inputs, futures, strict=True):
+        if future.done():
+            continue
+        try:
+            future.set_result(model.synthesize([inp])[0])
+        except Exception as exc:
+            future.set_exception(exc)
+
+
+class _EarlyAudio:
+    """Audio already being vocoded for a mel object that :meth:`LocalStages.acoustic` returned; the entry
+    goes when the mel is collected (or taken)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._audio: dict[int, tuple[weakref.ref[np.ndarray], concurrent.futures.Future[np.ndarray]]] = {}
+
+    def remember(self, mel: np.ndarray, audio: concurrent.futures.Future[np.ndarray]) -> None:
+        key = id(mel)
+
+        def forget(_: object) -> None:
+            with self._lock:
+                self._audio.pop(key, None)
+
+        with self._lock:
+            self._audio[key] = (weakref.ref(mel, forget), audio)
+
+    def take(self, mel: object) -> concurrent.futures.Future[np.ndarray] | None:
+        with self._lock:
+            entry = self._audio.get(id(mel))
+            if entry is None or entry[0]() is not mel:
+                return None
+            del self._audio[id(mel)]
+            return entry[1]
+
+
 class LocalStages:
     """The three stages on models loaded in this process (blocking calls).
 
     The orchestrator asks for a request's units concurrently; their acoustic calls are decoded together, as
     one batch per voice (:meth:`AcousticModel.synthesize`: each output equals one-by-one synthesis, ≤1e-4 on
-    mel), so the AR decoder reads its weights once per step for all of them; then their whole-mel vocoder
-    calls run together too (:meth:`Vocoder.vocode_batch`: equal pieces of different mels in one call,
-    bit-identical to one by one on oneDNN). Batches never cross threads (:class:`_Gathered`).
+    mel), so the AR decoder reads its weights once per step for all of them. Batches never cross threads
+    (:class:`_Gathered`).
+
+    On one thread the calls run in the caller's thread, and a request's whole-mel vocoder calls run together
+    too (:meth:`Vocoder.vocode_batch`: equal pieces of different mels in one call, bit-identical to one by
+    one on oneDNN). On ``threads`` ≥ 2, whole-text synthesis runs on :class:`~engine.cores.CoreWorkers`, one
+    torch thread each: the acoustic batch on one, handing each unit's mel over in chunks as the decoder
+    makes them final, while the others vocode those chunks (:class:`~engine.hifigan.spans.MelSpans`,
+    bit-identical to vocoding the finished mel); :meth:`vocode` of a mel this object returned then gets that
+    audio. Streaming and windowed calls stay in the caller's thread, on ``threads`` torch threads.
     """
 
     def __init__(self, model_dir: str | os.PathLike[str] | None = None, threads: int | None = None) -> None:
+        import torch
+
+        from engine.cores import CoreWorkers
         from engine.hifigan import Vocoder
         from engine.modeldir import load_model_dir, resolve_model_dir
         from engine.sambert import AcousticModel
 
         self.directory = load_model_dir(resolve_model_dir(model_dir))
         if threads:
-            import torch
-
             torch.set_num_threads(threads)
+        cores = torch.get_num_threads()
+        self.workers = CoreWorkers(cores) if cores > 1 else None
         self.frontend = Frontend()
-        self.acoustic_models = {
-            n: AcousticModel.from_voice(v, threads) for n, v in self.directory.voices.items()
-        }
-        self.vocoders = {n: Vocoder.from_voice(v, threads) for n, v in self.directory.voices.items()}
-        self.default_voice = next(iter(self.directory.voices))
-        self._acoustic: _Gathered[AcousticInput, AcousticOutput] = _Gathered(
-            lambda voice, inputs: self.acoustic_models[voice].synthesize(inputs)
-        )
-        self._vocode: _Gathered[np.ndarray, np.ndarray] = _Gathered(
-            lambda voice, mels: self.vocoders[voice].vocode_batch(mels)
-        )
+        voices = self.directory.voices
+        self.acoustic_models = {n: AcousticModel.from_voice(v, threads) for n, v in voices.items()}
+        if self.workers is None:
+            self.vocoders = {n: Vocoder.from_voice(v, threads) for n, v in voices.items()}
+        else:  # built (and prepacked) on a worker's one thread, where they run; no thread count of their own
+            building = {n: self.workers.submit(Vocoder.from_voice, v) for n, v in voices.items()}
+            self.vocoders = {n: f.result() for n, f in building.items()}
+            for model in self.acoustic_models.values():
+                model.threads = None  # each thread keeps its own count
+        self.default_voice = next(iter(voices))
+        self._acoustic: _Gathered[AcousticInput, AcousticOutput] = _Gathered(self._acoustic_batch)
+        self._vocode: _Gathered[np.ndarray, np.ndarray] = _Gathered(self._vocode_batch)
+        self._early = _EarlyAudio()
+
+    def _acoustic_batch(self, voice: str, inputs: list[AcousticInput]) -> list[Any]:
+        model = self.acoustic_models[voice]
+        workers = self.workers
+        if workers is None:
+            return model.synthesize(inputs)
+        from engine.hifigan.spans import MelSpans
+
+        vocoder = self.vocoders[voice]
+        futures: list[concurrent.futures.Future[AcousticOutput]] = [
+            concurrent.futures.Future() for _ in inputs
+        ]
+        if not (vocoder.causal and vocoder.chunk_frames):
+            workers.run(lambda: _synthesize_into(model, inputs, futures))
+            return futures
+        spans: dict[int, MelSpans] = {}
+
+        def on_mel(i: int, chunk: np.ndarray, frames: int) -> None:
+            if i not in spans:
+                spans[i] = MelSpans(vocoder, frames, workers)
+            spans[i].extend(chunk)
+
+        def remember(i: int, out: AcousticOutput) -> None:
+            if i in spans:  # before the caller can ask to vocode this mel
+                self._early.remember(out.mel, spans[i].future)
+
+        workers.run(lambda: _synthesize_into(model, inputs, futures, on_mel, vocoder.chunk_frames, remember))
+        return futures
+
+    def _vocode_batch(self, voice: str, mels: list[np.ndarray]) -> list[Any]:
+        vocoder = self.vocoders[voice]
+        if self.workers is None:
+            return vocoder.vocode_batch(mels)
+        if not (vocoder.causal and vocoder.chunk_frames):
+            return [self.workers.submit(vocoder.vocode, mel) for mel in mels]
+        from engine.hifigan.spans import MelSpans
+
+        return [MelSpans.whole(vocoder, mel, self.workers).future for mel in mels]  # validated here
 
     def _name(self, voice: str | None) -> str:
         return self.directory.voice(voice).name
@@ -149,6 +283,9 @@ class LocalStages:
         """A whole mel: vocoded in one batch with the whole-mel calls of the tasks ready now."""
         if request.start is not None or request.end is not None:  # a window: only some frames' samples
             return vocode_request(self.vocoders[self._name(request.voice)], request)
+        early = self._early.take(request.mel)
+        if early is not None:  # vocoded while it was decoded
+            return await asyncio.wrap_future(early)
         return await self._vocode(self._name(request.voice), np.asarray(request.mel, dtype=np.float32))
 
     async def vocode_chunk(self, chunk: VocodeChunk) -> VocodeChunkResult:
@@ -158,6 +295,11 @@ class LocalStages:
 
     async def info(self) -> VocoderInfo:
         return vocoder_info(self.vocoders, self.default_voice)
+
+    def close(self) -> None:
+        """Stop the worker threads (also done when the stages are garbage-collected or at exit)."""
+        if self.workers is not None:
+            self.workers.close()
 
 
 class Synthesizer:
@@ -184,6 +326,10 @@ class Synthesizer:
     @property
     def voices(self) -> list[str]:
         return list(self.directory.voices)
+
+    def close(self) -> None:
+        """Stop the worker threads of ``threads`` ≥ 2 (see :class:`LocalStages`)."""
+        self.stages.close()
 
     @property
     def model_version(self) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -500,3 +501,115 @@ def test_onednn_weights_are_packed_for_every_call_shape(capfd: pytest.CaptureFix
             assert torch.equal(first, again)
     finally:
         torch.set_num_threads(threads)
+
+
+def test_a_run_started_left_context_frames_early_gives_the_same_audio() -> None:
+    """The causal generator's audio from frame ``s`` on depends on the ``left_context_frames`` before it only:
+    a run from ``s - context`` with empty caches equals one run of the whole mel from ``s`` on (what lets
+    threads vocode parts of one mel apart); started a few frames early only, it does not."""
+    v = make_vocoder(CAUSAL, seed=5)
+    v.chunk_frames = 16
+    context, hop = v.model.left_context_frames(), v.hop_length
+    assert context == 37  # the released kernels, dilations and upsampling
+    (m,) = mels(160, seed=6)
+    whole = v.vocode(m)
+    for s in (context, 61, 120):
+        part = v.vocode(m[s - context :])[context * hop :]
+        np.testing.assert_allclose(part, whole[s * hop :], rtol=0, atol=1e-6)
+    short = v.vocode(m[120 - 3 :])[3 * hop :]
+    assert np.abs(short - whole[120 * hop :]).max() > 1e-4
+    with pytest.raises(ValueError, match="causal"):
+        make_vocoder(NONCAUSAL).model.left_context_frames()
+
+
+class _Inline:
+    """Runs MelSpans' jobs at once, in the caller's thread (a deterministic order for the test)."""
+
+    def __init__(self) -> None:
+        self.jobs = 0
+        self.offered: list[object] = []
+
+    def run(self, job: Callable[[], None]) -> None:
+        self.jobs += 1
+        job()
+
+    def offer(self, splittable: object) -> None:
+        self.offered.append(splittable)
+
+
+def test_mel_spans_follow_a_growing_mel_and_equal_one_run() -> None:
+    """Frames arriving in pieces of any size: a span runs whole vocoder chunks as they are complete, waits
+    for the rest, and the audio is bit-identical to vocoding the whole mel; split only once all frames are
+    in. Bad chunks and bad use are refused."""
+    from engine.hifigan.spans import MelSpans
+
+    v = make_vocoder(CAUSAL, seed=7)
+    v.chunk_frames = 16
+    (m,) = mels(203, seed=8)
+    inline = _Inline()
+    spans = MelSpans(v, 203, inline)
+    for lo, hi in ((0, 5), (5, 40), (40, 41), (41, 150), (150, 203)):
+        assert spans.split() is None  # not all frames in yet
+        spans.extend(m[lo:hi])
+        if hi < 203:
+            assert not spans.future.done()
+    np.testing.assert_array_equal(spans.future.result(timeout=1), v.vocode(m))
+    # 16-frame chunks: a job at 40 frames (runs 0-32), none at 5 or 41, one at 150 (to 144), one at the end
+    assert inline.jobs == 3 and inline.offered == [spans]
+    with pytest.raises(VocoderError, match="exceed"):
+        spans.extend(m[:1])
+    fresh = MelSpans(v, 20, inline)
+    with pytest.raises(VocoderError, match="NaN"):
+        fresh.extend(np.full((4, 80), np.nan, np.float32))
+    with pytest.raises(VocoderError, match="causal"):
+        MelSpans(make_vocoder(NONCAUSAL), 20, inline)
+    with pytest.raises(VocoderError, match="0 frames"):
+        MelSpans(v, 0, inline)
+
+
+def test_mel_spans_split_between_workers_equal_one_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A mel split (twice) between worker threads gives the audio of one run; a span that fails hands its
+    error to the future and the other spans stop."""
+    from engine.cores import CoreWorkers
+    from engine.hifigan.spans import MIN_SPLIT_CONTEXTS, MelSpans
+
+    v = make_vocoder(CAUSAL, seed=7)
+    v.chunk_frames = 16
+    (m,) = mels(700, seed=8)
+    whole = v.vocode(m)
+    workers = CoreWorkers(2)
+    try:
+        queued: list = []
+        recorder = SimpleNamespace(run=queued.append, offer=lambda s: None)
+        spans = MelSpans.whole(v, m, recorder)
+        assert len(queued) == 1
+        first, second = spans.split(), spans.split()  # [0, ~368) | [~331, ~534) | [~497, 700)
+        assert first is not None and second is not None
+        for job in (*queued, first, second):
+            workers.run(job)
+        np.testing.assert_array_equal(spans.future.result(timeout=120), whole)
+        assert spans.split() is None  # all run: nothing left to split
+
+        short = MelSpans.whole(v, m[: MIN_SPLIT_CONTEXTS * spans.context - 1], recorder)
+        assert short.split() is None  # too short to pay for a second start
+
+        calls = [0]
+        piece = v._piece_steps
+
+        def failing(*args: object) -> object:
+            calls[0] += 1
+            if calls[0] == 3:
+                raise RuntimeError("piece failed")
+            return piece(*args)
+
+        monkeypatch.setattr(v, "_piece_steps", failing)
+        queued.clear()
+        broken = MelSpans.whole(v, m, recorder)
+        split = broken.split()
+        assert split is not None
+        for job in (*queued, split):
+            workers.run(job)
+        with pytest.raises(RuntimeError, match="piece failed"):
+            broken.future.result(timeout=60)
+    finally:
+        workers.close()

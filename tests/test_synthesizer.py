@@ -86,14 +86,63 @@ def test_mels_of_a_request_are_vocoded_in_one_call_and_equal_one_by_one(tiny_mod
     np.testing.assert_array_equal(joined, res.audio)
 
 
-def test_a_bad_mel_in_a_vocoder_batch_fails_alone(tiny_model_dir: Path) -> None:
+def test_on_two_threads_units_are_vocoded_while_they_decode_and_the_audio_is_unchanged(
+    synth: Synthesizer, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """threads=2: the acoustic batch runs on one worker thread and hands each unit's mel over in chunks as
+    the decoder makes them final; the other worker vocodes them meanwhile (here the decoder's steps are
+    slowed, so the order does not depend on the machine's speed), and the orchestrator's whole-mel vocoder
+    calls get that audio instead of vocoding again. The audio equals the one-thread path's."""
+    from engine.hifigan.spans import MelSpans
+    from engine.sambert import infer
+
+    text = "短句。第二句话稍长。第三句话更长一些，还有一个逗号，然后再说几个字才结束。"
+    two = Synthesizer(tiny_model_dir, threads=2)
+    assert two.stages.workers is not None and two.stages.workers.size == 2
+    reference = synth.synthesize(text)
+    events: list[str] = []
+    step = infer._DecoderRun.__next__
+
+    def slow_step(run: infer._DecoderRun) -> int:
+        time.sleep(0.002)
+        return step(run)
+
+    monkeypatch.setattr(infer._DecoderRun, "__next__", slow_step)
+    model = two.stages.acoustic_models[two.stages.default_voice]
+    inner_synthesize, inner_vocode, inner_run = model.synthesize, two.stages._vocode._run, MelSpans._run
+
+    def synthesize(*args: object, **kwargs: object) -> list:
+        out = inner_synthesize(*args, **kwargs)  # type: ignore[arg-type]
+        events.append("acoustic batch done")
+        return out
+
+    def run(spans: MelSpans, span: object) -> None:
+        events.append("vocoding")
+        inner_run(spans, span)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(model, "synthesize", synthesize)
+    monkeypatch.setattr(
+        two.stages._vocode, "_run", lambda *a: events.append("vocoded again") or inner_vocode(*a)
+    )
+    monkeypatch.setattr(MelSpans, "_run", run)
+    res = two.synthesize(text)
+    assert len(res.units) == 3
+    assert events.index("vocoding") < events.index("acoustic batch done"), events
+    assert "vocoded again" not in events
+    assert res.audio.shape == reference.audio.shape
+    np.testing.assert_allclose(res.audio, reference.audio, atol=1e-4, rtol=0)
+    two.close()
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_bad_mel_in_a_vocoder_batch_fails_alone(tiny_model_dir: Path, threads: int) -> None:
     """A mel the vocoder refuses gets its own error; the mels vocoded beside it still get their audio."""
     import asyncio
 
     from engine.hifigan import VocoderError
     from engine.messages import VocodeRequest
 
-    stages = Synthesizer(tiny_model_dir, threads=1).stages
+    stages = Synthesizer(tiny_model_dir, threads=threads).stages
     good = VocodeRequest(np.zeros((20, 80), np.float32))
     bad = VocodeRequest(np.full((20, 80), np.nan, np.float32))
 
@@ -105,14 +154,15 @@ def test_a_bad_mel_in_a_vocoder_batch_fails_alone(tiny_model_dir: Path) -> None:
     assert isinstance(ok, np.ndarray) and ok.shape == (20 * stages.vocoders[stages.default_voice].hop_length,)
 
 
-def test_a_bad_unit_in_a_batch_fails_alone(tiny_model_dir: Path) -> None:
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_bad_unit_in_a_batch_fails_alone(tiny_model_dir: Path, threads: int) -> None:
     """One unit the model refuses gets its own error; the units decoded beside it still get their mel."""
     import asyncio
 
     from engine.messages import AcousticInput, AcousticOutput
     from engine.symbols import SymbolError
 
-    stages = Synthesizer(tiny_model_dir, threads=1).stages
+    stages = Synthesizer(tiny_model_dir, threads=threads).stages
     good = AcousticInput(ids=np.zeros((4, 6), dtype=np.int64))
     bad = AcousticInput(ids=np.full((4, 6), 10_000, dtype=np.int64))
 

@@ -246,6 +246,24 @@ class Generator(nn.Module):
         x = self.conv_post.forward_stream(F.leaky_relu(x), cache)
         return torch.tanh(x)
 
+    def left_context_frames(self) -> int:
+        """Causal only: mel frames before a position that fully determine its audio (an upper bound). A run
+        started that many frames earlier with empty caches gives the same audio from that position on, so
+        parts of one mel can be vocoded apart (:mod:`.spans`)."""
+        if not self.causal:
+            raise ValueError("left_context_frames is defined for causal generators")
+        kernel, up_kernels, resblocks = self._geometry
+        total = float(kernel - 1)  # conv_pre, at the frame rate
+        rate = 1
+        for u, k in zip(self.upsample_scales, up_kernels, strict=True):
+            reach_t = math.ceil((k - 1) / u) / rate  # transposed convolution: whole input samples back
+            reach_r = (math.ceil((kernel - 1) / u) + 1) / rate  # nearest upsampling, then a causal conv
+            rate *= u
+            reach_b = max((rk - 1) * (sum(dil) + len(dil)) for rk, dil in resblocks) / rate
+            total += max(reach_t, reach_r) + reach_b
+        total += (kernel - 1) / rate  # conv_post
+        return math.ceil(total) + 1
+
     def receptive_radius_frames(self) -> int:
         """Frames of context on each side that fully determine one output frame (upper bound, non-causal)."""
         kernel, up_kernels, resblocks = self._geometry

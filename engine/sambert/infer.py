@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import itertools
 import math
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -96,19 +97,80 @@ class AcousticModel:
         return cls(model, voice.vocab, threads)
 
     # ------------------------------------------------------------------ public API
-    def synthesize(self, inputs: Sequence[AcousticInput]) -> list[AcousticOutput]:
-        """Synthesize several utterances at once; each output equals one-by-one synthesis (≤1e-4)."""
+    def synthesize(
+        self,
+        inputs: Sequence[AcousticInput],
+        on_output: Callable[[int, AcousticOutput], None] | None = None,
+        on_mel: Callable[[int, np.ndarray, int], None] | None = None,
+        mel_chunk_frames: int = 64,
+    ) -> list[AcousticOutput]:
+        """Synthesize several utterances at once; each output equals one-by-one synthesis (≤1e-4).
+
+        With ``on_output``, ``on_output(index, output)`` hands each utterance over at the decoder step that
+        finishes it (the shorter ones long before the batch ends). With ``on_mel``, the postnet runs on each
+        utterance as its frames are decoded and ``on_mel(index, chunk, frames)`` hands over every
+        ``mel_chunk_frames`` frames of it as soon as they are final (``frames``: the utterance's length); its
+        output's mel is then their concatenation (equal to the whole-utterance postnet to ≤1e-5). Without
+        either, one postnet call runs over the whole batch at the end.
+        """
         if not inputs:
             return []
         with self._threads(), torch.inference_mode():
             front = self._front([self._prepare(x) for x in inputs])
             order = sorted(range(len(inputs)), key=lambda i: -front.memory[i].size(0))
-            dec = self._decode_all([front.memory[i] for i in order], [front.bands[i] for i in order])
-            decs: list[Tensor] = [torch.empty(0)] * len(inputs)
-            for j, i in enumerate(order):
-                decs[i] = dec[j].reshape(-1, self.num_mels)[: front.frames[i]]
-            mels = self._postnet_batch(decs)
-            return [front.output(i, mels[i]) for i in range(len(inputs))]
+            memories, bands = [front.memory[i] for i in order], [front.bands[i] for i in order]
+            if on_output is None and on_mel is None:
+                dec = self._decode_all(memories, bands)
+                decs: list[Tensor] = [torch.empty(0)] * len(inputs)
+                for j, i in enumerate(order):
+                    decs[i] = dec[j].reshape(-1, self.num_mels)[: front.frames[i]]
+                mels = self._postnet_batch(decs)
+                return [front.output(i, mels[i]) for i in range(len(inputs))]
+            return self._hand_over(
+                front, order, _DecoderRun(self._dec, memories, bands), on_output, on_mel, mel_chunk_frames
+            )
+
+    def _hand_over(
+        self,
+        front: _Front,
+        order: list[int],
+        run: _DecoderRun,
+        on_output: Callable[[int, AcousticOutput], None] | None,
+        on_mel: Callable[[int, np.ndarray, int], None] | None,
+        chunk_frames: int,
+    ) -> list[AcousticOutput]:
+        """:meth:`synthesize` handing utterances (``on_output``) or their mel chunks (``on_mel``) over as the
+        decoder finishes them; ``run`` decodes the utterances in ``order`` (longest first)."""
+        finishing: dict[int, list[int]] = {}  # step -> rows whose last step it is
+        for j, steps in enumerate(run.lengths):
+            finishing.setdefault(steps - 1, []).append(j)
+        frames = [front.frames[i] for i in order]
+        chunkers = [MelChunker(self.model, n, chunk_frames, chunk_frames) for n in frames] if on_mel else []
+        chunks: list[list[np.ndarray]] = [[] for _ in order]
+        outs: dict[int, AcousticOutput] = {}
+        for s in itertools.chain([-1], run):
+            if on_mel and s >= 0:
+                for j in range(run.active[s]):
+                    last = s == run.lengths[j] - 1
+                    for chunk in chunkers[j].push(run.frames(s, j).view(-1, self.num_mels), final=last):
+                        chunks[j].append(chunk)
+                        on_mel(order[j], chunk, frames[j])
+            done = finishing.get(s, [])
+            if on_mel:
+                mels = [
+                    torch.from_numpy(np.concatenate(chunks[j]))
+                    if chunks[j]
+                    else torch.zeros(0, self.num_mels)
+                    for j in done
+                ]
+            else:
+                decs = [run.frames_of(j).reshape(-1, self.num_mels)[: frames[j]] for j in done]
+                mels = self._postnet_batch(decs) if done else []
+            for j, mel in zip(done, mels, strict=True):
+                outs[order[j]] = front.output(order[j], mel)
+                if on_output is not None:
+                    on_output(order[j], outs[order[j]])
+        return [outs[i] for i in range(len(order))]
 
     def stream(
         self, inp: AcousticInput, chunk_frames: int = 30, max_chunk_frames: int | None = None
@@ -513,8 +575,12 @@ class _DecoderRun:
         """The r*num_mels decoder outputs of step ``s`` for item ``b``."""
         return self.out[s, b, : self.w.out_dim]
 
+    def frames_of(self, b: int) -> Tensor:
+        """Item ``b``'s decoder outputs [M_b, r*num_mels] (complete once its last step has run)."""
+        return self.out[: self.lengths[b], b, : self.w.out_dim]
+
     def outputs(self) -> list[Tensor]:
-        return [self.out[:m, b, : self.w.out_dim] for b, m in enumerate(self.lengths)]
+        return [self.frames_of(b) for b in range(self.batch)]
 
 
 class _PostnetStream:
