@@ -54,6 +54,14 @@ class _State:
             self.closed = True
             self.cond.notify_all()
 
+    def add(self, queue: deque[Job] | list[Splittable], item: Any) -> None:
+        """Append ``item`` to ``queue`` (:attr:`jobs` or :attr:`splittable`) and wake the idle workers."""
+        with self.cond:
+            if self.closed:
+                raise RuntimeError("CoreWorkers is closed")
+            queue.append(item)
+            self.cond.notify_all()
+
     def next_job(self) -> Job | None:
         """The oldest queued job, else a part split off running work; blocks while there is neither (None:
         closed)."""
@@ -119,19 +127,11 @@ class CoreWorkers:
 
     def run(self, job: Job) -> None:
         """Queue ``job`` (it delivers its own result)."""
-        with self._state.cond:
-            if self._state.closed:
-                raise RuntimeError("CoreWorkers is closed")
-            self._state.jobs.append(job)
-            self._state.cond.notify_all()
+        self._state.add(self._state.jobs, job)
 
     def offer(self, splittable: Splittable) -> None:
         """Let idle workers split ``splittable`` from now on, until its ``split()`` returns None."""
-        with self._state.cond:
-            if self._state.closed:
-                raise RuntimeError("CoreWorkers is closed")
-            self._state.splittable.append(splittable)
-            self._state.cond.notify_all()
+        self._state.add(self._state.splittable, splittable)
 
     def close(self) -> None:
         """Stop the threads once they finish their current job (queued jobs are dropped)."""

@@ -67,21 +67,10 @@ def test_batched_equals_one_by_one(am: AcousticModel, golden: np.ndarray) -> Non
         np.testing.assert_allclose(got.pitch, alone.pitch, atol=1e-5, rtol=0)
 
 
-def test_outputs_are_handed_over_as_the_decoder_finishes_each_utterance(
-    am: AcousticModel, golden: np.ndarray, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """With ``on_output`` each utterance arrives once, right after the decoder step that finishes it
-    (shortest first, so a vocoder can start on it while the longer ones decode), equal to the outputs
-    without it; a zero-frame utterance arrives before the first step."""
+def count_decoder_steps(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """A one-item list that holds how many decoder steps the current run has taken."""
     from engine.sambert import infer
 
-    items = [
-        AcousticInput(golden),
-        AcousticInput(random_ids(am, 5, 1)),
-        AcousticInput(golden[:3], durations=[0, 0, 0]),
-        AcousticInput(random_ids(am, 31, 2), speed=0.7),
-    ]
-    plain = am.synthesize(items)
     steps = [0]
     step = infer._DecoderRun.__next__
 
@@ -91,6 +80,23 @@ def test_outputs_are_handed_over_as_the_decoder_finishes_each_utterance(
         return s
 
     monkeypatch.setattr(infer._DecoderRun, "__next__", counted)
+    return steps
+
+
+def test_outputs_are_handed_over_as_the_decoder_finishes_each_utterance(
+    am: AcousticModel, golden: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With ``on_output`` each utterance arrives once, right after the decoder step that finishes it
+    (shortest first, so a vocoder can start on it while the longer ones decode), equal to the outputs
+    without it; a zero-frame utterance arrives before the first step."""
+    items = [
+        AcousticInput(golden),
+        AcousticInput(random_ids(am, 5, 1)),
+        AcousticInput(golden[:3], durations=[0, 0, 0]),
+        AcousticInput(random_ids(am, 31, 2), speed=0.7),
+    ]
+    plain = am.synthesize(items)
+    steps = count_decoder_steps(monkeypatch)
     handed: list[tuple[int, int, int]] = []  # (index, steps run by then, steps the utterance needs)
     got = am.synthesize(
         items, on_output=lambda i, out: handed.append((i, steps[0], -(-out.mel.shape[0] // am.r)))
@@ -110,23 +116,13 @@ def test_mel_chunks_are_handed_over_as_they_are_decoded(
     """With ``on_mel`` every utterance of the batch streams its postnet mel in ``mel_chunk_frames`` chunks
     (the last shorter) as soon as the decoder has made them final, before its last step; they concatenate
     to its output's mel, which equals the whole-utterance postnet to ≤1e-5."""
-    from engine.sambert import infer
-
     items = [
         AcousticInput(golden),
         AcousticInput(random_ids(am, 9, 4)),
         AcousticInput(golden[:12], speed=1.3),
     ]
     plain = am.synthesize(items)
-    steps = [0]
-    step = infer._DecoderRun.__next__
-
-    def counted(run: infer._DecoderRun) -> int:
-        s = step(run)
-        steps[0] = s + 1
-        return s
-
-    monkeypatch.setattr(infer._DecoderRun, "__next__", counted)
+    steps = count_decoder_steps(monkeypatch)
     chunks: dict[int, list[tuple[np.ndarray, int, int]]] = {0: [], 1: [], 2: []}
     got = am.synthesize(items, on_mel=lambda i, c, n: chunks[i].append((c, n, steps[0])), mel_chunk_frames=16)
     for i, (a, b) in enumerate(zip(plain, got, strict=True)):
