@@ -212,14 +212,14 @@ class LocalStages:
         self.workers = CoreWorkers(cores) if cores > 1 else None
         self.frontend = Frontend()
         voices = self.directory.voices
-        self.acoustic_models = {n: AcousticModel.from_voice(v, threads) for n, v in voices.items()}
+        # with workers the models get no thread count of their own: each thread keeps its own
+        model_threads = threads if self.workers is None else None
+        self.acoustic_models = {n: AcousticModel.from_voice(v, model_threads) for n, v in voices.items()}
         if self.workers is None:
             self.vocoders = {n: Vocoder.from_voice(v, threads) for n, v in voices.items()}
-        else:  # built (and prepacked) on a worker's one thread, where they run; no thread count of their own
+        else:  # built (and prepacked) on a worker's one thread, where they run
             building = {n: self.workers.submit(Vocoder.from_voice, v) for n, v in voices.items()}
             self.vocoders = {n: f.result() for n, f in building.items()}
-            for model in self.acoustic_models.values():
-                model.threads = None  # each thread keeps its own count
         self.default_voice = next(iter(voices))
         self._acoustic: _Gathered[AcousticInput, AcousticOutput] = _Gathered(self._acoustic_batch)
         self._vocode: _Gathered[np.ndarray, np.ndarray] = _Gathered(self._vocode_batch)
