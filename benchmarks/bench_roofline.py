@@ -31,7 +31,6 @@ from torch import Tensor, nn
 from benchmarks.bench_vocoder import best_of
 from engine.hifigan import Generator, Vocoder
 from engine.hifigan.layers import WNConv1d, bf16_hardware
-from engine.hifigan.onednn import bf16_math_effective
 
 REPO = Path(__file__).resolve().parent.parent
 HOP, SR = 200, 16000
@@ -191,14 +190,11 @@ def main(argv: list[str] | None = None) -> int:
     dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
     peaks: dict[tuple[str, int], float] = {}
-    # Without bf16 instructions a bf16 matmul is emulated (~0.3 GFLOPS) and oneDNN's bf16 math runs fp32
+    # Without bf16 instructions a bf16 matmul is emulated (~0.3 GFLOPS) and the bf16 vocoder runs fp32
     # kernels: the bf16 rows are then measured against the fp32 peak.
     peak_of = {"fp32": "fp32", "bf16": "bf16" if bf16_hardware() else "fp32"}
     if not bf16_hardware():
         print("no bf16 dot-product instructions on this CPU: bf16 rows use the fp32 peak")
-    elif not bf16_math_effective():
-        print("bf16 instructions, but oneDNN's bf16 math mode keeps fp32 convolution kernels on this CPU")
-        print("(no AMX): the vocoder's bf16 rows run fp32 kernels, against the bf16 peak")
     print("\n| peak (practical) | precision | threads | GFLOPS |\n|---|---|---|---|")
     for prec, dtype in dtypes.items():
         if peak_of[prec] != prec:

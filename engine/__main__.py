@@ -9,6 +9,7 @@ from pathlib import Path
 
 from engine import audio as audio_mod
 from engine.messages import SynthesisRequest
+from engine.modeldir import VOCODER_PRECISIONS
 
 DEFAULTS = SynthesisRequest(text="")
 
@@ -27,7 +28,7 @@ def _synth(args: argparse.Namespace) -> int:
         print(f"error: unknown format {fmt!r}; supported: {', '.join(audio_mod.FORMATS)}", file=sys.stderr)
         return 2
     try:
-        synth = Synthesizer(args.model_dir, threads=args.threads)
+        synth = Synthesizer(args.model_dir, threads=args.threads, vocoder_precision=args.vocoder_precision)
         start = time.perf_counter()
         result = synth.synthesize(
             text,
@@ -71,6 +72,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--volume", type=float, default=DEFAULTS.volume, help="linear gain, 0..4")
     p.add_argument("--sample-rate", type=int, default=None)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument(
+        "--vocoder-precision",
+        choices=VOCODER_PRECISIONS,
+        default="fp32",
+        help="fp32 (faithful) or bf16 (opt-in, quality-gated; faster on CPUs with bf16 instructions)",
+    )
     args = parser.parse_args(argv)
     return _synth(args)
 

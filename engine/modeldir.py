@@ -68,6 +68,7 @@ MODELSCOPE_ENDPOINTS = ("https://modelscope.cn", "https://www.modelscope.ai")
 # resource.zip holds ttsfrd's frontend resources; this engine has its own frontend and never reads it.
 DOWNLOAD_IGNORE = ["resource.zip"]
 GENERATED_DIR = Path(__file__).resolve().parent.parent / "models" / "_generated"  # git-ignored (/models/)
+VOCODER_PRECISIONS = ("fp32", "bf16")  # the vocoder's arithmetic: faithful, or opt-in and quality-gated
 
 log = logging.getLogger("tts.model")
 
@@ -169,6 +170,11 @@ class ModelDirectory:
                 digest.update(bytes.fromhex(_file_sha256(f)))
             self._version = digest.hexdigest()
         return self._version
+
+    def audio_version(self, vocoder_precision: str = "fp32") -> str:
+        """What produces the audio: :attr:`version`, plus the vocoder arithmetic when it is not the faithful
+        fp32 (``…+bf16``). Cache keys, ``/ready`` and ``Synthesizer.model_version`` report it."""
+        return self.version + ("" if vocoder_precision == "fp32" else f"+{vocoder_precision}")
 
 
 _HASH_CACHE: dict[tuple[str, int, int], str] = {}

@@ -197,7 +197,12 @@ class LocalStages:
     audio. Streaming and windowed calls stay in the caller's thread, on ``threads`` torch threads.
     """
 
-    def __init__(self, model_dir: str | os.PathLike[str] | None = None, threads: int | None = None) -> None:
+    def __init__(
+        self,
+        model_dir: str | os.PathLike[str] | None = None,
+        threads: int | None = None,
+        vocoder_precision: str = "fp32",
+    ) -> None:
         import torch
 
         from engine.cores import CoreWorkers
@@ -215,10 +220,12 @@ class LocalStages:
         # with workers the models get no thread count of their own: each thread keeps its own
         model_threads = threads if self.workers is None else None
         self.acoustic_models = {n: AcousticModel.from_voice(v, model_threads) for n, v in voices.items()}
+        self.vocoder_precision = vocoder_precision
         if self.workers is None:
-            self.vocoders = {n: Vocoder.from_voice(v, threads) for n, v in voices.items()}
+            self.vocoders = {n: Vocoder.from_voice(v, threads, vocoder_precision) for n, v in voices.items()}
         else:  # built (and prepacked) on a worker's one thread, where they run
-            building = {n: self.workers.submit(Vocoder.from_voice, v) for n, v in voices.items()}
+            build = Vocoder.from_voice
+            building = {n: self.workers.submit(build, v, None, vocoder_precision) for n, v in voices.items()}
             self.vocoders = {n: f.result() for n, f in building.items()}
         self.default_voice = next(iter(voices))
         self._acoustic: _Gathered[AcousticInput, AcousticOutput] = _Gathered(self._acoustic_batch)
@@ -315,8 +322,9 @@ class Synthesizer:
         model_dir: str | os.PathLike[str] | None = None,
         threads: int | None = None,
         stream: StreamSettings | None = None,
+        vocoder_precision: str = "fp32",
     ) -> None:
-        self.stages = LocalStages(model_dir, threads)
+        self.stages = LocalStages(model_dir, threads, vocoder_precision)
         self.directory = self.stages.directory
         self.orchestrator = Orchestrator(self.stages, stream or StreamSettings(pipeline_below=0))
         first = next(iter(self.stages.vocoders.values()))
@@ -333,7 +341,7 @@ class Synthesizer:
 
     @property
     def model_version(self) -> str:
-        return str(self.directory.version)
+        return self.directory.audio_version(self.stages.vocoder_precision)
 
     def request(self, text: str, **controls: Any) -> SynthesisRequest:
         return SynthesisRequest(text=text, **controls)

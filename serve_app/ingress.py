@@ -146,9 +146,7 @@ class TTSIngress:
         self.settings = IngressSettings.from_dict(settings)
         directory = load_model_dir(model_dir)
         # the cache key and /ready report what produces the audio: weights + vocoder arithmetic
-        self.model_version = str(directory.version) + (
-            "" if vocoder_precision == "fp32" else f"+{vocoder_precision}"
-        )
+        self.model_version = directory.audio_version(vocoder_precision)
         self.random_weights = directory.random_weights  # said on /api/voices, /ready and every audio response
         self.voices = list(directory.voices)
         self.default_voice = self.voices[0]

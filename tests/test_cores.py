@@ -49,12 +49,14 @@ class _Halves:
 
     def __init__(self) -> None:
         self.split_off = threading.Event()
+        self.first_done = threading.Event()
         self.done: list[str] = []
         self.splits = 0
 
     def job(self) -> None:
         assert self.split_off.wait(timeout=10), "no idle worker split the running job"
         self.done.append("first half")
+        self.first_done.set()
 
     def split(self) -> Callable[[], None] | None:
         if self.splits:
@@ -74,7 +76,7 @@ def test_an_idle_worker_splits_running_work() -> None:
     try:
         workers.run(work.job)
         workers.offer(work)
-        assert work.split_off.wait(timeout=10)
+        assert work.split_off.wait(timeout=10) and work.first_done.wait(timeout=10)
         assert workers.submit(lambda: None).result(timeout=10) is None  # the workers are free again
         assert sorted(work.done) == ["first half", "second half"] and work.splits == 1
     finally:

@@ -135,6 +135,32 @@ def test_on_two_threads_units_are_vocoded_while_they_decode_and_the_audio_is_unc
 
 
 @pytest.mark.parametrize("threads", [1, 2])
+def test_vocoder_precision_bf16_is_opt_in_and_changes_the_audio_by_rounding_only(
+    synth: Synthesizer, tiny_model_dir: Path, threads: int
+) -> None:
+    """``Synthesizer(vocoder_precision="bf16")``: every vocoder in bf16 (on 2 threads the ones the workers
+    built), ``model_version`` says so, and the audio is the fp32 audio up to bf16 rounding (equal to it
+    where the CPU has no bf16 instructions: the oneDNN backend then runs fp32)."""
+    from engine.hifigan.layers import bf16_hardware
+
+    text = "您好，欢迎致电。请问有什么可以帮您？"
+    low = Synthesizer(tiny_model_dir, threads=threads, vocoder_precision="bf16")
+    assert {v.precision for v in low.stages.vocoders.values()} == {"bf16"}
+    assert low.model_version == synth.model_version + "+bf16"
+    assert "+" not in synth.model_version
+    a, b = synth.synthesize(text).audio, low.synthesize(text).audio
+    assert a.shape == b.shape
+    err = float(np.abs(a - b).max())
+    if bf16_hardware():
+        assert 0 < err < 0.05 * float(np.abs(a).max()), err
+    else:
+        assert err == 0, err
+    low.close()
+    with pytest.raises(ValueError, match="precision must be"):
+        Synthesizer(tiny_model_dir, threads=1, vocoder_precision="fp16")
+
+
+@pytest.mark.parametrize("threads", [1, 2])
 def test_a_bad_mel_in_a_vocoder_batch_fails_alone(tiny_model_dir: Path, threads: int) -> None:
     """A mel the vocoder refuses gets its own error; the mels vocoded beside it still get their audio."""
     import asyncio
@@ -252,6 +278,18 @@ def test_cli_writes_decodable_file(tiny_model_dir: Path, tmp_path: Path) -> None
     assert proc.returncode == 0, proc.stderr
     audio, sr = sf.read(io.BytesIO(out.read_bytes()))
     assert sr == 16000 and len(audio) > 0 and "RTF" in proc.stdout
+    low = tmp_path / "bf16.flac"
+    proc = subprocess.run(
+        [sys.executable, "-m", "engine", "synth", "--model-dir", str(tiny_model_dir), "--text", "你好。",
+         "--out", str(low), "--threads", "1", "--vocoder-precision", "bf16"],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    from engine.hifigan.layers import bf16_hardware
+
+    rounded, _ = sf.read(io.BytesIO(low.read_bytes()))
+    assert rounded.shape == audio.shape
+    assert (np.abs(rounded - audio).max() > 0) == bf16_hardware()  # README: bf16 needs bf16 instructions
     bad = subprocess.run(
         [sys.executable, "-m", "engine", "synth", "--model-dir", str(tmp_path / "missing"), "--text", "你好",
          "--out", str(tmp_path / "y.wav")],
@@ -269,6 +307,7 @@ def test_cli_writes_decodable_file(tiny_model_dir: Path, tmp_path: Path) -> None
         (["--text", "你好", "--voice", "nosuch"], "unknown voice 'nosuch'"),
         (["--text", "你好", "--speed", "99"], "outside 0.25..4"),
         (["--text", "你好", "--format", "m4a"], "invalid choice"),
+        (["--text", "你好", "--vocoder-precision", "fp16"], "invalid choice"),
     ],
 )
 def test_cli_bad_input_is_an_error_line_and_writes_nothing(

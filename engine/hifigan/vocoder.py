@@ -7,9 +7,10 @@ Weights are loaded strictly in weight-norm form and folded; everything runs unde
 rounding, faster) or ``"auto"`` (the default: oneDNN when the torch build has it, for causal KAN-TTS models).
 Both fold each stage's two upsampling branches into one convolution (:meth:`Generator.fuse_upsampling`).
 ``precision="bf16"`` (opt-in) computes the residual-block convolutions of the upsampling stages in
-:data:`BF16_STAGES` in bf16 math: inputs and weights rounded to bf16, float32 accumulation and outputs
-(:func:`~.layers.bf16_conv_math`; bf16 kernels with AMX-BF16, see :func:`.onednn.bf16_math_effective`).
-Every other layer, the residual sums and the streaming state stay float32. Which stages is decided by the
+:data:`BF16_STAGES` in bf16: inputs, weights and outputs rounded to bf16, float32 accumulation and bias (the
+oneDNN backend runs bf16 kernels where the CPU has bf16 instructions, :func:`~.layers.bf16_hardware`, and
+float32 elsewhere, with a warning; the torch backend rounds explicitly). Every other layer, the residual sums
+and the streaming state stay float32. Which stages is decided by the
 real-weights quality gate (``make quality-gate``, benchmarks/quality_gate.py): stages 0-1 pass, adding stage 2
 fails, and so does bf16 in the upsamplers or the first and last convolutions. Both backends run it. The
 default is float32.
@@ -35,11 +36,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..modeldir import VOCODER_PRECISIONS as PRECISIONS
 from ..steps import Steps, finish
 from .generator import Generator
 from .jik876 import Jik876Generator, load_jik876
-from .layers import Cache, WNConv1d, bf16_conv_math
-from .onednn import OnednnStream, bf16_math_effective
+from .layers import Cache, WNConv1d, bf16_hardware
+from .onednn import OnednnStream
 from .onednn import available as onednn_available
 
 log = logging.getLogger("tts.vocoder")
@@ -49,9 +51,8 @@ VocoderState = dict[str, np.ndarray]
 
 DEFAULT_CHUNK_FRAMES = 64
 MULTI_THREAD_CHUNK_FRAMES = 256
-PRECISIONS = ("fp32", "bf16")
 BF16_STAGES = (0, 1)
-"""Upsampling stages whose residual blocks run in bf16 math under ``precision="bf16"`` (0 = the first)."""
+"""Upsampling stages whose residual blocks run in bf16 under ``precision="bf16"`` (0 = the first)."""
 
 
 def _float_tensor(arr: Any) -> Tensor:
@@ -67,10 +68,11 @@ def _round_bf16(x: Tensor) -> Tensor:
 
 
 class _Bf16Conv1d(nn.Module):
-    """A folded (non-transposed) :class:`WNConv1d` in bf16 math: input and weight rounded to bf16, float32
-    accumulation, bias and output. The rounding is explicit, so every convolution computes this whichever
-    kernel torch picks for its shape; under :func:`bf16_conv_math` oneDNN may run it on bf16 hardware (the
-    values are bf16 already, so its own rounding changes nothing)."""
+    """A folded (non-transposed) :class:`WNConv1d` in bf16: input and weight rounded to bf16, float32
+    accumulation and bias, output rounded to bf16. With bf16 instructions (:func:`~.layers.bf16_hardware`)
+    it runs the oneDNN bf16 kernel the oneDNN backend runs, so the quality gate (which runs this module on
+    the universal HiFi-GAN) judges that arithmetic; elsewhere it rounds explicitly around a float32
+    convolution."""
 
     def __init__(self, conv: WNConv1d) -> None:
         super().__init__()
@@ -81,11 +83,27 @@ class _Bf16Conv1d(nn.Module):
         self.padding, self.dilation = conv.padding, conv.dilation
         self.weight = nn.Parameter(_round_bf16(conv.weight.detach()), requires_grad=False)
         self.bias = conv.bias
+        self._kernel_weight = conv.weight.detach().to(torch.bfloat16).unsqueeze(2).contiguous()
+        self._kernels = bf16_hardware() and onednn_available()
 
     def forward(self, x: Tensor, padding: int | None = None) -> Tensor:
         pad = self.padding if padding is None else padding
-        with bf16_conv_math():
-            return F.conv1d(_round_bf16(x), self.weight, self.bias, self.stride, pad, self.dilation)
+        if self._kernels:
+            y = torch.ops.mkldnn._convolution_pointwise(
+                x.to(torch.bfloat16).unsqueeze(2),
+                self._kernel_weight,
+                self.bias,
+                [0, pad],
+                [1, self.stride],
+                [1, self.dilation],
+                1,
+                "none",
+                [],
+                "",
+            )
+            return y.squeeze(2).float()
+        y = F.conv1d(_round_bf16(x), self.weight, self.bias, self.stride, pad, self.dilation)
+        return _round_bf16(y)
 
 
 def _to_bf16_stages(model: Generator | Jik876Generator, stages: Sequence[int]) -> None:
@@ -105,13 +123,12 @@ def _to_bf16_stages(model: Generator | Jik876Generator, stages: Sequence[int]) -
 BACKENDS = ("auto", "torch", "onednn")
 
 
-def default_chunk_frames(threads: int | None = None, precision: str = "fp32") -> int:
+def default_chunk_frames(threads: int | None = None) -> int:
     """Causal chunk length for ``threads`` torch threads (None: the process's current count): 64 frames on
-    one thread, 256 on more in float32 (6-8 % faster long mels on 2 threads, the same on 1; bit-identical
-    audio). bf16 keeps 64: on 2 threads 256 was faster only on the longest mels (988 frames -6 %, 300 and 521
-    frames +4-7 %)."""
+    one thread, 256 on more (6-8 % faster long mels on 2 threads in float32, the same on 1; bit-identical
+    audio). bf16 too: with bf16 kernels (Zen 4, 2 threads) 256 frames ran 1.42x fp32, 64 frames 1.22x."""
     n = threads if threads is not None else torch.get_num_threads()
-    return MULTI_THREAD_CHUNK_FRAMES if n > 1 and precision == "fp32" else DEFAULT_CHUNK_FRAMES
+    return MULTI_THREAD_CHUNK_FRAMES if n > 1 else DEFAULT_CHUNK_FRAMES
 
 
 def _padded(piece: Tensor, size: int) -> Tensor:
@@ -177,7 +194,7 @@ class Vocoder:
         if threads is not None and threads < 1:
             raise VocoderError(f"threads must be >= 1, got {threads}")
         if chunk_frames is None:
-            chunk_frames = default_chunk_frames(threads, precision)
+            chunk_frames = default_chunk_frames(threads)
         if chunk_frames < 0:
             raise VocoderError(f"chunk_frames must be >= 0 (0 = whole utterance), got {chunk_frames}")
         self.chunk_frames = int(chunk_frames)
@@ -195,8 +212,8 @@ class Vocoder:
         self.backend, self._stream = self._pick_backend(backend)  # oneDNN prepacks from the float32 weights
         if precision == "bf16":
             _to_bf16_stages(model, BF16_STAGES)
-            if self.backend == "onednn" and not bf16_math_effective():
-                log.warning("precision bf16: oneDNN's bf16 math has no bf16 kernels here; it runs fp32")
+            if self.backend == "onednn" and not bf16_hardware():
+                log.warning("precision bf16: this CPU has no bf16 instructions; the oneDNN backend runs fp32")
         self.sample_rate = int(sample_rate)
         self.hop_length = int(model.hop_length)
         self.n_mels = int(n_mels)
@@ -267,7 +284,7 @@ class Vocoder:
                 raise VocoderError("the onednn backend runs causal KAN-TTS generators only")
             return "torch", None
         if backend in ("auto", "onednn") and onednn_available():
-            bf16_stages = BF16_STAGES if self.precision == "bf16" else ()
+            bf16_stages = BF16_STAGES if self.precision == "bf16" and bf16_hardware() else ()
             try:
                 return "onednn", OnednnStream(model, bf16_stages)
             except ValueError as e:
