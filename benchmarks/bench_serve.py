@@ -192,10 +192,15 @@ def main(argv: list[str] | None = None) -> int:
 
     model_dir = benchmark_model_dir(args.model_dir, "full")
     print(f"model: {model_dir}  cores: {os.cpu_count()}", flush=True)
-    synth = Synthesizer(model_dir, threads=args.raw_threads)
+    serve_args = _serve_args(model_dir)
+    if args.vocoder_precision:
+        serve_args["vocoder_precision"] = args.vocoder_precision
+    precision = serve_args.get("vocoder_precision") or "fp32"  # the raw engine's too: like against like
+    synth = Synthesizer(model_dir, threads=args.raw_threads, vocoder_precision=precision)
     raw = raw_engine(synth, args.seconds)
     print(
-        f"raw engine ({args.raw_threads} threads): RTF {raw['rtf']:.3f}, {raw['throughput']:.2f} audio-s/s",
+        f"raw engine ({args.raw_threads} threads, {precision}): RTF {raw['rtf']:.3f}, "
+        f"{raw['throughput']:.2f} audio-s/s",
         flush=True,
     )
 
@@ -209,10 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
-        serve_args = _serve_args(model_dir)
-        if args.vocoder_precision:
-            serve_args["vocoder_precision"] = args.vocoder_precision
-        print(f"served vocoder precision: {serve_args.get('vocoder_precision') or 'fp32'}", flush=True)
+        print(f"served vocoder precision: {precision}", flush=True)
         serve.run(build_app(serve_args), name="tts", route_prefix="/")
         url = f"http://127.0.0.1:{port}"
         res = rtf_pair(url, synth)

@@ -15,7 +15,7 @@ import pytest
 import soundfile as sf
 
 from engine.orchestrator import StreamSettings, timestamps_from_durations
-from engine.synthesizer import Synthesizer
+from engine.synthesizer import WORKER_CHUNK_FRAMES, Synthesizer
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -99,6 +99,7 @@ def test_on_two_threads_units_are_vocoded_while_they_decode_and_the_audio_is_unc
     text = "短句。第二句话稍长。第三句话更长一些，还有一个逗号，然后再说几个字才结束。"
     two = Synthesizer(tiny_model_dir, threads=2)
     assert two.stages.workers is not None and two.stages.workers.size == 2
+    assert {v.chunk_frames for v in two.stages.vocoders.values()} == {WORKER_CHUNK_FRAMES}
     reference = synth.synthesize(text)
     events: list[str] = []
     step = infer._DecoderRun.__next__

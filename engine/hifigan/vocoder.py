@@ -232,6 +232,7 @@ class Vocoder:
         threads: int | None = None,
         precision: str = "fp32",
         backend: str = "auto",
+        chunk_frames: int | None = None,
     ) -> Vocoder:
         """Build from a ``voc/config.yaml`` dict and a weight-norm state dict (loaded strictly)."""
         try:
@@ -244,18 +245,22 @@ class Vocoder:
             raise VocoderError(f"vocoder checkpoint does not match voc/config.yaml: {e}") from e
         audio = voc_config.get("audio_config") or {}
         sample_rate = int(audio.get("sampling_rate", 16000))
-        return cls(
-            model, sample_rate, threads, n_mels=model.in_channels, precision=precision, backend=backend
-        )
+        return cls(model, sample_rate, threads, model.in_channels, precision, chunk_frames, backend)
 
     @classmethod
     def from_voice(
-        cls, voice: Any, threads: int | None = None, precision: str = "fp32", backend: str = "auto"
+        cls,
+        voice: Any,
+        threads: int | None = None,
+        precision: str = "fp32",
+        backend: str = "auto",
+        chunk_frames: int | None = None,
     ) -> Vocoder:
         """Build from an ``engine.modeldir.VoiceSpec`` (``voc_config`` dict, ``voc_checkpoint`` path)."""
         path = Path(voice.voc_checkpoint)
         try:
-            return cls.from_config(voice.voc_config, _load_checkpoint_file(path), threads, precision, backend)
+            state = _load_checkpoint_file(path)
+            return cls.from_config(voice.voc_config, state, threads, precision, backend, chunk_frames)
         except VocoderError as e:
             raise VocoderError(f"voice {getattr(voice, 'name', '?')!r}, {path}: {e}") from e
 
