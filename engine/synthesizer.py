@@ -213,9 +213,11 @@ class LocalStages:
 
         from engine.cores import CoreWorkers
         from engine.hifigan import Vocoder
-        from engine.modeldir import load_model_dir, resolve_model_dir
+        from engine.modeldir import VOCODER_PRECISIONS, load_model_dir, resolve_model_dir
         from engine.sambert import AcousticModel
 
+        if vocoder_precision not in VOCODER_PRECISIONS:  # before any model is loaded
+            raise ValueError(f"vocoder precision must be 'fp32' or 'bf16', got {vocoder_precision!r}")
         self.directory = load_model_dir(resolve_model_dir(model_dir))
         if threads:
             torch.set_num_threads(threads)
@@ -320,7 +322,8 @@ class Synthesizer:
 
     Keyword controls are the fields of :class:`~engine.messages.SynthesisRequest` (units in
     :mod:`engine.controls`). ``pipeline_below`` 0 = whole units (fastest in one process); raise it to take the
-    chunked path the server takes at low load (same audio).
+    chunked path the server takes at low load (same audio). ``vocoder_precision``: ``fp32`` (faithful) or the
+    opt-in, quality-gated ``bf16`` (README "bf16 vocoder"; :attr:`model_version` then ends in ``+bf16``).
     """
 
     def __init__(

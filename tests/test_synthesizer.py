@@ -112,9 +112,12 @@ def test_on_two_threads_units_are_vocoded_while_they_decode_and_the_audio_is_unc
     model = two.stages.acoustic_models[two.stages.default_voice]
     inner_synthesize, inner_vocode, inner_run = model.synthesize, two.stages._vocode._run, MelSpans._run
 
+    batch_done = threading.Event()
+
     def synthesize(*args: object, **kwargs: object) -> list:
         out = inner_synthesize(*args, **kwargs)  # type: ignore[arg-type]
         events.append("acoustic batch done")
+        batch_done.set()
         return out
 
     def run(spans: MelSpans, span: object) -> None:
@@ -128,6 +131,8 @@ def test_on_two_threads_units_are_vocoded_while_they_decode_and_the_audio_is_unc
     monkeypatch.setattr(MelSpans, "_run", run)
     res = two.synthesize(text)
     assert len(res.units) == 3
+    # the last unit is handed over at its last decoder step: the batch call may return after the audio
+    assert batch_done.wait(timeout=30)
     assert events.index("vocoding") < events.index("acoustic batch done"), events
     assert "vocoded again" not in events
     assert res.audio.shape == reference.audio.shape
