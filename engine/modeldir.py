@@ -73,6 +73,13 @@ VOCODER_PRECISIONS = ("fp32", "bf16")  # the vocoder's arithmetic: faithful, or 
 log = logging.getLogger("tts.model")
 
 
+def check_vocoder_precision(precision: str) -> str:
+    """``precision`` when it is one of :data:`VOCODER_PRECISIONS`, else a ValueError saying which are."""
+    if precision not in VOCODER_PRECISIONS:
+        raise ValueError(f"vocoder_precision must be 'fp32' or 'bf16', got {precision!r}")
+    return precision
+
+
 class ModelDirError(RuntimeError):
     """The model directory (or a file in it) is missing, unreadable or not what the engine expects."""
 

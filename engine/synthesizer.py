@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import os
 import threading
 import weakref
@@ -213,11 +214,10 @@ class LocalStages:
 
         from engine.cores import CoreWorkers
         from engine.hifigan import Vocoder
-        from engine.modeldir import VOCODER_PRECISIONS, load_model_dir, resolve_model_dir
+        from engine.modeldir import check_vocoder_precision, load_model_dir, resolve_model_dir
         from engine.sambert import AcousticModel
 
-        if vocoder_precision not in VOCODER_PRECISIONS:  # before any model is loaded
-            raise ValueError(f"vocoder precision must be 'fp32' or 'bf16', got {vocoder_precision!r}")
+        self.vocoder_precision = check_vocoder_precision(vocoder_precision)  # before any model is loaded
         self.directory = load_model_dir(resolve_model_dir(model_dir))
         if threads:
             torch.set_num_threads(threads)
@@ -228,12 +228,13 @@ class LocalStages:
         # with workers the models get no thread count of their own: each thread keeps its own
         model_threads = threads if self.workers is None else None
         self.acoustic_models = {n: AcousticModel.from_voice(v, model_threads) for n, v in voices.items()}
-        self.vocoder_precision = vocoder_precision
         if self.workers is None:
             self.vocoders = {n: Vocoder.from_voice(v, threads, vocoder_precision) for n, v in voices.items()}
         else:  # built (and prepacked) on a worker's one thread, where they run
-            args = (None, vocoder_precision, "auto", WORKER_CHUNK_FRAMES)
-            building = {n: self.workers.submit(Vocoder.from_voice, v, *args) for n, v in voices.items()}
+            build = functools.partial(
+                Vocoder.from_voice, precision=vocoder_precision, chunk_frames=WORKER_CHUNK_FRAMES
+            )
+            building = {n: self.workers.submit(build, v) for n, v in voices.items()}
             self.vocoders = {n: f.result() for n, f in building.items()}
         self.default_voice = next(iter(voices))
         self._acoustic: _Gathered[AcousticInput, AcousticOutput] = _Gathered(self._acoustic_batch)

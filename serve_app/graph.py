@@ -12,7 +12,7 @@ from ray.serve import Application
 from deployments.acoustic import SambertAcoustic, acoustic_batching
 from deployments.text_frontend import TextFrontend
 from deployments.vocoder import HifiGanVocoder
-from engine.modeldir import VOCODER_PRECISIONS
+from engine.modeldir import check_vocoder_precision
 from serve_app.ingress import IngressSettings, TTSIngress
 
 __all__ = ["APP_NAME", "build_app", "ensure_model_dir"]
@@ -52,9 +52,7 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
     unknown = set(args) - known
     if unknown:
         raise ValueError(f"unknown build_app args: {sorted(unknown)}")
-    precision = args.get("vocoder_precision") or "fp32"
-    if precision not in VOCODER_PRECISIONS:
-        raise ValueError(f"vocoder_precision must be 'fp32' or 'bf16', got {precision!r}")
+    precision = check_vocoder_precision(args.get("vocoder_precision") or "fp32")
     batching = acoustic_batching(args.get("acoustic"))
     model_dir = ensure_model_dir(args.get("model_dir"), args.get("random_size") or "full")
     threads = dict(args.get("threads") or {})

@@ -83,12 +83,13 @@ class _Bf16Conv1d(nn.Module):
         self.padding, self.dilation = conv.padding, conv.dilation
         self.weight = nn.Parameter(_round_bf16(conv.weight.detach()), requires_grad=False)
         self.bias = conv.bias
-        self._kernel_weight = conv.weight.detach().to(torch.bfloat16).unsqueeze(2).contiguous()
-        self._kernels = bf16_hardware() and onednn_available()
+        self._kernel_weight = None  # [out, in, 1, k] bf16 for oneDNN's kernel, with bf16 instructions only
+        if bf16_hardware() and onednn_available():
+            self._kernel_weight = conv.weight.detach().to(torch.bfloat16).unsqueeze(2).contiguous()
 
     def forward(self, x: Tensor, padding: int | None = None) -> Tensor:
         pad = self.padding if padding is None else padding
-        if self._kernels:
+        if self._kernel_weight is not None:
             y = torch.ops.mkldnn._convolution_pointwise(
                 x.to(torch.bfloat16).unsqueeze(2),
                 self._kernel_weight,
