@@ -76,8 +76,9 @@ def test_runtime_subset_is_requirements_txt_closure_with_the_locks_pins() -> Non
     # test/lint tools and what only they pull in stay out of the image
     dev = _names(REPO / "requirements-dev.txt") - runtime
     assert not dev & set(names), dev & set(names)
-    for only_dev in ("hypothesis-graphql", "iniconfig", "pluggy", "matplotlib", "numba", "llvmlite"):
+    for only_dev in ("hypothesis-graphql", "iniconfig", "pluggy", "matplotlib", "pooch"):
         assert only_dev in blocks and only_dev not in names, only_dev
+    assert {"numba", "llvmlite"} <= set(names)  # the decoder kernel (librosa, dev, too)
     # every block is copied verbatim from the lock (same pin, same hashes)
     for name in names:
         assert blocks[name][0].rstrip() in lock

@@ -315,13 +315,15 @@ def test_emotion_intensity_is_exact_at_one_and_zero(am: AcousticModel, golden: n
 def test_small_steps_pick_their_products_and_every_choice_gives_the_same_mel(
     am: AcousticModel, golden: np.ndarray, rowwise: bool
 ) -> None:
-    """Steps over few rows read [out, in] memory with torch's products (Intel) or run numpy's row-by-row
-    BLAS products on the plain [in, out] matrices (AMD); larger steps use the plain layout. Same mel."""
+    """Without the compiled step, steps over few rows read [out, in] memory with torch's products (Intel) or
+    run numpy's row-by-row BLAS products on the plain [in, out] matrices (AMD); larger steps use the plain
+    layout. Same mel."""
     from engine.sambert.infer import NARROW_ROWS, _DecoderWeights
     from engine.sambert.products import ROWWISE_ROWS, rowwise_addmm
 
     with torch.inference_mode():
         dec = _DecoderWeights(am.model, rowwise=rowwise)
+    dec.kernel_rows = 0
     small = ROWWISE_ROWS if rowwise else NARROW_ROWS
     plain, narrow = dec.for_rows(small + 1), dec.for_rows(1)
     assert narrow is dec.for_rows(small) and plain is dec and narrow is not dec
@@ -382,3 +384,59 @@ def test_rowwise_products_only_on_amd_with_mkl_torch_and_openblas_numpy(
             assert openblas and all(i["num_threads"] == 1 for i in openblas)
     finally:
         products.rowwise_products.cache_clear()
+
+
+def synthesize_with(am: AcousticModel, dec: object, items: list[AcousticInput]) -> list[np.ndarray]:
+    default = am._dec
+    try:
+        am._dec = dec
+        return [o.mel for o in am.synthesize(items)]
+    finally:
+        am._dec = default
+
+
+@pytest.mark.parametrize("rowwise", [False, True], ids=["mkl", "numpy-rowwise"])
+def test_the_compiled_step_gives_the_products_mel(
+    am: AcousticModel, golden: np.ndarray, rowwise: bool
+) -> None:
+    """Steps over at most ``KERNEL_ROWS`` rows run the compiled step (kernels.py); it gives the mel of the
+    PyTorch products (either kind) to float rounding, with masks (bands of different widths, batch ends)."""
+    from engine.sambert.infer import _DecoderWeights
+    from engine.sambert.kernels import KERNEL_ROWS
+
+    assert am._dec.kernel is not None and am._dec.kernel_rows == KERNEL_ROWS >= 4
+    with torch.inference_mode():
+        dec = _DecoderWeights(am.model, rowwise=rowwise)
+    dec.kernel_rows = 0
+    items = [
+        AcousticInput(golden),
+        AcousticInput(random_ids(am, 31, 2), speed=0.7),
+        AcousticInput(golden[:9], emotion_intensity=0.4),
+        AcousticInput(random_ids(am, 3, 5)),
+    ]
+    for got, want in zip(synthesize_with(am, am._dec, items), synthesize_with(am, dec, items), strict=True):
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
+        assert np.abs(got).max() > 0.1
+
+
+def test_the_compiled_step_does_not_depend_on_the_other_rows(am: AcousticModel, golden: np.ndarray) -> None:
+    """Each row of a compiled step is computed alone and in a fixed order: a batch's decoder frames equal
+    one-by-one decoding bit for bit (the PyTorch products round differently per batch size)."""
+    from engine.sambert.kernels import KERNEL_ROWS
+
+    with torch.inference_mode():
+        front = am._front([am._prepare(AcousticInput(x)) for x in (golden, golden[:13], golden[4:10])])
+        order = sorted(range(3), key=lambda i: -front.memory[i].size(0))
+        memories, bands = [front.memory[i] for i in order], [front.bands[i] for i in order]
+        together = am._decode_all(memories, bands)
+        for j in range(3):
+            alone = am._decode_all([memories[j]], [bands[j]])[0]
+            torch.testing.assert_close(together[j], alone, rtol=0, atol=0)
+        am._dec.kernel_rows = 0
+        try:
+            products = am._decode_all(memories, bands)
+        finally:
+            am._dec.kernel_rows = KERNEL_ROWS
+    for got, want in zip(together, products, strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-5)

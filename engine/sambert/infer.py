@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from engine.messages import AcousticInput, AcousticOutput
+from engine.sambert.kernels import KERNEL_ROWS, DecoderKernel
 from engine.sambert.model import KanTtsSAMBERT
 from engine.sambert.products import ROWWISE_ROWS, rowwise_addmm, rowwise_products
 from engine.symbols import FIELDS, LinguisticVocab, SymbolError
@@ -87,6 +88,8 @@ class AcousticModel:
         with torch.inference_mode():
             self._dec = _DecoderWeights(model)
             self._dur = _DurationWeights(model)
+        if self._dec.kernel is not None:
+            self._dec.kernel.warm_up()  # compiled once per process (and cached on disk), not on a request
 
     @classmethod
     def from_voice(cls, voice: VoiceSpec, threads: int | None = None) -> AcousticModel:
@@ -447,16 +450,46 @@ class _DecoderWeights:
         w_last, b_last = wo[-n_mels:], bo[-n_mels:]
         self.w_out = self._mat(torch.cat([wo, self.pre0_w @ w_last]))
         self.b_out = torch.cat([bo, self.pre0_w @ b_last + self.pre0_b]).contiguous()
-        self.h1_go = torch.relu(self.pre0_b)  # prenet's first layer on the all-zero go frame
         self._narrow, self.narrow_rows = self, NARROW_ROWS
+        self.kernel: DecoderKernel | None = None
+        self.kernel_rows = 0  # steps over at most this many rows run the compiled step (kernels.py)
         if transposed:
             return
+        self._stack_for_kernel()
         if rowwise_products() if rowwise is None else rowwise:
             self._narrow = copy.copy(self)  # the same matrices, products row by row on numpy's BLAS
             self._narrow.addmm, self._narrow._narrow = rowwise_addmm, self._narrow
             self.narrow_rows = self._narrow.narrow_rows = ROWWISE_ROWS
         else:
             self._narrow = _DecoderWeights(model, transposed=True)
+
+    def _stack_for_kernel(self) -> None:
+        """Move the per-layer matrices into stacked ``[layers, in, out]`` arrays (this instance's tensors
+        become views of them, so nothing is held twice) and build the compiled step on them."""
+
+        def stack(tensors: Sequence[Tensor]) -> tuple[np.ndarray, list[Tensor]]:
+            stacked = torch.stack(list(tensors)).contiguous()
+            return stacked.numpy(), list(stacked.unbind(0))
+
+        qkv_b, bs = stack([b for b, _ in self.qkv])
+        qkv_w, ws = stack([m for _, m in self.qkv])
+        self.qkv = list(zip(bs, ws, strict=True))
+        w1_b, bs = stack([b for b, _ in self.w1])
+        w1_w, ws = stack([m for _, m in self.w1])
+        self.w1 = list(zip(bs, ws, strict=True))
+        fc_w, self.fc = stack(self.fc)
+        w2_w, self.w2 = stack(self.w2)
+        if len({tuple(m.shape) for m, _ in self.pre_mid} | {(self.w_c.size(0),) * 2}) != 1:
+            return  # prenet layers of different widths: no compiled step (the products below run)
+        empty = torch.empty(0, self.w_c.size(0), self.w_c.size(0))
+        pre_w, ws = stack([m for m, _ in self.pre_mid]) if self.pre_mid else (empty.numpy(), [])
+        pre_b, bs = stack([b for _, b in self.pre_mid]) if self.pre_mid else (empty[:, 0].numpy(), [])
+        self.pre_mid = list(zip(ws, bs, strict=True))
+        self.kernel = DecoderKernel(
+            pre_w, pre_b, self.w_c.numpy(), qkv_w, qkv_b, fc_w, w1_w, w1_b, w2_w, self.w_out.numpy(),
+            self.b_out.numpy(), self.nh, self.e, self.scale,
+        )  # fmt: skip
+        self.kernel_rows = KERNEL_ROWS
 
     def _mat(self, out_in: Tensor) -> Tensor:
         """An ``[out, in]`` weight as the ``[in, out]`` operand of ``addmm``, in this instance's layout."""
@@ -494,6 +527,41 @@ def decoder_layers(
         hid = w.addmm(b1, F.layer_norm(x, (d,), eps=1e-6), w1).relu_()
         x = w.addmm(x, hid, w.w2[layer])
     return F.layer_norm(x, (d,), eps=1e-6)
+
+
+def decoder_step(
+    w: _DecoderWeights,
+    prev: Tensor,
+    mem_rows: Tensor,
+    kv: Tensor,
+    col: int,
+    band: int,
+    mask: Tensor | None,
+    out: Tensor | None = None,
+) -> Tensor:
+    """One decoder step for the rows ``[0, n)`` decoding together (``n = prev.size(0)``); returns (or writes
+    into ``out``) ``[n, r·mels + P]``: the step's frames, then the next step's prenet first layer before its
+    ReLU. ``prev``: this step's such input (``pre0_b`` for the go frame); ``mem_rows`` [n, d]: the memory's
+    input projection at each row's step; ``kv``: the K/V buffer ``[2, layers, slots, 2H, columns, E]``, the
+    step attends over columns ``[col, col + band]`` and writes its own keys/values at ``col + band``; ``mask``
+    additive ``[n, 2H, 1, band + 1]`` or None. Shared by whole-batch decoding and the continuous batcher, so
+    both compute the same thing: the compiled step (:mod:`.kernels`) for up to ``w.kernel_rows`` rows, else
+    PyTorch's batched products."""
+    n = prev.size(0)
+    if w.kernel is not None and n <= w.kernel_rows:
+        out = torch.empty(n, w.w_out.size(1)) if out is None else out
+        masks = None if mask is None else mask.numpy()
+        w.kernel.step(prev.numpy(), mem_rows.numpy(), kv.numpy(), col, band, masks, out.numpy())
+        return out
+    w = w.for_rows(n)
+    h = prev.relu()
+    for wm, bm in w.pre_mid:
+        h = w.addmm(bm, h, wm).relu_()
+    x = w.addmm(mem_rows, h, w.w_c)
+    win = kv[:, :, :n, :, col : col + band + 1]
+    ks, vs = win[0].unbind(0), win[1].unbind(0)
+    dst = kv[:, :, :n, : w.nh, col + band].unbind(1)
+    return w.addmm(w.b_out, decoder_layers(w, x, ks, vs, dst, mask), w.w_out, out=out)
 
 
 class _DecoderRun:
@@ -556,18 +624,10 @@ class _DecoderRun:
         s = self.step
         if s >= self.steps:
             raise StopIteration
-        ba, bw = self.active[s], self.band
-        w = self.w.for_rows(ba)
-        nh = w.nh
-        h = w.h1_go.expand(ba, -1) if s == 0 else self.out[s - 1, :ba, w.out_dim :].relu()
-        for wm, bm in w.pre_mid:
-            h = w.addmm(bm, h, wm).relu_()
-        x = w.addmm(self.memproj[s, :ba], h, w.w_c)
-        win = self.kv[:, :, :ba, :, s : s + bw + 1]
-        ks, vs = win[0].unbind(0), win[1].unbind(0)
-        dst = self.kv[:, :, :ba, :nh, s + bw].unbind(1)
+        ba, w = self.active[s], self.w
+        prev = w.pre0_b.expand(ba, -1) if s == 0 else self.out[s - 1, :ba, w.out_dim :]
         mask = self.mask[s, :ba] if self.need_mask[s] else None
-        w.addmm(w.b_out, decoder_layers(w, x, ks, vs, dst, mask), w.w_out, out=self.out[s, :ba])
+        decoder_step(w, prev, self.memproj[s, :ba], self.kv, s, self.band, mask, out=self.out[s, :ba])
         self.step = s + 1
         return s
 

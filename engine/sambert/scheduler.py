@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from engine.messages import AcousticInput, AcousticOutput
-from engine.sambert.infer import AcousticModel, MelChunker, _Front, decoder_layers
+from engine.sambert.infer import AcousticModel, MelChunker, _Front, decoder_step
 
 __all__ = [
     "BatcherSettings",
@@ -339,8 +339,7 @@ class _Batch:
 
     def step(self) -> None:
         """Advance every utterance by one decoder step (one batched pass over the layers)."""
-        n = len(self.items)
-        w = self.w.for_rows(n)
+        n, w = len(self.items), self.w
         if self.col + self.band + 1 > self.kv.size(4):
             self._relayout(self.band)
         W, c = self.band, self.col
@@ -351,15 +350,7 @@ class _Batch:
         self.kv[:, :, :n, nh:, c + W] = (
             self.memrows[ar, idx, d:].view(n, 2, w.layers, nh, e).permute(1, 2, 0, 3, 4)
         )
-        mask = self._step_mask()
-        h = self.prev[:n].relu()
-        for wm, bm in w.pre_mid:
-            h = w.addmm(bm, h, wm).relu_()
-        x = w.addmm(self.memrows[ar, s, :d], h, w.w_c)
-        win = self.kv[:, :, :n, :, c : c + W + 1]
-        ks, vs = win[0].unbind(0), win[1].unbind(0)
-        dst = self.kv[:, :, :n, :nh, c + W].unbind(1)
-        out = w.addmm(w.b_out, decoder_layers(w, x, ks, vs, dst, mask), w.w_out)
+        out = decoder_step(w, self.prev[:n], self.memrows[ar, s, :d], self.kv, c, W, self._step_mask())
         self.prev[:n] = out[:, w.out_dim :]
         self.outbuf[ar, s] = out[:, : w.out_dim]
         self.s_t[:n] += 1

@@ -1,0 +1,261 @@
+"""One PNCA decoder step as one compiled loop (numba): for steps over few rows.
+
+A decoder step over 1-2 rows is a chain of ~150 tiny operations (51 matrix-vector products, 25 layer norms,
+12 attentions over ~9 columns, copies): in PyTorch each costs a dispatch of 2-20 µs, and those dispatches
+took more of the step than the products' 17.6 MB of weight reads (2026-12-05, 2-core Zen 4, 1 thread:
+1.37-1.55 ms a step at 1 row, 1.8 at 2). Here the whole step (prenet, input projection, every layer, the
+output projection) is one call of plain loops that LLVM vectorises: 0.53-0.57 ms at 1 row, 0.81 at 2, 1.79 at
+4 (docs/performance.md, session 21).
+
+Each row is computed alone, in a fixed order (no fast-math reassociation): a row's result does not depend on
+which other rows share the step, so batched equals one by one bit for bit on this path.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import numba
+import numpy as np
+
+log = logging.getLogger("tts.acoustic")
+
+KERNEL_ROWS = 8
+"""Steps over at most this many rows run :func:`decoder_step` (more: the batched PyTorch products)."""
+
+LN_EPS = 1e-6
+
+F = TypeVar("F", bound=Callable[..., None])
+
+
+def _compiled(fn: F) -> F:
+    """``numba.njit`` without the GIL, cached on disk (in ``$NUMBA_CACHE_DIR``, else next to this file, else
+    in the user's cache directory); where none is writable it is compiled in every process (~3 s at load)."""
+    try:
+        return numba.njit(nogil=True, cache=True)(fn)
+    except RuntimeError:  # numba: "cannot cache function ...: no locator available"
+        return numba.njit(nogil=True)(fn)
+
+
+@_compiled
+def _layer_norm(x: np.ndarray, out: np.ndarray) -> None:
+    """``out[r] = (x[r] - mean) / sqrt(var + eps)`` per row (the affine is folded into the next product)."""
+    rows, d = x.shape
+    for r in range(rows):
+        mean = 0.0
+        for i in range(d):
+            mean += x[r, i]
+        mean /= d
+        var = 0.0
+        for i in range(d):
+            t = x[r, i] - mean
+            var += t * t
+        inv = 1.0 / math.sqrt(var / d + LN_EPS)
+        for i in range(d):
+            out[r, i] = (x[r, i] - mean) * inv
+
+
+@_compiled
+def _product(a: np.ndarray, w: np.ndarray, out: np.ndarray) -> None:
+    """``out += a @ w`` for ``a`` [rows, in] and ``w`` [in, out]: every row reads each weight row in turn."""
+    rows, k = a.shape
+    m = w.shape[1]
+    for i in range(k):
+        for r in range(rows):
+            ai = a[r, i]
+            for j in range(m):
+                out[r, j] += ai * w[i, j]
+
+
+@_compiled
+def _affine(bias: np.ndarray, a: np.ndarray, w: np.ndarray, out: np.ndarray, relu: bool) -> None:
+    """``out = bias + a @ w`` (then ``max(·, 0)`` with ``relu``)."""
+    rows, m = out.shape
+    for r in range(rows):
+        for j in range(m):
+            out[r, j] = 0.0
+    _product(a, w, out)
+    for r in range(rows):
+        for j in range(m):
+            v = out[r, j] + bias[j]
+            out[r, j] = max(v, 0.0) if relu else v
+
+
+@_compiled
+def _attend(
+    qkv: np.ndarray,
+    kv: np.ndarray,
+    layer: int,
+    col: int,
+    band: int,
+    mask: np.ndarray,
+    has_mask: bool,
+    nh: int,
+    e: int,
+    scale: float,
+    out: np.ndarray,
+) -> None:
+    """Write each row's new key/value at column ``col + band``, then attend over ``[col, col + band]`` with
+    all ``2 nh`` heads (the query is the first ``2 nh * e`` of ``qkv``); ``out`` [rows, 2 nh * e]."""
+    rows = qkv.shape[0]
+    new = col + band
+    for r in range(rows):
+        for h in range(nh):
+            for t in range(e):
+                kv[0, layer, r, h, new, t] = qkv[r, (2 * nh + h) * e + t]
+                kv[1, layer, r, h, new, t] = qkv[r, (3 * nh + h) * e + t]
+    p = np.empty(band + 1, np.float32)
+    acc = np.empty(e, np.float32)
+    for r in range(rows):
+        for h in range(2 * nh):
+            top = -np.inf
+            for j in range(band + 1):
+                s = np.float32(0.0)
+                for t in range(e):
+                    s += qkv[r, h * e + t] * kv[0, layer, r, h, col + j, t]
+                s *= scale
+                if has_mask:
+                    s += mask[r, h, 0, j]
+                p[j] = s
+                top = max(top, s)
+            total = np.float32(0.0)
+            for j in range(band + 1):
+                p[j] = np.exp(p[j] - top)
+                total += p[j]
+            acc[:] = 0.0
+            for j in range(band + 1):
+                pj = p[j]
+                for t in range(e):
+                    acc[t] += pj * kv[1, layer, r, h, col + j, t]
+            for t in range(e):
+                out[r, h * e + t] = acc[t] / total
+
+
+@_compiled
+def _step(
+    prev: np.ndarray,
+    mem_rows: np.ndarray,
+    kv: np.ndarray,
+    col: int,
+    band: int,
+    mask: np.ndarray,
+    has_mask: bool,
+    pre_w: np.ndarray,
+    pre_b: np.ndarray,
+    w_c: np.ndarray,
+    qkv_w: np.ndarray,
+    qkv_b: np.ndarray,
+    fc_w: np.ndarray,
+    w1_w: np.ndarray,
+    w1_b: np.ndarray,
+    w2_w: np.ndarray,
+    out_w: np.ndarray,
+    out_b: np.ndarray,
+    nh: int,
+    e: int,
+    scale: float,
+    out: np.ndarray,
+) -> None:
+    rows, d = mem_rows.shape
+    h = np.maximum(prev, np.float32(0.0))
+    nxt = np.empty_like(h)
+    for k in range(pre_w.shape[0]):
+        _affine(pre_b[k], h, pre_w[k], nxt, True)
+        h, nxt = nxt, h
+    x = mem_rows.copy()
+    _product(h, w_c, x)
+    ln = np.empty((rows, d), np.float32)
+    qkv = np.empty((rows, qkv_w.shape[2]), np.float32)
+    att = np.empty((rows, 2 * nh * e), np.float32)
+    hid = np.empty((rows, w1_w.shape[2]), np.float32)
+    for layer in range(qkv_w.shape[0]):
+        _layer_norm(x, ln)
+        _affine(qkv_b[layer], ln, qkv_w[layer], qkv, False)
+        _attend(qkv, kv, layer, col, band, mask, has_mask, nh, e, scale, att)
+        _product(att, fc_w[layer], x)
+        _layer_norm(x, ln)
+        _affine(w1_b[layer], ln, w1_w[layer], hid, True)
+        _product(hid, w2_w[layer], x)
+    _layer_norm(x, ln)
+    _affine(out_b, ln, out_w, out, False)
+
+
+@dataclass(frozen=True)
+class DecoderKernel:
+    """The decoder's pre-arranged weights (``infer._DecoderWeights``: ``[in, out]`` float32) as numpy arrays,
+    the prenet's middle layers and the per-layer matrices stacked ``[layers, in, out]``."""
+
+    pre_w: np.ndarray
+    pre_b: np.ndarray
+    w_c: np.ndarray
+    qkv_w: np.ndarray
+    qkv_b: np.ndarray
+    fc_w: np.ndarray
+    w1_w: np.ndarray
+    w1_b: np.ndarray
+    w2_w: np.ndarray
+    out_w: np.ndarray
+    out_b: np.ndarray
+    nh: int
+    e: int
+    scale: float
+
+    def step(
+        self,
+        prev: np.ndarray,
+        mem_rows: np.ndarray,
+        kv: np.ndarray,
+        col: int,
+        band: int,
+        mask: np.ndarray | None,
+        out: np.ndarray,
+    ) -> None:
+        """One step for rows ``[0, n)``: ``prev`` [n, P] the prenet's first layer before its ReLU,
+        ``mem_rows`` [n, d] the memory's input projection at each row's step, ``kv`` the K/V buffer ``[2,
+        layers, slots, 2 nh, columns, e]`` (heads < nh: self cache, written at column ``col + band``; heads
+        ≥ nh: memory),
+        ``mask`` additive ``[n, 2 nh, 1, band + 1]`` or None; writes ``out`` [n, r·mels + P]."""
+        _step(
+            np.ascontiguousarray(prev, np.float32),
+            np.ascontiguousarray(mem_rows, np.float32),
+            kv,
+            col,
+            band,
+            _NO_MASK if mask is None else mask,
+            mask is not None,
+            self.pre_w,
+            self.pre_b,
+            self.w_c,
+            self.qkv_w,
+            self.qkv_b,
+            self.fc_w,
+            self.w1_w,
+            self.w1_b,
+            self.w2_w,
+            self.out_w,
+            self.out_b,
+            self.nh,
+            self.e,
+            self.scale,
+            out,
+        )
+
+    def warm_up(self) -> None:
+        """Compile (or load from numba's cache) the step for these argument types, on a dummy one-row step."""
+        start = time.perf_counter()
+        d, layers = self.w_c.shape[1], self.qkv_w.shape[0]
+        kv = np.zeros((2, layers, 1, 2 * self.nh, 2, self.e), np.float32)
+        prev = np.zeros((1, self.w_c.shape[0]), np.float32)
+        out = np.empty((1, self.out_w.shape[1]), np.float32)
+        mask = np.zeros((1, 2 * self.nh, 1, 2), np.float32)
+        for m in (None, mask):
+            self.step(prev, np.zeros((1, d), np.float32), kv, 0, 1, m, out)
+        log.debug("decoder step kernel ready in %.2f s", time.perf_counter() - start)
+
+
+_NO_MASK = np.zeros((1, 1, 1, 1), np.float32)
