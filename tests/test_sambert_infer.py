@@ -311,81 +311,6 @@ def test_emotion_intensity_is_exact_at_one_and_zero(am: AcousticModel, golden: n
     assert mel[0.3].shape != mel[1.0].shape or np.abs(mel[0.3] - mel[1.0]).max() > 1e-3
 
 
-@pytest.mark.parametrize("rowwise", [False, True], ids=["mkl-transposed", "numpy-rowwise"])
-def test_small_steps_pick_their_products_and_every_choice_gives_the_same_mel(
-    am: AcousticModel, golden: np.ndarray, rowwise: bool
-) -> None:
-    """Without the compiled step, steps over few rows read [out, in] memory with torch's products (Intel) or
-    run numpy's row-by-row BLAS products on the plain [in, out] matrices (AMD); larger steps use the plain
-    layout. Same mel."""
-    from engine.sambert.infer import NARROW_ROWS, _DecoderWeights
-    from engine.sambert.products import ROWWISE_ROWS, rowwise_addmm
-
-    with torch.inference_mode():
-        dec = _DecoderWeights(am.model, rowwise=rowwise)
-    dec.kernel_rows = 0
-    small = ROWWISE_ROWS if rowwise else NARROW_ROWS
-    plain, narrow = dec.for_rows(small + 1), dec.for_rows(1)
-    assert narrow is dec.for_rows(small) and plain is dec and narrow is not dec
-    assert (narrow.addmm is rowwise_addmm) == rowwise and plain.addmm is torch.addmm
-    for a, b in [
-        (plain.qkv[0][1], narrow.qkv[0][1]),
-        (plain.w1[0][1], narrow.w1[0][1]),
-        (plain.w_out, narrow.w_out),
-    ]:
-        assert a.shape == b.shape and a.is_contiguous()
-        assert b is a if rowwise else b.t().is_contiguous()
-        torch.testing.assert_close(a, b, rtol=0, atol=0)
-    items = [AcousticInput(golden), AcousticInput(random_ids(am, 31, 2)), AcousticInput(golden[:9])]
-    default = am._dec
-    try:
-        am._dec = dec
-        mels = [o.mel for o in am.synthesize(items)]  # batch 3 → 2 → 1: both kinds of step
-    finally:
-        am._dec = default
-    for got, want in zip(mels, [o.mel for o in am.synthesize(items)], strict=True):
-        np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
-
-
-def test_rowwise_addmm_equals_addmm() -> None:
-    from engine.sambert.products import rowwise_addmm
-
-    g = torch.Generator().manual_seed(0)
-    mat = torch.randn(16, 24, generator=g)
-    for rows in (0, 1, 3):
-        x = torch.randn(rows, 16, generator=g)
-        for bias in (torch.randn(24, generator=g), torch.randn(rows, 24, generator=g)):
-            want = torch.addmm(bias, x, mat)
-            torch.testing.assert_close(rowwise_addmm(bias, x, mat), want, rtol=1e-6, atol=1e-6)
-            out = torch.full((rows, 24), float("nan"))
-            assert rowwise_addmm(bias, x, mat, out=out) is out
-            torch.testing.assert_close(out, want, rtol=1e-6, atol=1e-6)
-
-
-def test_rowwise_products_only_on_amd_with_mkl_torch_and_openblas_numpy(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """The policy reads the CPU vendor and the BLAS builds; when it holds, OpenBLAS runs on one thread."""
-    from threadpoolctl import threadpool_info
-
-    from engine.sambert import products
-
-    assert isinstance(products._cpu_vendor(), str) and isinstance(products._numpy_blas(), str)
-    cases = [("GenuineIntel", "scipy-openblas", False), ("AuthenticAMD", "mkl", False)]
-    cases.append(("AuthenticAMD", "scipy-openblas", torch.backends.mkl.is_available()))
-    try:
-        for vendor, blas, expected in cases:
-            products.rowwise_products.cache_clear()
-            monkeypatch.setattr(products, "_cpu_vendor", lambda v=vendor: v)
-            monkeypatch.setattr(products, "_numpy_blas", lambda b=blas: b)
-            assert products.rowwise_products() is expected, (vendor, blas)
-        if expected:
-            openblas = [i for i in threadpool_info() if i["internal_api"] == "openblas"]
-            assert openblas and all(i["num_threads"] == 1 for i in openblas)
-    finally:
-        products.rowwise_products.cache_clear()
-
-
 def synthesize_with(am: AcousticModel, dec: object, items: list[AcousticInput]) -> list[np.ndarray]:
     default = am._dec
     try:
@@ -395,18 +320,15 @@ def synthesize_with(am: AcousticModel, dec: object, items: list[AcousticInput]) 
         am._dec = default
 
 
-@pytest.mark.parametrize("rowwise", [False, True], ids=["mkl", "numpy-rowwise"])
-def test_the_compiled_step_gives_the_products_mel(
-    am: AcousticModel, golden: np.ndarray, rowwise: bool
-) -> None:
-    """Steps over at most ``KERNEL_ROWS`` rows run the compiled step (kernels.py); it gives the mel of the
-    PyTorch products (either kind) to float rounding, with masks (bands of different widths, batch ends)."""
+def test_the_compiled_step_gives_the_products_mel(am: AcousticModel, golden: np.ndarray) -> None:
+    """Steps over at most ``KERNEL_ROWS`` rows run the compiled step (kernels.py); it gives the mel of
+    PyTorch's products to float rounding, with masks (bands of different widths, batch ends)."""
     from engine.sambert.infer import _DecoderWeights
     from engine.sambert.kernels import KERNEL_ROWS
 
     assert am._dec.kernel is not None and am._dec.kernel_rows == KERNEL_ROWS >= 4
     with torch.inference_mode():
-        dec = _DecoderWeights(am.model, rowwise=rowwise)
+        dec = _DecoderWeights(am.model)
     dec.kernel_rows = 0
     items = [
         AcousticInput(golden),

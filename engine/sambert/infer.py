@@ -8,19 +8,15 @@ The PNCA decoder is autoregressive, so its cost is dominated by per-step operato
   ``[s, s+w]`` with one ``scaled_dot_product_attention`` call covering both bands;
 - computes the memory K/V once, writes only the new frame's K/V per step, and drops finished items from the
   active batch (items are decoded longest first, so the active batch is always a prefix);
-- keeps the step's weights in two memory layouts and picks one per step by the rows decoding: a step reads
-  ~17.6 MB of weights, so it is bound by memory bandwidth; MKL streams a transposed right-hand matrix
-  ([out, in] in memory) faster for 1-2 rows (AM of a 2-unit, 1509-frame line 0.47 -> 0.43 s on 2 threads)
-  and a plain [in, out] one faster from 4 rows on (8 rows: 36 vs 52 µs per 128 x 1025 product). Both give
-  the same mel to ~2e-6. On AMD CPUs, where MKL's small products are slow, steps over at most
-  :data:`~.products.ROWWISE_ROWS` rows run numpy's OpenBLAS matrix-vector products on the plain layout
-  instead (:mod:`.products`; same mel to ~1e-6).
+- runs a step over at most :data:`~.kernels.KERNEL_ROWS` rows (the usual case: whole requests and the
+  continuous batcher mostly decode 1-2 utterances at once) as one compiled loop (:mod:`.kernels`, numba):
+  per-operator dispatch, not the ~17.6 MB of weight reads, dominated such a step in PyTorch. Wider steps run
+  PyTorch's batched products (MKL). Both give the same mel to ~1e-5.
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
 import itertools
 import math
 import threading
@@ -36,14 +32,12 @@ from torch import Tensor
 from engine.messages import AcousticInput, AcousticOutput
 from engine.sambert.kernels import KERNEL_ROWS, DecoderKernel
 from engine.sambert.model import KanTtsSAMBERT
-from engine.sambert.products import ROWWISE_ROWS, rowwise_addmm, rowwise_products
 from engine.symbols import FIELDS, LinguisticVocab, SymbolError
 
 if TYPE_CHECKING:
     from engine.modeldir import VoiceSpec
 
 _THREAD_LOCK = threading.Lock()
-NARROW_ROWS = 2  # decoder steps over at most this many rows read the transposed weights
 
 
 @dataclass
@@ -380,13 +374,11 @@ class _DurationWeights:
 class _DecoderWeights:
     """Pre-arranged decoder weights (see module docstring). E = d_head + 1 carries a constant-1 channel.
 
-    Every matrix is ``[in, out]`` for ``addmm``: contiguous, or with ``transposed`` a view of ``[out, in]``
-    memory; :meth:`for_rows` gives the layout that is faster for a step over that many rows.
+    Every matrix is a contiguous ``[in, out]`` operand of ``addmm``; the per-layer ones are views of stacked
+    ``[layers, in, out]`` arrays, which the compiled step (:attr:`kernel`) reads.
     """
 
-    def __init__(self, model: KanTtsSAMBERT, transposed: bool = False, rowwise: bool | None = None) -> None:
-        self.transposed = transposed
-        self.addmm = torch.addmm  # how this instance's products run (see for_rows)
+    def __init__(self, model: KanTtsSAMBERT) -> None:
         dec = model.mel_decoder.mel_dec
         d, r, n_mels = dec.d_model, dec.r, dec.n_mels
         self.d, self.n_mels, self.out_dim = d, n_mels, r * n_mels
@@ -450,18 +442,9 @@ class _DecoderWeights:
         w_last, b_last = wo[-n_mels:], bo[-n_mels:]
         self.w_out = self._mat(torch.cat([wo, self.pre0_w @ w_last]))
         self.b_out = torch.cat([bo, self.pre0_w @ b_last + self.pre0_b]).contiguous()
-        self._narrow, self.narrow_rows = self, NARROW_ROWS
         self.kernel: DecoderKernel | None = None
         self.kernel_rows = 0  # steps over at most this many rows run the compiled step (kernels.py)
-        if transposed:
-            return
         self._stack_for_kernel()
-        if rowwise_products() if rowwise is None else rowwise:
-            self._narrow = copy.copy(self)  # the same matrices, products row by row on numpy's BLAS
-            self._narrow.addmm, self._narrow._narrow = rowwise_addmm, self._narrow
-            self.narrow_rows = self._narrow.narrow_rows = ROWWISE_ROWS
-        else:
-            self._narrow = _DecoderWeights(model, transposed=True)
 
     def _stack_for_kernel(self) -> None:
         """Move the per-layer matrices into stacked ``[layers, in, out]`` arrays (this instance's tensors
@@ -480,7 +463,7 @@ class _DecoderWeights:
         fc_w, self.fc = stack(self.fc)
         w2_w, self.w2 = stack(self.w2)
         if len({tuple(m.shape) for m, _ in self.pre_mid} | {(self.w_c.size(0),) * 2}) != 1:
-            return  # prenet layers of different widths: no compiled step (the products below run)
+            return  # prenet layers of different widths: no compiled step (PyTorch runs every step)
         empty = torch.empty(0, self.w_c.size(0), self.w_c.size(0))
         pre_w, ws = stack([m for m, _ in self.pre_mid]) if self.pre_mid else (empty.numpy(), [])
         pre_b, bs = stack([b for _, b in self.pre_mid]) if self.pre_mid else (empty[:, 0].numpy(), [])
@@ -491,13 +474,10 @@ class _DecoderWeights:
         )  # fmt: skip
         self.kernel_rows = KERNEL_ROWS
 
-    def _mat(self, out_in: Tensor) -> Tensor:
-        """An ``[out, in]`` weight as the ``[in, out]`` operand of ``addmm``, in this instance's layout."""
-        return out_in.contiguous().t() if self.transposed else out_in.t().contiguous()
-
-    def for_rows(self, rows: int) -> _DecoderWeights:
-        """These weights in the layout (and with the products) faster for a step over ``rows`` rows."""
-        return self._narrow if rows <= self.narrow_rows else self
+    @staticmethod
+    def _mat(out_in: Tensor) -> Tensor:
+        """An ``[out, in]`` weight as the contiguous ``[in, out]`` operand of ``addmm``."""
+        return out_in.t().contiguous()
 
 
 def decoder_layers(
@@ -517,15 +497,15 @@ def decoder_layers(
     kv_shape, kv_stride = (2, n, nh, e), (nh * e, 4 * nh * e, e, 1)
     for layer in range(w.layers):
         b_qkv, w_qkv = w.qkv[layer]
-        qkv = w.addmm(b_qkv, F.layer_norm(x, (d,), eps=1e-6), w_qkv)
+        qkv = torch.addmm(b_qkv, F.layer_norm(x, (d,), eps=1e-6), w_qkv)
         dst[layer].copy_(qkv.as_strided(kv_shape, kv_stride, 2 * nh * e))
         o = F.scaled_dot_product_attention(
             qkv.as_strided(q_shape, q_stride), ks[layer], vs[layer], attn_mask=mask, scale=w.scale
         )
-        x = w.addmm(x, o.view(n, -1), w.fc[layer])
+        x = torch.addmm(x, o.view(n, -1), w.fc[layer])
         b1, w1 = w.w1[layer]
-        hid = w.addmm(b1, F.layer_norm(x, (d,), eps=1e-6), w1).relu_()
-        x = w.addmm(x, hid, w.w2[layer])
+        hid = torch.addmm(b1, F.layer_norm(x, (d,), eps=1e-6), w1).relu_()
+        x = torch.addmm(x, hid, w.w2[layer])
     return F.layer_norm(x, (d,), eps=1e-6)
 
 
@@ -553,15 +533,14 @@ def decoder_step(
         masks = None if mask is None else mask.numpy()
         w.kernel.step(prev.numpy(), mem_rows.numpy(), kv.numpy(), col, band, masks, out.numpy())
         return out
-    w = w.for_rows(n)
     h = prev.relu()
     for wm, bm in w.pre_mid:
-        h = w.addmm(bm, h, wm).relu_()
-    x = w.addmm(mem_rows, h, w.w_c)
+        h = torch.addmm(bm, h, wm).relu_()
+    x = torch.addmm(mem_rows, h, w.w_c)
     win = kv[:, :, :n, :, col : col + band + 1]
     ks, vs = win[0].unbind(0), win[1].unbind(0)
     dst = kv[:, :, :n, : w.nh, col + band].unbind(1)
-    return w.addmm(w.b_out, decoder_layers(w, x, ks, vs, dst, mask), w.w_out, out=out)
+    return torch.addmm(w.b_out, decoder_layers(w, x, ks, vs, dst, mask), w.w_out, out=out)
 
 
 class _DecoderRun:
