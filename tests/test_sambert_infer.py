@@ -362,3 +362,23 @@ def test_the_compiled_step_does_not_depend_on_the_other_rows(am: AcousticModel, 
             am._dec.kernel_rows = KERNEL_ROWS
     for got, want in zip(together, products, strict=True):
         torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+
+
+def test_the_compiled_duration_predictor_gives_pytorchs_durations(am: AcousticModel) -> None:
+    """The duration predictor's compiled loop (kernels.py) predicts PyTorch's LSTM cells' log-durations to
+    float rounding, for a padded batch (rows of different lengths) and for one row."""
+    dur = am._dur
+    assert dur.kernel is not None
+    g = torch.Generator().manual_seed(3)
+    cond = torch.randn(3, 17, dur.w_ih_cond.size(0), generator=g)
+    with torch.inference_mode():
+        compiled = dur.infer(cond)
+        kernel, dur.kernel = dur.kernel, None
+        try:
+            reference = dur.infer(cond)
+        finally:
+            dur.kernel = kernel
+        alone = dur.infer(cond[1:2, :9])
+    assert compiled.shape == (3, 17) and float(reference.std()) > 0.01
+    torch.testing.assert_close(compiled, reference, rtol=0, atol=1e-5)
+    torch.testing.assert_close(alone, compiled[1:2, :9], rtol=0, atol=1e-6)  # a row does not see the others

@@ -12,6 +12,9 @@ The PNCA decoder is autoregressive, so its cost is dominated by per-step operato
   continuous batcher mostly decode 1-2 utterances at once) as one compiled loop (:mod:`.kernels`, numba):
   per-operator dispatch, not the ~17.6 MB of weight reads, dominated such a step in PyTorch. Wider steps run
   PyTorch's batched products (MKL). Both give the same mel to ~1e-5.
+
+The autoregressive duration predictor runs compiled too (:class:`~.kernels.DurationKernel`): its condition's
+share of the first LSTM layer for every token at once (one ``addmm``), then one loop over the tokens.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from engine.messages import AcousticInput, AcousticOutput
-from engine.sambert.kernels import KERNEL_ROWS, DecoderKernel
+from engine.sambert.kernels import KERNEL_ROWS, DecoderKernel, DurationKernel
 from engine.sambert.model import KanTtsSAMBERT
 from engine.symbols import FIELDS, LinguisticVocab, SymbolError
 
@@ -82,8 +85,9 @@ class AcousticModel:
         with torch.inference_mode():
             self._dec = _DecoderWeights(model)
             self._dur = _DurationWeights(model)
-        if self._dec.kernel is not None:
-            self._dec.kernel.warm_up()  # compiled once per process (and cached on disk), not on a request
+        for kernel in (self._dec.kernel, self._dur.kernel):
+            if kernel is not None:
+                kernel.warm_up()  # compiled once per process (and cached on disk), not on a request
 
     @classmethod
     def from_voice(cls, voice: VoiceSpec, threads: int | None = None) -> AcousticModel:
@@ -352,8 +356,42 @@ class _DurationWeights:
         ]
         self.hidden = lstm.hidden_size
         self.fc_w, self.fc_b = dp.fc.weight.t().contiguous(), dp.fc.bias.clone()
+        self.kernel = self._compiled(dp.prenet.fcs[0].in_features)
+
+    def _compiled(self, d_prev: int) -> DurationKernel | None:
+        """The compiled predictor, where the prenet's input is the one previous value and its next layers are
+        square (the released configs); otherwise None: :meth:`infer` runs PyTorch's cells."""
+        (w0, b0), *rest = self.prenet
+        width = w0.size(1)
+        if d_prev != 1 or any(tuple(w.shape) != (width, width) for w, _ in rest):
+            return None
+        w_ih0 = self.cells[0][0]
+        self.w_ih_cond = w_ih0[:, width:].t().contiguous()  # the condition's part of the first layer
+        self.b_cond = self.cells[0][2] + self.cells[0][3]
+        square = torch.empty(0, width, width)
+
+        def stack(ts: list[Tensor], empty: Tensor) -> np.ndarray:
+            return (torch.stack(ts) if ts else empty).contiguous().numpy()
+
+        hidden4 = 4 * self.hidden
+        return DurationKernel(
+            pre0_w=w0[0].contiguous().numpy(),
+            pre0_b=b0.contiguous().numpy(),
+            pre_w=stack([w for w, _ in rest], square),
+            pre_b=stack([b for _, b in rest], square[:, 0]),
+            w_ih_prev=w_ih0[:, :width].t().contiguous().numpy(),
+            w_hh=stack([cell[1].t() for cell in self.cells], square),
+            w_ih_up=stack([cell[0].t() for cell in self.cells[1:]], torch.empty(0, self.hidden, hidden4)),
+            b_up=stack([cell[2] + cell[3] for cell in self.cells[1:]], torch.empty(0, hidden4)),
+            fc_w=self.fc_w[:, 0].contiguous().numpy(),
+            fc_b=float(self.fc_b[0]),
+        )
 
     def infer(self, cond: Tensor) -> Tensor:
+        """``log(d + 1)`` [B, T] for the conditions [B, T, C] (the compiled loop where there is one)."""
+        if self.kernel is not None:
+            gates = torch.addmm(self.b_cond, cond.reshape(-1, cond.size(-1)), self.w_ih_cond)
+            return torch.from_numpy(self.kernel.durations(gates.view(*cond.shape[:2], -1).numpy()))
         b, t, _ = cond.shape
         prev = cond.new_zeros(b, 1)
         states = [(cond.new_zeros(b, self.hidden), cond.new_zeros(b, self.hidden)) for _ in self.cells]
