@@ -26,12 +26,13 @@ from typing import TypeVar
 import numba
 import numpy as np
 
+from engine.sambert.layers import LN_EPS
+
 log = logging.getLogger("tts.acoustic")
 
 KERNEL_ROWS = 8
-"""Steps over at most this many rows run :func:`decoder_step` (more: the batched PyTorch products)."""
-
-LN_EPS = 1e-6
+"""Steps over at most this many rows run :meth:`DecoderKernel.step` (more: ``infer.decoder_step`` runs
+PyTorch's batched products)."""
 
 F = TypeVar("F", bound=Callable[..., None])
 
