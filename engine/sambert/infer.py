@@ -34,6 +34,7 @@ from torch import Tensor
 
 from engine.messages import AcousticInput, AcousticOutput
 from engine.sambert.kernels import KERNEL_ROWS, DecoderKernel, DurationKernel
+from engine.sambert.layers import LN_EPS
 from engine.sambert.model import KanTtsSAMBERT
 from engine.symbols import FIELDS, LinguisticVocab, SymbolError
 
@@ -535,16 +536,16 @@ def decoder_layers(
     kv_shape, kv_stride = (2, n, nh, e), (nh * e, 4 * nh * e, e, 1)
     for layer in range(w.layers):
         b_qkv, w_qkv = w.qkv[layer]
-        qkv = torch.addmm(b_qkv, F.layer_norm(x, (d,), eps=1e-6), w_qkv)
+        qkv = torch.addmm(b_qkv, F.layer_norm(x, (d,), eps=LN_EPS), w_qkv)
         dst[layer].copy_(qkv.as_strided(kv_shape, kv_stride, 2 * nh * e))
         o = F.scaled_dot_product_attention(
             qkv.as_strided(q_shape, q_stride), ks[layer], vs[layer], attn_mask=mask, scale=w.scale
         )
         x = torch.addmm(x, o.view(n, -1), w.fc[layer])
         b1, w1 = w.w1[layer]
-        hid = torch.addmm(b1, F.layer_norm(x, (d,), eps=1e-6), w1).relu_()
+        hid = torch.addmm(b1, F.layer_norm(x, (d,), eps=LN_EPS), w1).relu_()
         x = torch.addmm(x, hid, w.w2[layer])
-    return F.layer_norm(x, (d,), eps=1e-6)
+    return F.layer_norm(x, (d,), eps=LN_EPS)
 
 
 def decoder_step(
