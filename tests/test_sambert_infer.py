@@ -67,6 +67,37 @@ def test_batched_equals_one_by_one(am: AcousticModel, golden: np.ndarray) -> Non
         np.testing.assert_allclose(got.pitch, alone.pitch, atol=1e-5, rtol=0)
 
 
+def test_the_front_pads_only_items_of_similar_length_together(
+    am: AcousticModel, golden: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Padded front batches hold items of similar lengths (the encoder's padding costs as much as tokens);
+    the rest run apart. Each item's result is the one it gets alone, and the outputs keep the input order."""
+    from engine.sambert import infer
+
+    groups: list[list[int]] = []
+    padded = infer.AcousticModel._front_padded
+
+    def recorded(model: AcousticModel, items: list) -> object:
+        groups.append([t.size(0) for t, _, _ in items])
+        return padded(model, items)
+
+    monkeypatch.setattr(infer.AcousticModel, "_front_padded", recorded)
+    items = [
+        AcousticInput(golden),  # 22 tokens
+        AcousticInput(random_ids(am, 5, 1)),
+        AcousticInput(golden[:20], speed=0.8),
+        AcousticInput(random_ids(am, 31, 2)),
+        AcousticInput(random_ids(am, 18, 3), pitch_shift=0.3),
+    ]
+    batch = am.synthesize(items)
+    assert sorted(map(tuple, groups)) == [(5,), (22, 20, 18), (31,)]
+    for item, got in zip(items, batch, strict=True):
+        alone = am.synthesize([item])[0]
+        np.testing.assert_array_equal(got.durations, alone.durations)
+        np.testing.assert_allclose(got.mel, alone.mel, atol=1e-4, rtol=0)
+        np.testing.assert_allclose(got.energy, alone.energy, atol=1e-5, rtol=0)
+
+
 def count_decoder_steps(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """A one-item list that holds how many decoder steps the current run has taken."""
     from engine.sambert import infer

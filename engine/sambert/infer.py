@@ -42,6 +42,8 @@ if TYPE_CHECKING:
     from engine.modeldir import VoiceSpec
 
 _THREAD_LOCK = threading.Lock()
+FRONT_MIN_FILL = 0.75
+"""Items share a padded front batch while each is at least this fraction of the batch's longest."""
 
 
 @dataclass
@@ -254,7 +256,35 @@ class AcousticModel:
         return t, inp, override
 
     def _front(self, items: list[tuple[Tensor, AcousticInput, Tensor | None]]) -> _Front:
-        """Encoder, variance adaptor, length regulator and memory packing for a padded batch."""
+        """Encoder, variance adaptor, length regulator and memory packing for ``items``, in their order.
+
+        Items run as padded batches of similar lengths (:data:`FRONT_MIN_FILL`): the encoder's products cost
+        the same per token batched or not, so padding is pure waste there, while the LSTMs' per-token steps
+        are shared by a batch. The 2-unit reference line (196 + 93 tokens) took 93 ms padded together, 72 ms
+        apart; six 49-56-token sentences 110 vs 158 ms together vs apart (1 thread).
+        """
+        order = sorted(range(len(items)), key=lambda i: -items[i][0].size(0))
+        groups: list[list[int]] = []
+        for i in order:
+            if groups and items[i][0].size(0) >= FRONT_MIN_FILL * items[groups[-1][0]][0].size(0):
+                groups[-1].append(i)
+            else:
+                groups.append([i])
+        if len(groups) == 1:
+            return self._front_padded(items)
+        where: dict[int, tuple[_Front, int]] = {}  # item -> (its group's front, its row there)
+        for group in groups:
+            part = self._front_padded([items[i] for i in group])
+            where.update((i, (part, row)) for row, i in enumerate(group))
+        front = _Front([], [], [], [], [])
+        for i in range(len(items)):
+            part, row = where[i]
+            for name in ("reps", "pitch", "energy", "memory", "bands", "frames"):
+                getattr(front, name).append(getattr(part, name)[row])
+        return front
+
+    def _front_padded(self, items: list[tuple[Tensor, AcousticInput, Tensor | None]]) -> _Front:
+        """:meth:`_front` for one padded batch."""
         m = self.model
         lengths = torch.tensor([t.size(0) for t, _, _ in items])
         tmax = int(lengths.max())
