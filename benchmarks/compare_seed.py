@@ -1,7 +1,9 @@
 """Side-by-side benchmark: the seeds' design vs our three-stage Ray Serve pipeline vs a one-deployment
 (monolithic) Ray Serve variant — same engine (``engine.synthesizer.Synthesizer``), same model, same
 machine, one run. Closed-loop clients at 1, 4, 8, 16 concurrency measure throughput, p50/p95/p99
-latency and time to first audio (TTFA: first body byte past the 44-byte WAV header).
+latency, time to first audio (TTFA: first body byte past the 44-byte WAV header) and the stall: how far
+the audio fell behind a player that starts at the first byte with no buffer (0: every byte came before it
+was due). A streamed response that starts early and then stalls plays with gaps.
 
     python -m benchmarks.compare_seed [--duration 20] [--levels 1,4,8,16] [--model-dir DIR]
 
@@ -50,6 +52,7 @@ class Measured:
     ttfa: float
     nbytes: int
     error: str = ""
+    stall: float = 0.0  # longest lag of the audio behind playback from its first byte, no client buffer
 
 
 @dataclass
@@ -66,13 +69,20 @@ class LevelResult:
     p99: float
     ttfa50: float
     ttfa95: float
+    stall50: float = 0.0
+    stall95: float = 0.0
+
+
+AUDIO_BYTES_PER_S = 2 * 16000  # 16-bit mono at 16 kHz
 
 
 def post(conn: http.client.HTTPConnection, path: str, body: dict[str, Any]) -> Measured:
-    """POST JSON, read the body incrementally; TTFA = first byte past the WAV header."""
+    """POST JSON, read the body incrementally; TTFA = first byte past the WAV header; stall = the most any
+    chunk arrived after a player started at TTFA would have needed it."""
     start = time.perf_counter()
     ttfa = None
     n = 0
+    stall = 0.0
     error = ""
     try:
         conn.request(
@@ -80,9 +90,12 @@ def post(conn: http.client.HTTPConnection, path: str, body: dict[str, Any]) -> M
         )
         resp = conn.getresponse()
         while chunk := resp.read1(65536):
+            now = time.perf_counter() - start
+            if ttfa is not None:  # the audio before this chunk has played out by ttfa + its duration
+                stall = max(stall, now - ttfa - (n - WAV_HEADER) / AUDIO_BYTES_PER_S)
             n += len(chunk)
             if ttfa is None and n > WAV_HEADER:
-                ttfa = time.perf_counter() - start
+                ttfa = now
         resp.close()  # read1 leaves a fully read Content-Length response open: close it to reuse conn
         ok = resp.status == 200 and n > WAV_HEADER
         if not ok:
@@ -91,7 +104,7 @@ def post(conn: http.client.HTTPConnection, path: str, body: dict[str, Any]) -> M
         conn.close()
         ok, error = False, f"{type(exc).__name__}: {exc}"
     end = time.perf_counter() - start
-    return Measured(ok, end, ttfa if ttfa is not None else end, n, error)
+    return Measured(ok, end, ttfa if ttfa is not None else end, n, error, stall)
 
 
 def run_level(
@@ -127,11 +140,12 @@ def run_level(
         print(f"  {variant} @{clients}: errors seen: {errors[:3]}", flush=True)
     lat = np.array([m.latency for m in good]) * 1000 if good else np.array([np.nan])
     ttfa = np.array([m.ttfa for m in good]) * 1000 if good else np.array([np.nan])
-    audio_s = sum(max(m.nbytes - WAV_HEADER, 0) for m in good) / 2 / 16000  # 16-bit mono at 16 kHz
+    stall = np.array([m.stall for m in good]) * 1000 if good else np.array([np.nan])
+    audio_s = sum(max(m.nbytes - WAV_HEADER, 0) for m in good) / AUDIO_BYTES_PER_S
     return LevelResult(
         variant, clients, len(good), len(results) - len(good), seconds, len(good) / seconds,
         audio_s / seconds, *np.percentile(lat, [50, 95, 99]).tolist(),
-        *np.percentile(ttfa, [50, 95]).tolist(),
+        *np.percentile(ttfa, [50, 95]).tolist(), *np.percentile(stall, [50, 95]).tolist(),
     )  # fmt: skip
 
 
@@ -172,7 +186,8 @@ def measure_variant(
         r = run_level("127.0.0.1", port, path, make_body, texts, variant, clients, duration)
         print(
             f"{variant:<16}{clients:>3} clients: {r.rps:6.2f} req/s  p50 {r.p50:7.0f}  p95 {r.p95:7.0f}  "
-            f"p99 {r.p99:7.0f}  TTFA p50 {r.ttfa50:7.0f} ms  errors {r.errors}",
+            f"p99 {r.p99:7.0f}  TTFA p50 {r.ttfa50:7.0f} ms  stall p95 {r.stall95:5.0f} ms  "
+            f"errors {r.errors}",
             flush=True,
         )
         out.append(r)
@@ -286,14 +301,14 @@ def machine_description() -> str:
 def format_tables(results: list[LevelResult]) -> str:
     lines = [
         "| variant | clients | req/s | audio s/s | p50 ms | p95 ms | p99 ms | TTFA p50 ms | TTFA p95 ms "
-        "| errors |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| stall p50 ms | stall p95 ms | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         lines.append(
             f"| {r.variant} | {r.clients} | {r.rps:.2f} | {r.audio_x:.2f} | {r.p50:.0f} | {r.p95:.0f} "
             f"| {r.p99:.0f} "
-            f"| {r.ttfa50:.0f} | {r.ttfa95:.0f} | {r.errors} |"
+            f"| {r.ttfa50:.0f} | {r.ttfa95:.0f} | {r.stall50:.0f} | {r.stall95:.0f} | {r.errors} |"
         )
     by = {(r.variant, r.clients): r for r in results}
     for baseline in ("seed", "seed-main"):

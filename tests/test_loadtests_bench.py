@@ -105,6 +105,53 @@ def test_seed_main_thread_serves_every_client_in_turn_on_one_thread() -> None:
         server.server_close()
 
 
+def _streaming_server(first_s: float, pause_s: float) -> ThreadingHTTPServer:
+    """Answers every POST with a chunked WAV: the header and ``first_s`` of audio, a ``pause_s`` pause, then
+    one more second of audio (16-bit mono, 16 kHz)."""
+    from http.server import BaseHTTPRequestHandler
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for part, wait in ((bytes(44 + int(first_s * 32000)), pause_s), (bytes(32000), 0.0)):
+                self.wfile.write(f"{len(part):x}\r\n".encode() + part + b"\r\n")
+                self.wfile.flush()
+                time.sleep(wait)
+            self.wfile.write(b"0\r\n\r\n")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+@pytest.mark.parametrize(("first_s", "pause_s", "stalled"), [(0.1, 0.4, True), (0.6, 0.2, False)])
+def test_the_stall_is_how_far_a_stream_falls_behind_its_playback(
+    first_s: float, pause_s: float, stalled: bool
+) -> None:
+    """A stream whose next audio comes after the audio already sent has played out stalls by the
+    difference (0.1 s sent, 0.4 s pause: ~0.3 s); one that stays ahead of playback does not."""
+    server = _streaming_server(first_s, pause_s)
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=10)
+        m = cmp.post(conn, "/tts", {"text": "您好。"})
+        assert m.ok and m.nbytes == 44 + int(first_s * 32000) + 32000
+        if stalled:
+            assert 0.25 <= m.stall <= 0.6, m.stall
+        else:
+            assert m.stall <= 0.05, m.stall
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def _level(variant: str, clients: int, rps: float, p95: float) -> cmp.LevelResult:
     return cmp.LevelResult(
         variant, clients, 10, 0, 10.0, rps, rps * 3, p95 / 2, p95, p95 * 1.2, p95 / 3, p95 / 2
@@ -112,9 +159,16 @@ def _level(variant: str, clients: int, rps: float, p95: float) -> cmp.LevelResul
 
 
 def test_ratio_table() -> None:
+    stream = cmp.LevelResult("pipeline-stream", 8, 10, 0, 10.0, 1.0, 3.0, 1, 2, 3, 4, 5, 250.4, 1200.6)
     table = cmp.format_tables(
-        [_level("seed", 8, 0.5, 8000), _level("pipeline", 8, 1.0, 6000), _level("monolith", 8, 0.75, 9000)]
+        [
+            _level("seed", 8, 0.5, 8000),
+            _level("pipeline", 8, 1.0, 6000),
+            _level("monolith", 8, 0.75, 9000),
+            stream,
+        ]
     )
+    assert "| pipeline-stream | 8 | 1.00 | 3.00 | 1 | 2 | 3 | 4 | 5 | 250 | 1201 | 0 |" in table
     assert "| 8 | pipeline | 2.00 | 0.75 | 0.75 |" in table
     assert "| 8 | monolith | 1.50 | 1.12 | 1.12 |" in table
     assert "× seed-main" not in table  # a baseline that did not run gets no table
