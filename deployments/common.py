@@ -8,6 +8,7 @@ import ctypes.util
 import heapq
 import itertools
 import logging
+import math
 import os
 import threading
 import time
@@ -19,6 +20,7 @@ from typing import Any, TypeVar
 from engine.steps import Steps
 
 __all__ = [
+    "BULK_SLACK_S",
     "TRIM_IDLE_S",
     "BatchSettings",
     "TorchWorker",
@@ -31,6 +33,9 @@ __all__ = [
 T = TypeVar("T")
 log = logging.getLogger("tts.deployments")
 TRIM_IDLE_S = 1.0  # idle time after which a model replica returns freed heap memory to the system
+BULK_SLACK_S = 1.0
+"""A call no listener waits on yet (a whole unit, a non-streamed chunk) is due this long after it arrives: a
+live stream's chunk due sooner goes first, one due later waits (so neither starves the other)."""
 
 
 def _libc_malloc_trim() -> Callable[[int], int] | None:
@@ -84,24 +89,25 @@ class TorchWorker:
     """Runs blocking torch work on ONE dedicated thread so the replica's event loop stays responsive.
 
     One thread per replica serialises model calls (the models are not re-entrant) while ``threads`` sets the
-    intra-op parallelism torch uses inside each call. Queued calls run lowest ``priority`` first, then in
-    arrival order: a stream's first chunk (``FIRST``) passes the chunks of streams already playing. A
-    steppable call (:meth:`run_steps`) also lets a more urgent call that arrives while it runs go at its next
-    step.
+    intra-op parallelism torch uses inside each call. Queued calls run earliest ``due`` first (a
+    ``time.monotonic()`` instant, :meth:`due_in`), then in arrival order: a live stream's next chunk is due
+    when its listener will have played the audio before it (its first chunk: now), a call nobody listens to
+    yet :data:`BULK_SLACK_S` after it arrives. A steppable call (:meth:`run_steps`) also lets a call due
+    sooner that arrives while it runs go at its next step.
 
     Once no call has been pending for ``trim_idle_s``, the thread hands the memory glibc's allocator keeps
     after freeing (activations of the largest call so far) back to the system: ``malloc_trim(0)``, ~1–3 ms,
     never while calls are queued, so it costs nothing under load (docs/performance.md, Memory).
     """
 
-    FIRST, NORMAL, IDLE = 0, 1, 9  # priorities
+    IDLE = math.inf  # due: after everything else
 
     def __init__(self, threads: int, name: str, trim_idle_s: float | None = TRIM_IDLE_S) -> None:
         import torch
 
         self.threads = threads
         torch.set_num_threads(threads)
-        self._queue: list[tuple[int, int, Callable[[], None]]] = []
+        self._queue: list[tuple[float, int, Callable[[], None]]] = []
         self._cond = threading.Condition()
         self._seq = itertools.count()
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
@@ -123,23 +129,32 @@ class TorchWorker:
                 _, _, job = heapq.heappop(self._queue)
             job()
 
-    def _submit(self, priority: int, fn: Callable[..., T], args: tuple[Any, ...]) -> Future[T]:
-        """A plain call: a steppable computation of one step."""
-        return self._submit_steps(priority, _one_step, (fn, args))
+    @staticmethod
+    def due_in(seconds: float | None) -> float:
+        """The ``due`` of a call needed ``seconds`` from now (None: nobody listens to it yet, so
+        :data:`BULK_SLACK_S`)."""
+        return time.monotonic() + (BULK_SLACK_S if seconds is None else seconds)
 
-    def _push(self, priority: int, seq: int, job: Callable[[], None]) -> None:
+    def _submit(self, due: float | None, fn: Callable[..., T], args: tuple[Any, ...]) -> Future[T]:
+        """A plain call: a steppable computation of one step."""
+        return self._submit_steps(due, _one_step, (fn, args))
+
+    def _push(self, due: float, seq: int, job: Callable[[], None]) -> None:
         with self._cond:
-            heapq.heappush(self._queue, (priority, seq, job))
+            heapq.heappush(self._queue, (due, seq, job))
             self._cond.notify()
 
-    def _submit_steps(self, priority: int, fn: Callable[..., Steps[T]], args: tuple[Any, ...]) -> Future[T]:
+    def _submit_steps(
+        self, due: float | None, fn: Callable[..., Steps[T]], args: tuple[Any, ...]
+    ) -> Future[T]:
         """Queue ``fn(*args)``, a steppable computation (:mod:`engine.steps`) run under
-        ``torch.inference_mode``: between two steps, a queued call of a more urgent priority runs first, and
-        this one resumes in its old place in the queue."""
+        ``torch.inference_mode``, due at ``due`` (None: :meth:`due_in` ``(None)``): between two steps, a
+        queued call due sooner runs first, and this one resumes in its old place in the queue."""
         import torch
 
         future: Future[T] = Future()
         seq = next(self._seq)
+        key = self.due_in(None) if due is None else due
         steps: list[Steps[T]] = []  # created on the worker thread, when the call first runs
 
         def job() -> None:
@@ -152,26 +167,26 @@ class TorchWorker:
                     while True:
                         next(steps[0])
                         with self._cond:
-                            if self._queue and self._queue[0][0] < priority:
+                            if self._queue and self._queue[0][0] < key:
                                 self.preemptions += 1
-                                heapq.heappush(self._queue, (priority, seq, job))
+                                heapq.heappush(self._queue, (key, seq, job))
                                 return
             except StopIteration as stop:
                 future.set_result(stop.value)
             except BaseException as exc:  # delivered to the caller
                 future.set_exception(exc)
 
-        self._push(priority, seq, job)
+        self._push(key, seq, job)
         return future
 
-    async def run(self, fn: Callable[..., T], *args: Any, priority: int = NORMAL) -> T:
-        """``fn(*args)`` on the torch thread (under ``torch.inference_mode``), queued by ``priority``."""
-        return await self._await(self._submit(priority, fn, args))
+    async def run(self, fn: Callable[..., T], *args: Any, due: float | None = None) -> T:
+        """``fn(*args)`` on the torch thread (under ``torch.inference_mode``), queued by ``due``."""
+        return await self._await(self._submit(due, fn, args))
 
-    async def run_steps(self, fn: Callable[..., Steps[T]], *args: Any, priority: int = NORMAL) -> T:
-        """The steppable ``fn(*args)`` (:mod:`engine.steps`) on the torch thread: a more urgent call that
+    async def run_steps(self, fn: Callable[..., Steps[T]], *args: Any, due: float | None = None) -> T:
+        """The steppable ``fn(*args)`` (:mod:`engine.steps`) on the torch thread: a call due sooner that
         arrives meanwhile runs at its next step instead of after the whole of it."""
-        return await self._await(self._submit_steps(priority, fn, args))
+        return await self._await(self._submit_steps(due, fn, args))
 
     async def _await(self, future: Future[T]) -> T:
         loop = asyncio.get_running_loop()
@@ -196,7 +211,7 @@ class TorchWorker:
             self.trims += 1
 
     def run_sync(self, fn: Callable[..., T], *args: Any) -> T:
-        return self._submit(self.NORMAL, fn, args).result()
+        return self._submit(None, fn, args).result()
 
 
 async def timed_batch(
@@ -205,15 +220,15 @@ async def timed_batch(
     name: str,
     fn: Callable[[list], T],
     reqs: list,
-    priority: int = TorchWorker.NORMAL,
+    due: float | None = None,
     steppable: bool = False,
 ) -> T:
-    """Run one batch on the torch thread (``steppable``: ``fn`` returns :mod:`engine.steps`, see
-    :meth:`TorchWorker.run_steps`), recording its size and latency as ``name``."""
+    """Run one batch on the torch thread, due at ``due`` (``steppable``: ``fn`` returns
+    :mod:`engine.steps`, see :meth:`TorchWorker.run_steps`), recording its size and latency as ``name``."""
     start = time.perf_counter()
     run = worker.run_steps if steppable else worker.run
     try:
-        return await run(fn, reqs, priority=priority)
+        return await run(fn, reqs, due=due)
     finally:
         metrics.batch(len(reqs))
         metrics.observe(name, time.perf_counter() - start)

@@ -91,12 +91,13 @@ class HifiGanVocoder:
         if req.mel.ndim != 2 or req.mel.shape[1] != 80 or req.mel.shape[0] == 0:
             raise ValueError(f"mel must be [frames > 0, 80], got {req.mel.shape}")
         # Not batched: stacking equal-length chunks gains nothing on CPU, and each batch size multiplies the
-        # shapes (and oneDNN primitives) the replica holds. Chunks queue by priority on the torch thread
-        # instead, and pause between residual blocks: a streamed request's first audio passes the chunks of
-        # streams already playing, and waits at most one block (a few ms) of the chunk that is running.
-        priority = TorchWorker.FIRST if req.first_audio else TorchWorker.NORMAL
+        # shapes (and oneDNN primitives) the replica holds. Chunks queue by when their listener needs them
+        # on the torch thread instead, and pause between residual blocks: a stream's first audio (due now)
+        # or a stream about to run dry passes streams that are seconds ahead and whole units nobody listens
+        # to yet, and waits at most one block (a few ms) of the chunk that is running.
+        due = None if req.due_in_s is None else TorchWorker.due_in(req.due_in_s)
         metrics, run = self.metrics, self._chunk_steps
-        return await timed_batch(self.worker, metrics, "vocode_chunk_batch", run, [req], priority, True)
+        return await timed_batch(self.worker, metrics, "vocode_chunk_batch", run, [req], due, True)
 
     async def check_health(self) -> None:
         """A real tiny inference: 4 mel frames through the default voice."""

@@ -120,7 +120,9 @@ class VocodeChunk:
     state: dict[str, np.ndarray] | None = None
     final: bool = False
     voice: str | None = None
-    first_audio: bool = False  # a streamed request's first audio waits on it: the vocoder serves it first
+    # A live stream's listener needs this chunk's audio in this many seconds (0: the stream's first audio;
+    # < 0: it is late); None: nobody listens yet. The vocoder serves the chunk due soonest first.
+    due_in_s: float | None = None
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -394,7 +395,7 @@ class Orchestrator:
         first, rest = units[0], units[1:]
         later: asyncio.Future[Synthesized] | None = None
         try:
-            async for chunk in self.unit_chunks(first, request.voice):
+            async for chunk in self.unit_chunks(first, request.voice, live=True):
                 if later is None and rest:
                     later = asyncio.ensure_future(self.synthesize(request, rest))
                 yield apply_volume(chunk, first.prosody.volume)
@@ -408,11 +409,13 @@ class Orchestrator:
                 await _cancel([later])
 
     async def unit_chunks(
-        self, unit: SynthesisUnit, voice: str | None, meta: dict[str, Any] | None = None
+        self, unit: SynthesisUnit, voice: str | None, meta: dict[str, Any] | None = None, live: bool = False
     ) -> AsyncIterator[np.ndarray]:
         """Audio of one unit (before volume), chunk by chunk as the acoustic decoder produces mel frames.
 
-        ``meta`` (optional) receives the unit's ``durations`` and ``pitch`` before the first audio.
+        ``meta`` (optional) receives the unit's ``durations`` and ``pitch`` before the first audio. ``live``:
+        a listener plays the chunks as they come, from the first one on (each chunk tells the vocoder when
+        it is due).
         """
         info = await self.info()
         cfg = self.settings
@@ -425,7 +428,7 @@ class Orchestrator:
         try:
             frames = self._mel_frames(gen, meta)
             chunks = (
-                self._stateful_chunks(frames, voice)
+                self._stateful_chunks(frames, voice, int(info["sample_rate"]) if live else None)
                 if info["stateful_stream"]
                 else self._windowed_chunks(frames, voice, info)
             )
@@ -444,32 +447,46 @@ class Orchestrator:
                 yield chunk.mel
 
     async def _stateful_chunks(
-        self, frames: AsyncIterator[np.ndarray], voice: str | None
+        self, frames: AsyncIterator[np.ndarray], voice: str | None, live_rate: int | None = None
     ) -> AsyncIterator[np.ndarray]:
         """Causal vocoder: each call carries the state the previous one returned (exact, no overlap).
 
         Chunks are exactly ``first_chunk_frames``, then ``chunk_frames`` doubling up to ``max_chunk_frames``
         (few distinct shapes keep the vocoder's compiled kernels warm); the last one is flagged final.
+        ``live_rate`` (the audio's sample rate) when a listener plays the chunks from the first one on: each
+        is due when the audio before it will have played out (the first one now), so the vocoder serves a
+        stream about to run dry before streams seconds ahead.
         """
         cfg = self.settings
         pending: list[np.ndarray] = []
         have = 0
         size = cfg.first_chunk_frames
         state: dict[str, np.ndarray] | None = None
+        playing_since: float | None = None  # monotonic time the listener got the first audio
+        played = 0.0  # seconds of audio handed over before the next chunk
+
+        def chunk(mel: np.ndarray, final: bool) -> VocodeChunk:
+            due = None
+            if live_rate is not None:
+                due = 0.0 if playing_since is None else playing_since + played - time.monotonic()
+            return VocodeChunk(mel, state, final, voice, due)
+
         async for mel_in in frames:
             pending.append(mel_in)
             have += mel_in.shape[0]
             while have >= size:
                 mel = np.concatenate(pending) if len(pending) > 1 else pending[0]
                 pending, have = [mel[size:]], have - size
-                chunk = VocodeChunk(np.ascontiguousarray(mel[:size]), state, False, voice, state is None)
-                res = await self.stages.vocode_chunk(chunk)
+                res = await self.stages.vocode_chunk(chunk(np.ascontiguousarray(mel[:size]), False))
                 state = res.state
+                if live_rate is not None:
+                    playing_since = playing_since or time.monotonic()
+                    played += res.audio.shape[0] / live_rate
                 yield res.audio
                 size = cfg.chunk_frames if size < cfg.chunk_frames else min(2 * size, cfg.max_chunk_frames)
         if have:
             mel = np.concatenate(pending) if len(pending) > 1 else pending[0]
-            res = await self.stages.vocode_chunk(VocodeChunk(mel, state, True, voice, state is None))
+            res = await self.stages.vocode_chunk(chunk(mel, True))
             yield res.audio
 
     async def _windowed_chunks(

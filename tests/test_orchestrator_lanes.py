@@ -90,9 +90,10 @@ def test_a_lost_lane_reruns_the_unit_whole(stages: LocalStages) -> None:
     np.testing.assert_allclose(laned, whole, atol=1e-5)
 
 
-def test_only_a_streamed_requests_first_chunk_asks_for_first_audio(stages: LocalStages) -> None:
-    """The vocoder serves ``first_audio`` chunks before others (deployments/vocoder.py): exactly one per
-    streamed request (its first chunk), none for the later units or for laned (non-streamed) units."""
+def test_a_live_streams_chunks_say_when_they_are_due(stages: LocalStages) -> None:
+    """The vocoder serves the chunk due soonest first (deployments/vocoder.py): a streamed request's first
+    chunk is due now, each next one when the audio before it will have played out (never later); the later
+    units and laned (non-streamed) units are due whenever (None)."""
     rec = Recording(stages)
     small = StreamSettings(pipeline_below=8, vocoder_lanes=2, chunk_frames=8, max_chunk_frames=8)
     orch = Orchestrator(rec, small)
@@ -102,8 +103,13 @@ def test_only_a_streamed_requests_first_chunk_asks_for_first_audio(stages: Local
         return sum([len(c) async for c in orch.stream(req, await orch.units(req))])
 
     assert asyncio.run(streamed()) > 0
-    flags = [c.first_audio for c in rec.chunks]
-    assert flags[0] and sum(flags) == 1 and len(flags) > 3, flags
+    live = [c for c in rec.chunks if c.due_in_s is not None]
+    assert live[0] is rec.chunks[0] and live[0].due_in_s == 0.0 and len(live) > 3
+    info = asyncio.run(stages.info())
+    played = 0.0
+    for c in live:
+        assert c.due_in_s is not None and c.due_in_s <= played + 1e-6, (c.due_in_s, played)
+        played += c.mel.shape[0] * info["hop_length"] / info["sample_rate"]
     rec.chunks.clear()
     asyncio.run(orch.synthesize(SynthesisRequest(TEXT)))
-    assert rec.chunks and not any(c.first_audio for c in rec.chunks)
+    assert rec.chunks and all(c.due_in_s is None for c in rec.chunks)

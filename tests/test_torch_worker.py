@@ -49,9 +49,10 @@ def test_trim_can_be_disabled() -> None:
     assert worker.trims == 0
 
 
-def test_queued_calls_run_by_priority_then_in_arrival_order() -> None:
-    """A stream's first vocoder chunk (FIRST) passes chunks already queued; equal priorities keep order; an
-    exception reaches its caller and the thread goes on."""
+def test_queued_calls_run_earliest_due_first_then_in_arrival_order() -> None:
+    """A stream's first chunk (due now) and a stream about to run dry pass calls nobody listens to yet (due
+    BULK_SLACK_S after they arrive), which pass a stream seconds ahead; a late chunk goes first; equal dues
+    keep their order; an exception reaches its caller and the thread goes on."""
     worker = TorchWorker(1, "prio", trim_idle_s=None)
     order: list[str] = []
     gate = threading.Event()
@@ -66,13 +67,17 @@ def test_queued_calls_run_by_priority_then_in_arrival_order() -> None:
     async def scenario() -> list[object]:
         blocker = asyncio.ensure_future(worker.run(gate.wait, 10))
         await asyncio.sleep(0.05)  # the thread is busy: everything below queues
+        now = TorchWorker.due_in(0)
         calls = [
             worker.run(record, "a"),
             worker.run(record, "b"),
             worker.run(boom),
-            worker.run(record, "first-1", priority=TorchWorker.FIRST),
+            worker.run(record, "first-1", due=now),
+            worker.run(record, "ahead-3s", due=TorchWorker.due_in(3.0)),
             worker.run(record, "c"),
-            worker.run(record, "first-2", priority=TorchWorker.FIRST),
+            worker.run(record, "dry-0.2s", due=TorchWorker.due_in(0.2)),
+            worker.run(record, "first-2", due=now),
+            worker.run(record, "late", due=TorchWorker.due_in(-0.1)),
         ]
         tasks = [asyncio.ensure_future(c) for c in calls]
         await asyncio.sleep(0.05)
@@ -81,14 +86,15 @@ def test_queued_calls_run_by_priority_then_in_arrival_order() -> None:
         return await asyncio.gather(*tasks, return_exceptions=True)
 
     results = asyncio.run(scenario())
-    assert order == ["first-1", "first-2", "a", "b", "c"]
+    assert order == ["late", "first-1", "first-2", "dry-0.2s", "a", "b", "c", "ahead-3s"]
     assert isinstance(results[2], ValueError) and results[0] == "a" and results[3] == "first-1"
     assert worker.run_sync(record, "sync") == "sync"
 
 
 def test_steppable_call_lets_a_more_urgent_call_pass_at_its_next_step() -> None:
-    """A long steppable call (a whole unit's vocoding) pauses for a FIRST call that arrives while it runs,
-    then resumes ahead of the NORMAL calls queued after it; its result and errors reach the caller."""
+    """A long steppable call (a whole unit's vocoding) pauses for a call due sooner (a stream's first chunk)
+    that arrives while it runs, then resumes ahead of the calls queued after it with its own due; its result
+    and errors reach the caller."""
     worker = TorchWorker(1, "steps", trim_idle_s=None)
     order: list[str] = []
     running = threading.Event()
@@ -114,7 +120,7 @@ def test_steppable_call_lets_a_more_urgent_call_pass_at_its_next_step() -> None:
             await asyncio.sleep(0.001)
         later = asyncio.ensure_future(worker.run(order.append, "normal"))
         await asyncio.sleep(0.005)
-        first = asyncio.ensure_future(worker.run(order.append, "first", priority=TorchWorker.FIRST))
+        first = asyncio.ensure_future(worker.run(order.append, "first", due=TorchWorker.due_in(0)))
         bad = asyncio.ensure_future(worker.run_steps(failing))
         return await asyncio.gather(long, later, first, bad, return_exceptions=True)
 
@@ -123,6 +129,6 @@ def test_steppable_call_lets_a_more_urgent_call_pass_at_its_next_step() -> None:
     assert isinstance(results[3], ValueError)
     i = order.index("first")
     assert 0 < i < 10, order  # ran inside the long call, not after it
-    assert order.index("normal") == 11, order  # the long call kept its place ahead of the later NORMAL call
+    assert order.index("normal") == 11, order  # the long call kept its place ahead of the later bulk call
     assert [x for x in order if x.startswith("long")] == [f"long-{k}" for k in range(10)]
     assert worker.preemptions >= 1
