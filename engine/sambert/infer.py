@@ -261,7 +261,7 @@ class AcousticModel:
         Items run as padded batches of similar lengths (:data:`FRONT_MIN_FILL`): the encoder's products cost
         the same per token batched or not, so padding is pure waste there, while the LSTMs' per-token steps
         are shared by a batch. The 2-unit reference line (196 + 93 tokens) took 93 ms padded together, 72 ms
-        apart; six 49-56-token sentences 110 vs 158 ms together vs apart (1 thread).
+        apart; four 49-56-token sentences 56 ms together, 75 ms apart (1 thread).
         """
         order = sorted(range(len(items)), key=lambda i: -items[i][0].size(0))
         groups: list[list[int]] = []
