@@ -95,7 +95,7 @@ class HifiGanVocoder:
         # on the torch thread instead, and pause between residual blocks: a stream's first audio (due now)
         # or a stream about to run dry passes streams that are seconds ahead and whole units nobody listens
         # to yet, and waits at most one block (a few ms) of the chunk that is running.
-        due = None if req.due_in_s is None else TorchWorker.due_in(req.due_in_s)
+        due = TorchWorker.due_in(req.due_in_s)
         metrics, run = self.metrics, self._chunk_steps
         return await timed_batch(self.worker, metrics, "vocode_chunk_batch", run, [req], due, True)
 

@@ -24,7 +24,7 @@ import itertools
 import math
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -56,6 +56,15 @@ class _Front:
     memory: list[Tensor]  # [M_b, d_mem]
     bands: list[int]
     frames: list[int] = field(default_factory=list)
+
+    def item(self, i: int) -> _Front:
+        """Item ``i`` alone."""
+        return _Front(*([getattr(self, f.name)[i]] for f in fields(self)))
+
+    @staticmethod
+    def joined(parts: Sequence[_Front]) -> _Front:
+        """The items of ``parts``, in order, as one front."""
+        return _Front(*([x for p in parts for x in getattr(p, f.name)] for f in fields(_Front)))
 
     def output(self, i: int, mel: Tensor) -> AcousticOutput:
         """Item ``i``'s result with its (postnet) mel."""
@@ -272,16 +281,11 @@ class AcousticModel:
                 groups.append([i])
         if len(groups) == 1:
             return self._front_padded(items)
-        where: dict[int, tuple[_Front, int]] = {}  # item -> (its group's front, its row there)
+        alone: dict[int, _Front] = {}
         for group in groups:
             part = self._front_padded([items[i] for i in group])
-            where.update((i, (part, row)) for row, i in enumerate(group))
-        front = _Front([], [], [], [], [])
-        for i in range(len(items)):
-            part, row = where[i]
-            for name in ("reps", "pitch", "energy", "memory", "bands", "frames"):
-                getattr(front, name).append(getattr(part, name)[row])
-        return front
+            alone.update((i, part.item(row)) for row, i in enumerate(group))
+        return _Front.joined([alone[i] for i in range(len(items))])
 
     def _front_padded(self, items: list[tuple[Tensor, AcousticInput, Tensor | None]]) -> _Front:
         """:meth:`_front` for one padded batch."""

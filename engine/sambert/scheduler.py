@@ -623,7 +623,8 @@ class ContinuousBatcher:
             return []
         fronts: list[_Front | None]
         try:
-            fronts = list(self._split(model._front(prepared), len(ok)))
+            front = model._front(prepared)
+            fronts = [front.item(i) for i in range(len(ok))]
         except Exception as exc:
             if len(ok) == 1:
                 self._deliver(ok[0], exc)
@@ -636,16 +637,6 @@ class ContinuousBatcher:
                     self._deliver(job, exc)
                     fronts.append(None)
         return [self._activate(model, job, f) for job, f in zip(ok, fronts, strict=True) if f is not None]
-
-    @staticmethod
-    def _split(front: _Front, n: int) -> list[_Front]:
-        return [
-            _Front(
-                [front.reps[i]], [front.pitch[i]], [front.energy[i]], [front.memory[i]], [front.bands[i]],
-                [front.frames[i]],
-            )
-            for i in range(n)
-        ]  # fmt: skip
 
     def _activate(self, model: AcousticModel, job: _Job, front: _Front) -> tuple[_Active, Tensor] | None:
         """The job's decoder entry, after its stream header; None when it has nothing to decode."""
