@@ -284,18 +284,24 @@ class Orchestrator:
         if units is None:
             units = await self.units(request)
         info = await self.info()
-        gate = asyncio.Semaphore(self.max_concurrent_units)
-
-        async def one(unit: SynthesisUnit) -> _UnitAudio:
-            async with gate:
-                return await self._unit(unit, request.voice)
-
-        tasks = [asyncio.ensure_future(one(u)) for u in units]
+        tasks = self._unit_tasks(units, request.voice)
         try:
             results = await asyncio.gather(*tasks)
         finally:
             await _cancel(tasks)  # on error/cancel, stop the siblings before the request ends
         return self.join(units, results, info)
+
+    def _unit_tasks(
+        self, units: Sequence[SynthesisUnit], voice: str | None
+    ) -> list[asyncio.Future[_UnitAudio]]:
+        """One task per unit, at most ``max_concurrent_units`` of them running; the caller cancels them."""
+        gate = asyncio.Semaphore(self.max_concurrent_units)
+
+        async def one(unit: SynthesisUnit) -> _UnitAudio:
+            async with gate:
+                return await self._unit(unit, voice)
+
+        return [asyncio.ensure_future(one(u)) for u in units]
 
     @staticmethod
     def join(units: Sequence[SynthesisUnit], results: Sequence[_UnitAudio], info: VocoderInfo) -> Synthesized:
@@ -389,24 +395,26 @@ class Orchestrator:
         self, request: SynthesisRequest, units: list[SynthesisUnit]
     ) -> AsyncIterator[np.ndarray]:
         """Float32 audio chunks (volume applied, pauses included): unit 0 frame by frame as the decoder runs;
-        the later units are synthesised concurrently once audio is flowing and follow in order."""
+        the later units are synthesised concurrently once audio is flowing, and each follows, in order, as
+        soon as it and the ones before it are done (a long last unit does not hold back a short second)."""
         info = await self.info()
         sr = int(info["sample_rate"])
         first, rest = units[0], units[1:]
-        later: asyncio.Future[Synthesized] | None = None
+        later: list[asyncio.Future[_UnitAudio]] = []
         try:
             async for chunk in self.unit_chunks(first, request.voice, live=True):
-                if later is None and rest:
-                    later = asyncio.ensure_future(self.synthesize(request, rest))
+                if not later and rest:
+                    later = self._unit_tasks(rest, request.voice)
                 yield apply_volume(chunk, first.prosody.volume)
             yield silence(first.pause_after_s, sr)
-            if rest:
-                if later is None:
-                    later = asyncio.ensure_future(self.synthesize(request, rest))
-                yield (await later).audio
+            if rest and not later:
+                later = self._unit_tasks(rest, request.voice)
+            for unit, task in zip(rest, later, strict=True):
+                out = await task
+                yield apply_volume(out.audio, unit.prosody.volume)
+                yield silence(unit.pause_after_s, sr)
         finally:
-            if later is not None:
-                await _cancel([later])
+            await _cancel(later)
 
     async def unit_chunks(
         self, unit: SynthesisUnit, voice: str | None, meta: dict[str, Any] | None = None, live: bool = False

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from engine.messages import SynthesisRequest, VocodeChunk, VocodeChunkResult
-from engine.orchestrator import Orchestrator, StageUnavailable, StreamSettings, lane_bounds
+from engine.orchestrator import Orchestrator, StageUnavailable, StreamSettings, acoustic_input, lane_bounds
 from engine.synthesizer import LocalStages
 
 TEXT = "第一句。第二句话。第三句话更长一些，还有更多的字。"
@@ -113,3 +113,47 @@ def test_a_live_streams_chunks_say_when_they_are_due(stages: LocalStages) -> Non
     rec.chunks.clear()
     asyncio.run(orch.synthesize(SynthesisRequest(TEXT)))
     assert rec.chunks and all(c.due_in_s is None for c in rec.chunks)
+
+
+class HoldingLastUnit:
+    """LocalStages whose acoustic model holds the last (longest) unit until the test releases it."""
+
+    def __init__(self, inner: LocalStages, longest: int) -> None:
+        self.inner = inner
+        self.longest = longest
+        self.release = asyncio.Event()
+
+    async def acoustic(self, voice: str | None, inp: Any) -> Any:
+        if inp.ids.shape[0] == self.longest:
+            await self.release.wait()
+        return await self.inner.acoustic(voice, inp)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def test_a_streams_later_units_follow_one_by_one(stages: LocalStages) -> None:
+    """Unit 2 of a streamed request reaches the listener while unit 3 is still being synthesised, and the
+    whole stream equals the request synthesised at once."""
+    req = SynthesisRequest(TEXT)
+    units = asyncio.run(stages.units(req))
+    assert len(units) == 3
+    inputs = [acoustic_input(u) for u in units]
+    longest = max(i.ids.shape[0] for i in inputs)
+    assert [i.ids.shape[0] for i in inputs].count(longest) == 1 and inputs[2].ids.shape[0] == longest
+    whole = asyncio.run(Orchestrator(stages, StreamSettings(pipeline_below=0)).synthesize(req))
+    sr, hop = whole.sample_rate, int(asyncio.run(stages.info())["hop_length"])
+    before_last = sum(r.frames * hop + round(r.pause_after_s * sr) for r in whole.units[:2])
+
+    async def streamed() -> np.ndarray:
+        held = HoldingLastUnit(stages, longest)
+        orch = Orchestrator(held, StreamSettings(pipeline_below=0))
+        got: list[np.ndarray] = []
+        async for chunk in orch.stream(req, units):
+            got.append(chunk)
+            if sum(len(c) for c in got) >= before_last:
+                held.release.set()  # only a stream that handed over unit 2 gets here while unit 3 waits
+        return np.concatenate(got)
+
+    audio = asyncio.run(asyncio.wait_for(streamed(), timeout=30))
+    np.testing.assert_allclose(audio, whole.audio, atol=1e-5)
