@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
@@ -568,11 +570,59 @@ def test_mel_spans_follow_a_growing_mel_and_equal_one_run() -> None:
         MelSpans(v, 0, inline)
 
 
+def test_mel_spans_split_counts_the_running_piece(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An idle thread's split counts what the other thread's running piece still has to do (half of it
+    before any piece has finished): it cuts where both would finish together, and when the running piece
+    alone outlasts everything not yet started, it takes all of that. The audio stays bit-identical."""
+    from engine.cores import CoreWorkers
+    from engine.hifigan.spans import MelSpans
+
+    v = make_vocoder(CAUSAL, seed=7)
+    c = v.model.left_context_frames()
+    piece = v._piece_steps
+    release, running = threading.Event(), threading.Event()
+
+    def held(x: torch.Tensor, cache: object) -> object:
+        if not running.is_set():  # the first piece waits for the test
+            running.set()
+            assert release.wait(60)
+        return piece(x, cache)  # type: ignore[arg-type]
+
+    workers = CoreWorkers(2)
+    try:
+        for frames, chunk in ((400, 64), (256 + 60, 256)):  # a split inside; all left taken
+            v.chunk_frames = chunk
+            (m,) = mels(frames, seed=frames)
+            whole = v.vocode(m)
+            monkeypatch.setattr(v, "_piece_steps", held)
+            running.clear()
+            release.clear()
+            queued: list = []
+            pool = SimpleNamespace(run=queued.append, offer=lambda s: None)
+            spans = MelSpans.whole(v, m, pool)
+            workers.run(queued[0])
+            assert running.wait(60)
+            left = chunk / 2  # the running piece's estimate: half of it
+            even = math.ceil((chunk + frames + c - left) / 2)
+            split = spans.split()
+            assert split is not None
+            new = spans._spans[-1]
+            assert new.keep == max(chunk, even) and new.pos == new.keep - c and new.end == frames
+            if even <= chunk:  # everything not yet started went to the idle thread
+                assert spans._spans == [new]
+            workers.run(split)
+            release.set()
+            np.testing.assert_array_equal(spans.future.result(timeout=120), whole)
+            monkeypatch.setattr(v, "_piece_steps", piece)
+    finally:
+        workers.close()
+
+
 def test_mel_spans_split_between_workers_equal_one_run(monkeypatch: pytest.MonkeyPatch) -> None:
     """A mel split (twice) between worker threads gives the audio of one run; a span that fails hands its
     error to the future and the other spans stop."""
     from engine.cores import CoreWorkers
-    from engine.hifigan.spans import MIN_SPLIT_CONTEXTS, MelSpans
+    from engine.hifigan.spans import MelSpans
 
     v = make_vocoder(CAUSAL, seed=7)
     v.chunk_frames = 16
@@ -591,8 +641,9 @@ def test_mel_spans_split_between_workers_equal_one_run(monkeypatch: pytest.Monke
         np.testing.assert_array_equal(spans.future.result(timeout=120), whole)
         assert spans.split() is None  # all run: nothing left to split
 
-        short = MelSpans.whole(v, m[: MIN_SPLIT_CONTEXTS * spans.context - 1], recorder)
-        assert short.split() is None  # too short to pay for a second start
+        c = spans.context  # a split gains at least one context (its cost) from 3 contexts on
+        assert MelSpans.whole(v, m[: 3 * c - 1], recorder).split() is None
+        assert MelSpans.whole(v, m[: 3 * c], recorder).split() is not None
 
         calls = [0]
         piece = v._piece_steps

@@ -5,13 +5,22 @@ frames before it only. So a thread can run frames ``[split - context, end)`` wit
 audio of the first ``context`` frames, and the rest equals one run of the whole mel (bit-identical on oneDNN:
 each piece runs the same kernels). :class:`MelSpans` starts a mel as one span that a thread vocodes piece by
 piece as frames arrive (:meth:`MelSpans.extend`: a decoder still producing them); once all frames are in, an
-idle thread may take the back half of what a span has not started yet (:class:`engine.cores.CoreWorkers`
+idle thread may take the back part of what a span has not started yet (:class:`engine.cores.CoreWorkers`
 asks through ``split``). A split costs ``context`` frames of extra work (37 of the released voice's frames).
+
+The end of a mel is where threads idle: a piece already running cannot be shared, and a 256-frame piece is
+~0.33 s of one core in float32. So a split counts what the running piece still has to do (from the pieces'
+measured pace) and cuts where both threads would finish together, down to taking every frame not yet
+started (before, it took half of those, and none when fewer than 148 were left: a thread idled through the
+other's last 256-frame piece). Halving a span's last pieces to keep more of it shareable was measured too:
+float32 gained, bf16 lost more to the smaller pieces' overheads (docs/performance.md, session 24).
 """
 
 from __future__ import annotations
 
+import math
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -24,8 +33,8 @@ from torch import Tensor
 from ..steps import finish
 from .vocoder import Vocoder, VocoderError, _padded
 
-MIN_SPLIT_CONTEXTS = 4
-"""A span is split only when at least this many ``context`` lengths of it are not started yet."""
+MIN_SPLIT_GAIN_CONTEXTS = 1
+"""A split must bring the span's end forward by at least this many ``context`` lengths (what it costs)."""
 
 Job = Callable[[], None]
 
@@ -45,6 +54,8 @@ class _Span:
     end: int  # end of the span (a split lowers it)
     claimed: int  # frames before this are running or done
     waiting: bool = False  # stopped for frames that have not arrived; extend() queues it again
+    started: float = 0.0  # when the running piece started (time.perf_counter)
+    size: int = 0  # frames the running piece is padded to; 0 while none runs
     cache: dict[str, Tensor] = field(default_factory=dict)
 
 
@@ -71,6 +82,7 @@ class MelSpans:
         self._spans = [_Span(0, 0, frames, 0, waiting=True)]  # spans with frames not yet claimed
         self._running = 1  # spans not finished
         self._failed = False
+        self._frame_seconds: float | None = None  # a thread's time per padded frame, last piece run
         self.future: Future[np.ndarray] = Future()
         self.future.set_running_or_notify_cancel()
 
@@ -113,20 +125,38 @@ class MelSpans:
         return None
 
     def split(self) -> Job | None:
+        """A job for the back part of the span that would finish last, cut so that both threads finish
+        together (counting what its running piece has left); None when that gains less than
+        :data:`MIN_SPLIT_GAIN_CONTEXTS` context lengths, or before all frames are in."""
         with self._lock:
             if self._failed or self._arrived < self.frames or not self._spans:
                 return None
-            span = max(self._spans, key=lambda s: s.end - s.claimed)
-            left = span.end - span.claimed
-            if left < MIN_SPLIT_CONTEXTS * self.context:
-                return None
-            cut = span.claimed + (left + self.context) // 2  # both threads then have about as much to run
+            now = time.perf_counter()
+            span = max(self._spans, key=lambda s: self._running_left(s, now) + s.end - s.claimed)
+            running = self._running_left(span, now)
+            alone = running + span.end - span.claimed  # frames of work until the span ends, unsplit
+            even = math.ceil((span.claimed + span.end + self.context - running) / 2)  # both finish together
+            cut = min(span.end, max(span.claimed, even))
             start = max(0, cut - self.context)
+            shared = max(running + cut - span.claimed, span.end - start)
+            if cut >= span.end or alone - shared < MIN_SPLIT_GAIN_CONTEXTS * self.context:
+                return None
             new = _Span(start, cut, span.end, start)
             span.end = cut
+            if span.claimed >= cut:
+                self._spans.remove(span)  # its running piece is its last
             self._spans.append(new)
             self._running += 1
         return lambda: self._run(new)
+
+    def _running_left(self, span: _Span, now: float) -> float:
+        """Frames of work the running piece of ``span`` has left, at the pace measured so far (half the
+        piece before any piece has finished)."""
+        if not span.size:
+            return 0.0
+        if self._frame_seconds is None:
+            return span.size / 2
+        return max(0.0, span.size - (now - span.started) / self._frame_seconds)
 
     def _run(self, span: _Span) -> None:
         """Run ``span`` until it ends, or until it waits for frames (then :meth:`extend` queues it again)."""
@@ -143,6 +173,7 @@ class MelSpans:
                             return
                         n, size = cut
                         span.claimed = span.pos + n
+                        span.started, span.size = time.perf_counter(), size
                         if span.claimed >= span.end:
                             self._spans.remove(span)  # nothing left to split off
                     pos = span.pos
@@ -151,7 +182,9 @@ class MelSpans:
                     keep = max(pos, span.keep)
                     if keep < pos + n:
                         self._audio[keep * hop : (pos + n) * hop] = y[(keep - pos) * hop :]
-                    span.pos = pos + n
+                    with self._lock:
+                        self._frame_seconds = (time.perf_counter() - span.started) / size
+                        span.pos, span.size = pos + n, 0
         except BaseException as exc:
             with self._lock:
                 failed, self._failed = self._failed, True
