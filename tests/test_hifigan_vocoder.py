@@ -506,6 +506,28 @@ def test_onednn_weights_are_packed_for_every_call_shape(capfd: pytest.CaptureFix
         torch.set_num_threads(threads)
 
 
+def test_onednn_add_to_equals_the_copying_call() -> None:
+    """A float32 residual unit's second convolution added in place (reading its input where it lies, the
+    context part apart) gives the bits of the call on a [context | input] buffer with the add fused, and
+    leaves the same next context."""
+    from engine.hifigan.onednn import frame_bucket
+
+    v = Vocoder(Generator(**{**FULL_VOC_PARAMS, "causal": True}), 16000, threads=1, backend="onednn")
+    torch.manual_seed(4)
+    with torch.inference_mode():
+        for stage in v._stream.stages:
+            c2 = stage.blocks[-1][-1][1]  # the widest context
+            for t in (c2.pad + 1, 3 * c2.pad + 17):
+                y, h = (torch.randn(1, t, c2.cin).transpose(1, 2).unsqueeze(2) for _ in range(2))
+                ctx = {c2.key: torch.randn(1, c2.cin, c2.pad)}
+                copied, in_place = dict(ctx), dict(ctx)
+                buf, new = c2.input(copied, 1, t)
+                new.copy_(y)
+                expected = c2(buf, copied, frame_bucket(8), add=h)
+                got = c2.add_to(h.clone(), y, in_place, frame_bucket(8))
+                assert torch.equal(got, expected) and torch.equal(in_place[c2.key], copied[c2.key])
+
+
 def test_a_run_started_left_context_frames_early_gives_the_same_audio() -> None:
     """The causal generator's audio from frame ``s`` on depends on the ``left_context_frames`` before it only:
     a run from ``s - context`` with empty caches equals one run of the whole mel from ``s`` on (what lets

@@ -4,7 +4,9 @@ The same arithmetic as :meth:`Generator.forward_stream` of a fused (:meth:`Gener
 with what plain ``F.conv1d`` pays on every call removed: the weight reorder into oneDNN's blocked layout (done
 once here), the activation reorders in and out of that layout (activations stay [B, T, C] in memory, which the
 brgconv kernels read directly), and separate passes for the activation after the dilated convolution and the
-residual add (fused into the convolution as post-ops). The streaming cache has the same keys and logical
+residual add (fused into the convolution as post-ops), and in float32 the copy of each residual unit's middle
+activation behind its context (:meth:`_Conv.add_to` reads it where it lies and adds into the sum in place;
+1-3 % of the vocoder, bit-identical). The streaming cache has the same keys and logical
 shapes ([B, C, context], float32) as the PyTorch path, so states move between the two.
 
 Residual blocks of ``bf16_stages`` run bf16 kernels: bf16 input buffers and prepacked bf16 weights, float32
@@ -94,9 +96,10 @@ class _Conv:
         self._lock = threading.Lock()
         self.bias = bias
 
-    def packed(self, batch: int, bucket: int) -> Tensor:
-        """The weight prepacked for ``batch`` rows of ``bucket`` frames on this thread count."""
-        shape = (torch.get_num_threads(), batch, bucket)
+    def packed(self, batch: int, bucket: int, width: int | None = None) -> Tensor:
+        """The weight prepacked for ``batch`` rows of ``bucket`` frames on this thread count (``width``: for
+        inputs that wide instead, whatever the bucket, as :meth:`add_to`'s context part)."""
+        shape = (torch.get_num_threads(), batch, bucket if width is None else -width)
         with self._lock:  # threads may share a vocoder
             weight = self._packs.get(shape)
             if weight is not None:
@@ -108,7 +111,7 @@ class _Conv:
             [1, 1],
             [1, self.dilation],
             1,
-            [batch, self.cin, 1, self.pad + bucket * self.scale],
+            [batch, self.cin, 1, self.pad + bucket * self.scale if width is None else width],
         )
         with self._lock:
             self._packs[shape] = weight
@@ -154,6 +157,30 @@ class _Conv:
                 buf, weight, self.bias, [0, 0], [1, 1], d, 1, "leaky_relu", [slope], ""
             )
         return _MKLDNN._convolution_pointwise(buf, weight, self.bias, [0, 0], [1, 1], d, 1, post, [], "")
+
+    def add_to(self, h: Tensor, y: Tensor, cache: Cache, bucket: int) -> Tensor:
+        """``h += conv([context | y])`` in place (float32), keeping ``y``'s tail as the next context.
+
+        The outputs from ``pad`` on read ``y`` where it lies, so ``y`` is not copied behind its context (a
+        pass over the stage's largest buffer per residual unit); the first ``pad`` read a small buffer of
+        the context and ``y[:pad]``, with weights prepacked for that width. The same kernels as
+        :meth:`__call__` with ``add``: bit-identical. ``y`` must be wider than ``pad``.
+        """
+        b, pad = y.shape[0], self.pad
+        if pad:
+            small, new = self.input(cache, b, pad)
+            new.copy_(y[..., :pad])
+            self.keep(y, cache)
+            self._add_into(h[..., :pad], small, self.packed(b, bucket, 2 * pad))
+        self._add_into(h[..., pad:], y, self.packed(b, bucket))
+        return h
+
+    def _add_into(self, out: Tensor, buf: Tensor, weight: Tensor) -> None:
+        """``out += conv(buf)`` (oneDNN's in-place binary add post-op; ``out`` may be a view)."""
+        d = [1, self.dilation]
+        _MKLDNN._convolution_pointwise_.binary(
+            out, buf, weight, self.bias, [0, 0], [1, 1], d, 1, "add", 1.0, None, [], None
+        )
 
 
 def _conv(layer: CausalConv1d, scale: int, dtype: torch.dtype = torch.float32) -> _Conv:
@@ -240,6 +267,9 @@ class OnednnStream:
                     else:
                         torch.ops.aten.leaky_relu.out(h, s, out=new)
                     y = c1(buf, cache, bucket, slope=s)
+                    if not bf16 and h is not x and t > c2.pad:  # fp32: added into h (x is the blocks' input)
+                        h = c2.add_to(h, y, cache, bucket)
+                        continue
                     buf, new = c2.input(cache, b, t)
                     new.copy_(y)
                     # fp32: the residual add fused; bf16: oneDNN adds only a bf16 tensor, so the sum is here
