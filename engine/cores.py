@@ -3,9 +3,9 @@
 Why: on 2+ cores a request's stages can overlap. The acoustic model gains nothing from a second thread (its
 autoregressive decoder is bound by memory and dispatch: on the Zen 4, 1 thread 0.69-0.72 s vs 2 threads
 0.75 s for the reference line), while the vocoder scales; so one thread decodes while another vocodes the
-mel chunks already decoded, and an idle thread takes the back half of a complete mel another thread is
-vocoding (:mod:`engine.hifigan.spans`). One torch thread per worker keeps the two from fighting over the
-cores (an OpenMP team of 2 beside a busy thread would oversubscribe them).
+mel chunks already decoded, and an idle thread takes the back part of a complete mel another thread is
+vocoding, cut so that both finish together (:mod:`engine.hifigan.spans`). One torch thread per worker keeps
+the two from fighting over the cores (an OpenMP team of 2 beside a busy thread would oversubscribe them).
 
 torch's intra-op thread count is per OS thread (OpenMP's ``nthreads`` setting; MKL's local setting), so each
 worker sets 1 for itself; its first parallel call must not re-read the process default afterwards, which is

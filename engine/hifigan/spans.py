@@ -63,8 +63,9 @@ class MelSpans:
     """A mel of ``frames`` frames → its audio in :attr:`future`, in spans run on ``workers``.
 
     :meth:`extend` adds the next frames (validated; a thread is queued as soon as a piece can run). Once all
-    frames are in, :meth:`split` hands an idle thread the back half of the span with the most frames not yet
-    started (or None). Errors go to the future, and the other spans stop at their next piece.
+    frames are in, :meth:`split` hands an idle thread the back part of the span that would finish last, cut
+    so that both finish together (or None). Errors go to the future, and the other spans stop at their next
+    piece.
     """
 
     def __init__(self, vocoder: Vocoder, frames: int, workers: Workers) -> None:
