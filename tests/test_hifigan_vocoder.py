@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import threading
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine.hifigan import Generator, Jik876Generator, Vocoder, VocoderError
+from engine.hifigan import Generator, Jik876Generator, Vocoder, VocoderError, onednn
 from engine.hifigan.layers import bf16_hardware
 from engine.hifigan.vocoder import BF16_STAGES, default_chunk_frames
 from engine.testing.make_model_dir import FULL_VOC_PARAMS
@@ -489,7 +490,8 @@ def test_onednn_weights_are_packed_for_every_call_shape(capfd: pytest.CaptureFix
     assert v.backend == "onednn"
     rng = np.random.default_rng(3)
     try:
-        for n_threads, batch, frames in [(1, 1, 8), (1, 1, 64), (2, 1, 8), (2, 2, 64), (1, 3, 40)]:
+        shapes = [(1, 1, 8), (1, 1, 64), (1, 1, 256), (2, 1, 8), (2, 2, 64), (1, 3, 40)]
+        for n_threads, batch, frames in shapes:
             torch.set_num_threads(n_threads)
             x = torch.from_numpy(rng.standard_normal((batch, 80, frames)).astype(np.float32))
             with torch.inference_mode():
@@ -504,6 +506,32 @@ def test_onednn_weights_are_packed_for_every_call_shape(capfd: pytest.CaptureFix
             assert torch.equal(first, again)
     finally:
         torch.set_num_threads(threads)
+
+
+def test_onednn_shapes_that_want_one_layout_share_one_packed_weight() -> None:
+    """A weight is prepacked once per layout, not once per call shape: packs of one convolution are the same
+    tensor exactly when oneDNN describes their layouts alike (on AVX-512 every width of a thread count and
+    batch: one copy instead of one per bucket), and the audio does not change."""
+    released = Generator(**{**FULL_VOC_PARAMS, "causal": True})
+    v = Vocoder(released, 16000, threads=1, backend="onednn")
+    x = torch.from_numpy(np.random.default_rng(4).standard_normal((1, 80, 256)).astype(np.float32))
+    with torch.inference_mode():
+        before = v._stream(x, {})
+        for frames in (8, 16, 32, 64, 128, 256):
+            v._stream(x[..., :frames], {})
+        again = v._stream(x, {})
+    assert torch.equal(before, again)
+    convs = [c for stage in v._stream.stages for block in stage.blocks for unit in block for c in unit[:2]]
+    shared = 0
+    for conv in [v._stream.pre, v._stream.post, *convs]:
+        packs = list(conv._packs.values())
+        layouts = [onednn._layout(p) for p in packs]
+        assert None not in layouts
+        for (p, lp), (q, lq) in itertools.combinations(zip(packs, layouts, strict=True), 2):
+            assert (p is q) == (lp == lq)
+            shared += p is q
+    if torch.backends.cpu.get_cpu_capability().startswith("AVX512"):
+        assert shared  # the brgconv kernels want one layout for every width
 
 
 def test_onednn_add_to_equals_the_copying_call() -> None:

@@ -58,6 +58,20 @@ def _nwc(batch: int, channels: int, length: int, dtype: torch.dtype) -> Tensor:
 
 MAX_PACKS = 8
 """Prepacked copies of a weight kept per (threads, batch, frame bucket); the least recently used goes."""
+_DESC_PADDING = slice(108, 112)
+"""Bytes of a serialised oneDNN memory descriptor (the raw ``dnnl_memory_desc_t`` of this torch's oneDNN:
+version, ndims, dims[12], data_type) that are struct padding, left uninitialised: not part of the layout."""
+
+
+def _layout(packed: Tensor) -> bytes | None:
+    """The blocked layout of a prepacked weight as comparable bytes (its oneDNN memory descriptor), or None
+    when this torch cannot tell. Two packs of one weight with the same layout hold the same bytes."""
+    describe = getattr(_MKLDNN, "_get_mkldnn_serialized_md", None)
+    if describe is None:
+        return None
+    blob = bytearray(describe(packed).numpy().tobytes())
+    blob[_DESC_PADDING] = bytes(_DESC_PADDING.stop - _DESC_PADDING.start)
+    return bytes(blob)
 
 
 def frame_bucket(frames: int) -> int:
@@ -71,9 +85,11 @@ class _Conv:
     oneDNN picks a convolution kernel, and with it the weight layout, from the thread count, the batch and
     the width. A weight prepacked for another shape is reordered on every call: on AVX2 CPUs the block size
     changes with all three (8, 16 or 24 output channels), and those reorders cost more than the convolutions
-    (1 thread, an 8-frame chunk: 125 -> 39 ms). So each call shape ``(threads, batch, frame bucket)`` gets its
-    own prepacked copy, made on first use under the calling thread count. ``dtype`` is the input buffers',
-    weights' and outputs' type (float32 or bfloat16); the bias and the cached context stay float32.
+    (1 thread, an 8-frame chunk: 125 -> 39 ms). So each call shape ``(threads, batch, frame bucket)`` gets a
+    prepacked copy, made on first use under the calling thread count, shared with the shapes whose kernels
+    want the same layout (on AVX-512 the layout follows the channels only: one copy for every bucket).
+    ``dtype`` is the input buffers', weights' and outputs' type (float32 or bfloat16); the bias and the cached
+    context stay float32.
     """
 
     def __init__(
@@ -113,8 +129,12 @@ class _Conv:
             1,
             [batch, self.cin, 1, self.pad + bucket * self.scale if width is None else width],
         )
+        layout = _layout(weight)
         with self._lock:
-            self._packs[shape] = weight
+            # the kernel for another shape may want the same layout (AVX-512: every width, ~17 MB a copy of
+            # the released vocoder's weights): keep one copy
+            same = (w for w in self._packs.values() if layout is not None and _layout(w) == layout)
+            weight = self._packs[shape] = next(same, weight)
             while len(self._packs) > MAX_PACKS:
                 self._packs.popitem(last=False)
         return weight
