@@ -16,7 +16,7 @@ import torch
 
 from engine.hifigan import Generator, Jik876Generator, Vocoder, VocoderError, onednn
 from engine.hifigan.layers import bf16_hardware
-from engine.hifigan.vocoder import BF16_STAGES, default_chunk_frames
+from engine.hifigan.vocoder import BF16_STAGES, DEFAULT_CHUNK_FRAMES
 from engine.testing.make_model_dir import FULL_VOC_PARAMS
 
 # Released kernels, dilations and upsampling (hop 200); 32 channels keep the tests fast.
@@ -261,13 +261,15 @@ def test_chunked_vocode_uses_few_shapes() -> None:
     assert seen == {8, 16, 32}, seen
 
 
-def test_default_chunk_follows_threads_and_the_tail_stays_in_small_pieces() -> None:
-    """64-frame pieces on one torch thread, 256 on more; what is left after the whole 256-frame
-    chunks goes in pieces of at most 64 (a 129-frame mel is not padded to 256); the audio is the 64-frame
-    one."""
-    assert default_chunk_frames(1) == 64 and default_chunk_frames(2) == default_chunk_frames(4) == 256
+def test_default_chunk_is_256_frames_and_the_tail_stays_in_small_pieces() -> None:
+    """256-frame pieces on any thread count; what is left after the whole 256-frame chunks goes in pieces
+    of at most 64 (a 129-frame mel is not padded to 256); the audio is the 64-frame one. Only the buckets
+    those pieces use are warmed (a wide kernel holds memory in proportion to its width)."""
     v = make_vocoder(CAUSAL, seed=2)  # 2 threads
-    assert v.chunk_frames == 256
+    assert v.chunk_frames == 256 == DEFAULT_CHUNK_FRAMES
+    assert v._piece_buckets() == [8, 16, 32, 64, 256]
+    torch.manual_seed(2)
+    assert Vocoder(Generator(**CAUSAL), 16000, threads=1).chunk_frames == 256
     seen: list[int] = []
     inner = v._stream
     v._stream = lambda x, cache: (seen.append(x.shape[-1]), inner(x, cache))[1]

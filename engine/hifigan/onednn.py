@@ -246,15 +246,14 @@ class OnednnStream:
             for c1, c2 in zip(block.convs1, block.convs2, strict=True)
         ]
 
-    def warm(self, batch: int, frames: int) -> None:
-        """Prepack every weight for chunks of up to ``frames`` (every bucket) on this thread count and run one
-        silent chunk of each bucket (oneDNN builds its kernels on first use), so no request pays for either
-        (~50-120 ms a bucket on 1 thread)."""
-        bucket = frame_bucket(1)
+    def warm(self, batch: int, buckets: Sequence[int]) -> None:
+        """Prepack every weight for chunks of these frame buckets on this thread count and run one silent
+        chunk of each (oneDNN builds its kernels on first use), so no request pays for either (~50-120 ms a
+        bucket on 1 thread). Only the buckets calls will use: a kernel for a wide chunk holds memory in
+        proportion to its width (~0.23 MB a frame for the released vocoder)."""
         with torch.inference_mode():
-            while bucket <= frame_bucket(frames):
+            for bucket in buckets:
                 self(torch.zeros(batch, self.pre.cin, bucket), {})
-                bucket *= 2
 
     def __call__(self, mel: Tensor, cache: Cache) -> Tensor:
         return finish(self.steps(mel, cache))

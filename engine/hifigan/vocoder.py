@@ -19,9 +19,10 @@ Causal models run in fixed-size chunks (``chunk_frames``) that carry every layer
 a mel in pieces of at most 64 frames, with the last piece zero-padded on the right to one of a few sizes
 (exact: a causal output never sees later input). Every call then uses the same few tensor shapes, so oneDNN
 reuses its compiled convolution primitives; whole-utterance calls of ever-new lengths paid 15-30 % extra for
-primitive creation on each new length. The default chunk is 64 frames on one torch thread and, in float32,
-256 on more (:func:`default_chunk_frames`): the audio is bit-identical, and the longer pieces give each thread
-more work per fork-join (docs/performance.md, session 10).
+primitive creation on each new length. The default chunk is 256 frames on any thread count
+(:data:`DEFAULT_CHUNK_FRAMES`): the audio is bit-identical to shorter pieces, and longer pieces give each
+thread more work per fork-join (docs/performance.md, session 10) and, on one thread, read each weight less
+often per frame (AMX Xeon, 1 thread, fp32: 1.31 vs 1.46 ms a frame for 64-frame pieces, session 25).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from ..steps import Steps, finish
 from .generator import Generator
 from .jik876 import Jik876Generator, load_jik876
 from .layers import Cache, WNConv1d, bf16_hardware
-from .onednn import OnednnStream
+from .onednn import OnednnStream, frame_bucket
 from .onednn import available as onednn_available
 
 log = logging.getLogger("tts.vocoder")
@@ -49,8 +50,9 @@ log = logging.getLogger("tts.vocoder")
 VocoderState = dict[str, np.ndarray]
 """Where a causal utterance left off: every streaming layer's context, keyed by layer path (picklable)."""
 
-DEFAULT_CHUNK_FRAMES = 64
-MULTI_THREAD_CHUNK_FRAMES = 256
+DEFAULT_CHUNK_FRAMES = 256
+TAIL_FRAMES = 64
+"""The longest piece of what a mel has left after its whole chunks (a 129-frame mel is not padded to 256)."""
 BF16_STAGES = (0, 1)
 """Upsampling stages whose residual blocks run in bf16 under ``precision="bf16"`` (0 = the first)."""
 
@@ -124,14 +126,6 @@ def _to_bf16_stages(model: Generator | Jik876Generator, stages: Sequence[int]) -
 BACKENDS = ("auto", "torch", "onednn")
 
 
-def default_chunk_frames(threads: int | None = None) -> int:
-    """Causal chunk length for ``threads`` torch threads (None: the process's current count): 64 frames on
-    one thread, 256 on more (6-8 % faster long mels on 2 threads in float32, the same on 1; bit-identical
-    audio). bf16 too: with bf16 kernels (Zen 4, 2 threads) 256 frames ran 1.42x fp32, 64 frames 1.22x."""
-    n = threads if threads is not None else torch.get_num_threads()
-    return MULTI_THREAD_CHUNK_FRAMES if n > 1 else DEFAULT_CHUNK_FRAMES
-
-
 def _padded(piece: Tensor, size: int) -> Tensor:
     """``piece`` [..., T] zero-padded on the right to ``size`` frames (a causal output never sees them)."""
     return F.pad(piece, (0, size - piece.shape[-1])) if size > piece.shape[-1] else piece
@@ -195,7 +189,7 @@ class Vocoder:
         if threads is not None and threads < 1:
             raise VocoderError(f"threads must be >= 1, got {threads}")
         if chunk_frames is None:
-            chunk_frames = default_chunk_frames(threads)
+            chunk_frames = DEFAULT_CHUNK_FRAMES
         if chunk_frames < 0:
             raise VocoderError(f"chunk_frames must be >= 0 (0 = whole utterance), got {chunk_frames}")
         self.chunk_frames = int(chunk_frames)
@@ -222,7 +216,7 @@ class Vocoder:
         self.threads = threads
         self._apply_threads()
         if isinstance(self._stream, OnednnStream):  # prepacked for this thread count's chunks
-            self._stream.warm(1, self.chunk_frames or DEFAULT_CHUNK_FRAMES)
+            self._stream.warm(1, self._piece_buckets())
 
     # ---- construction ----
     @classmethod
@@ -337,7 +331,7 @@ class Vocoder:
 
     def _run_chunked_steps(self, x: Tensor, cache: Cache, final: bool) -> Steps[Tensor]:
         """Causal: ``x`` [B, n_mels, T] → [B, 1, T * hop] in ``chunk_frames`` pieces continuing ``cache``,
-        what is left of it after the whole chunks in pieces of at most ``DEFAULT_CHUNK_FRAMES``.
+        what is left of it after the whole chunks in pieces of at most :data:`TAIL_FRAMES`.
 
         With ``final`` the last piece is zero-padded to a bucket size (the cache is then spent); otherwise
         every frame is pushed exactly, so ``cache`` continues the utterance. Pausable between and inside
@@ -355,7 +349,7 @@ class Vocoder:
     def _cuts(self, total: int, final: bool) -> list[tuple[int, int]]:
         """How :meth:`_run_chunked_steps` cuts ``total`` frames: (frames, size zero-padded to) per piece."""
         chunk = self.chunk_frames or total
-        small = min(chunk, DEFAULT_CHUNK_FRAMES)  # the tail: a 129-frame mel is not padded to 256
+        small = min(chunk, TAIL_FRAMES)
         cuts: list[tuple[int, int]] = []
         pos = 0
         while pos < total:
@@ -364,6 +358,13 @@ class Vocoder:
             cuts.append((n, _bucket(n, small) if final and n < small else n))
             pos += n
         return cuts
+
+    def _piece_buckets(self) -> list[int]:
+        """The frame buckets (:func:`~engine.hifigan.onednn.frame_bucket`) of every piece :meth:`_cuts` can
+        make: the tails' powers of two up to :data:`TAIL_FRAMES`, and the whole chunk."""
+        chunk = self.chunk_frames or TAIL_FRAMES
+        tails = [8 << i for i in range(8) if 8 << i <= min(chunk, TAIL_FRAMES)]
+        return sorted({*tails, frame_bucket(chunk)})
 
     def _run_group_steps(self, xs: Sequence[Tensor]) -> Steps[list[Tensor]]:
         """Whole causal mels (``[n_mels, T]`` each) → their audio, each cut as :meth:`_run_chunked_steps` cuts
