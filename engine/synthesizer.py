@@ -36,8 +36,9 @@ if TYPE_CHECKING:
 __all__ = ["LocalStages", "Synthesizer"]
 
 WORKER_CHUNK_FRAMES = 256
-"""Piece length of the vocoders on :class:`~engine.cores.CoreWorkers` (one thread each; 64 elsewhere on one
-thread). Beside the decoder on the other core, longer pieces read the vocoder's weights less often per frame:
+"""Piece length of the vocoders on :class:`~engine.cores.CoreWorkers` (one thread each; the same as the
+vocoder's default chunk since session 25, which measured it on a lone thread too). Beside the decoder on
+the other core, longer pieces read the vocoder's weights less often per frame:
 128 vs 64 frames, the reference line 2.095 vs 2.186 s, 10 of 11 alternations (2026-12-05, Zen 4); 256 vs
 128, medians of 12 alternations: 0.998 vs 1.015 s in bf16, 1.531 vs 1.573 s in fp32 (2026-12-05, AMX Xeon;
 1 thread alone, 1024 frames: 0.76 vs 0.82 ms a frame in bf16), with a wider spread: a piece still running
