@@ -360,11 +360,10 @@ class Vocoder:
         return cuts
 
     def _piece_buckets(self) -> list[int]:
-        """The frame buckets (:func:`~engine.hifigan.onednn.frame_bucket`) of every piece :meth:`_cuts` can
-        make: the tails' powers of two up to :data:`TAIL_FRAMES`, and the whole chunk."""
-        chunk = self.chunk_frames or TAIL_FRAMES
-        tails = [8 << i for i in range(8) if 8 << i <= min(chunk, TAIL_FRAMES)]
-        return sorted({*tails, frame_bucket(chunk)})
+        """The frame buckets (:func:`~engine.hifigan.onednn.frame_bucket`) of every piece :meth:`_cuts` makes
+        (the tails' powers of two up to :data:`TAIL_FRAMES`, and the whole chunk)."""
+        longest = self.chunk_frames or TAIL_FRAMES
+        return sorted({frame_bucket(size) for n in range(1, longest + 1) for _, size in self._cuts(n, True)})
 
     def _run_group_steps(self, xs: Sequence[Tensor]) -> Steps[list[Tensor]]:
         """Whole causal mels (``[n_mels, T]`` each) → their audio, each cut as :meth:`_run_chunked_steps` cuts
