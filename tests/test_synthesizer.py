@@ -46,9 +46,9 @@ def test_chunk_pipelined_units_equal_whole_units(synth: Synthesizer, tiny_model_
 
 
 def test_units_of_a_request_are_decoded_in_one_batch(tiny_model_dir: Path) -> None:
-    """The acoustic model sees a request's units once, together (its decoder reads each weight once per
-    step for all of them); the audio equals the per-unit path (test_chunk_pipelined_units_equal_whole_units).
-    """
+    """On one thread the acoustic model sees a request's units once, together (its decoder reads each
+    weight once per step for all of them); the audio equals the per-unit path
+    (test_chunk_pipelined_units_equal_whole_units)."""
     s = Synthesizer(tiny_model_dir, threads=1)
     model = s.stages.acoustic_models[s.stages.default_voice]
     sizes: list[int] = []
@@ -89,10 +89,11 @@ def test_mels_of_a_request_are_vocoded_in_one_call_and_equal_one_by_one(tiny_mod
 def test_on_two_threads_units_are_vocoded_while_they_decode_and_the_audio_is_unchanged(
     synth: Synthesizer, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """threads=2: the acoustic batch runs on one worker thread and hands each unit's mel over in chunks as
-    the decoder makes them final; the other worker vocodes them meanwhile (here the decoder's steps are
-    slowed, so the order does not depend on the machine's speed), and the orchestrator's whole-mel vocoder
-    calls get that audio instead of vocoding again. The audio equals the one-thread path's."""
+    """threads=2: the units are decoded on the worker threads (in groups, :func:`decode_groups`), each
+    handing its units' mel over in chunks as the decoder makes them final; a worker vocodes them while the
+    longest unit still decodes (here the decoder's steps are slowed, so the order does not depend on the
+    machine's speed), and the orchestrator's whole-mel vocoder calls get that audio instead of vocoding
+    again. The audio equals the one-thread path's."""
     from engine.hifigan.spans import MelSpans
     from engine.sambert import infer
 
@@ -112,12 +113,12 @@ def test_on_two_threads_units_are_vocoded_while_they_decode_and_the_audio_is_unc
     model = two.stages.acoustic_models[two.stages.default_voice]
     inner_synthesize, inner_vocode, inner_run = model.synthesize, two.stages._vocode._run, MelSpans._run
 
-    batch_done = threading.Event()
+    batches_done = threading.Semaphore(0)
 
     def synthesize(*args: object, **kwargs: object) -> list:
         out = inner_synthesize(*args, **kwargs)  # type: ignore[arg-type]
         events.append("acoustic batch done")
-        batch_done.set()
+        batches_done.release()
         return out
 
     def run(spans: MelSpans, span: object) -> None:
@@ -131,10 +132,57 @@ def test_on_two_threads_units_are_vocoded_while_they_decode_and_the_audio_is_unc
     monkeypatch.setattr(MelSpans, "_run", run)
     res = two.synthesize(text)
     assert len(res.units) == 3
-    # the last unit is handed over at its last decoder step: the batch call may return after the audio
-    assert batch_done.wait(timeout=30)
-    assert events.index("vocoding") < events.index("acoustic batch done"), events
+    # the last unit is handed over at its last decoder step: a batch call may return after the audio
+    assert batches_done.acquire(timeout=30) and batches_done.acquire(timeout=30)  # two groups, two workers
+    assert events.count("acoustic batch done") == 2
+    last_batch = len(events) - 1 - events[::-1].index("acoustic batch done")
+    assert events.index("vocoding") < last_batch, events
     assert "vocoded again" not in events
+    assert res.audio.shape == reference.audio.shape
+    np.testing.assert_allclose(res.audio, reference.audio, atol=1e-4, rtol=0)
+    two.close()
+
+
+def test_decode_groups_balance_tokens_over_speed_longest_first() -> None:
+    """A request's units split over the workers as decoder batches of about equal work."""
+    from engine.messages import AcousticInput
+    from engine.synthesizer import decode_groups
+
+    def unit(tokens: int, speed: float = 1.0) -> AcousticInput:
+        return AcousticInput(ids=np.zeros((tokens, 6), dtype=np.int64), speed=speed)
+
+    para = [unit(n) for n in (25, 24, 41, 49, 35)]
+    assert decode_groups(para, 2) == [[3, 0, 1], [2, 4]]  # 98 vs 76 tokens
+    assert decode_groups(para, 1) == [[3, 2, 4, 0, 1]]
+    assert decode_groups(para[:2], 4) == [[0], [1]]  # never more groups than units
+    assert decode_groups([], 2) == []
+    # speed divides the frames a token makes: a fast long unit is lighter than a slow short one
+    assert decode_groups([unit(40, 2.0), unit(30), unit(12, 0.5)], 2) == [[1], [2, 0]]
+
+
+def test_on_two_threads_a_requests_units_decode_on_both_workers_at_once(
+    tiny_model_dir: Path, synth: Synthesizer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """threads=2: the two decoder batches of a request run at the same time, one on each worker (each waits
+    here until the other has started), and the audio equals the one-thread path's."""
+    two = Synthesizer(tiny_model_dir, threads=2)
+    model = two.stages.acoustic_models[two.stages.default_voice]
+    inner = model.synthesize
+    started = threading.Barrier(2, timeout=30)
+    threads_seen: set[str] = set()
+    sizes: list[int] = []
+
+    def synthesize(inputs: list, *args: object, **kwargs: object) -> list:
+        threads_seen.add(threading.current_thread().name)
+        sizes.append(len(inputs))
+        started.wait()  # a broken barrier (the other batch never started) fails the request
+        return inner(inputs, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(model, "synthesize", synthesize)
+    text = "第一句。第二句话。第三句话更长一些，还有一个逗号。"
+    res = two.synthesize(text)
+    assert sorted(sizes) == [1, 2] and len(threads_seen) == 2
+    reference = synth.synthesize(text)
     assert res.audio.shape == reference.audio.shape
     np.testing.assert_allclose(res.audio, reference.audio, atol=1e-4, rtol=0)
     two.close()
