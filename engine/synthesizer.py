@@ -162,10 +162,12 @@ def _synthesize_into(
     on_mel: Callable[[int, np.ndarray, int], None] | None = None,
     mel_chunk_frames: int = 64,
     before_settling: Callable[[int, AcousticOutput], None] | None = None,
+    mel_tail_frames: int | None = None,
 ) -> None:
     """Decode ``inputs`` as one batch, settling each future as its utterance is finished (``on_mel``: its
-    mel chunks as they are final; ``before_settling`` sees each output first); when the batch fails, the
-    items not yet settled run one by one (a bad item fails alone)."""
+    mel chunks as they are final, the frames after the last whole chunk in chunks of at most
+    ``mel_tail_frames``; ``before_settling`` sees each output first); when the batch fails, the items not
+    yet settled run one by one (a bad item fails alone)."""
 
     def settle(i: int, out: AcousticOutput) -> None:
         if before_settling is not None:
@@ -173,7 +175,13 @@ def _synthesize_into(
         futures[i].set_result(out)
 
     try:
-        model.synthesize(inputs, on_output=settle, on_mel=on_mel, mel_chunk_frames=mel_chunk_frames)
+        model.synthesize(
+            inputs,
+            on_output=settle,
+            on_mel=on_mel,
+            mel_chunk_frames=mel_chunk_frames,
+            mel_tail_frames=mel_tail_frames,
+        )
         return
     except Exception as exc:
         if len(inputs) == 1:
@@ -305,9 +313,14 @@ class LocalStages:
                 lambda j, chunk, frames: on_mel(group[j], chunk, frames),
                 vocoder.chunk_frames,
                 lambda j, out: remember(group[j], out),
+                tail,
             )
 
-        for group in decode_groups(inputs, workers.size):
+        groups = decode_groups(inputs, workers.size)
+        # a worker with no batch of its own can start on a unit's tail pieces while it decodes (one postnet
+        # call per piece instead of one for the whole tail, so only then)
+        tail = vocoder.tail_frames if len(groups) < workers.size else None
+        for group in groups:
             workers.run(functools.partial(decode, group))
         return futures
 

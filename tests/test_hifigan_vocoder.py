@@ -622,6 +622,36 @@ def test_mel_spans_follow_a_growing_mel_and_equal_one_run() -> None:
         MelSpans(v, 0, inline)
 
 
+def test_mel_spans_run_tail_pieces_as_their_frames_arrive(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once a span has less than a chunk left, each of the vocoder's tail pieces runs as soon as its frames
+    are here (before, the span waited for the mel's end); the pieces are the whole-mel cut's, so the audio
+    is bit-identical to one run."""
+    from engine.hifigan.spans import MelSpans
+
+    v = make_vocoder(CAUSAL, seed=7)
+    v.chunk_frames = 128
+    assert v.tail_frames == 64
+    (m,) = mels(340, seed=8)
+    expected = v.vocode(m)  # cut 128, 128, 64, 20 (padded to 32)
+    pieces: list[int] = []
+    inner = v._piece_steps
+
+    def spy(piece: torch.Tensor, cache: dict) -> object:
+        pieces.append(piece.shape[-1])
+        return (yield from inner(piece, cache))
+
+    monkeypatch.setattr(v, "_piece_steps", spy)
+    spans = MelSpans(v, 340, _Inline())
+    spans.extend(m[:200])
+    assert pieces == [128]
+    spans.extend(m[200:330])
+    assert pieces == [128, 128, 64]  # the tail piece 256-320 did not wait for the last 10 frames
+    assert not spans.future.done()
+    spans.extend(m[330:])
+    assert pieces == [128, 128, 64, 32]
+    np.testing.assert_array_equal(spans.future.result(timeout=1), expected)
+
+
 def test_mel_spans_split_counts_the_running_piece(monkeypatch: pytest.MonkeyPatch) -> None:
     """An idle thread's split counts what the other thread's running piece still has to do (half of it
     before any piece has finished): it cuts where both would finish together, and when the running piece

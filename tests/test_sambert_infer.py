@@ -165,6 +165,30 @@ def test_mel_chunks_are_handed_over_as_they_are_decoded(
         assert chunks[i][0][2] < -(-a.mel.shape[0] // am.r)  # the first chunk before the last step
 
 
+def test_mel_tail_frames_hand_the_rest_after_whole_chunks_over_in_smaller_chunks(
+    am: AcousticModel, golden: np.ndarray
+) -> None:
+    """``mel_tail_frames``: whole ``mel_chunk_frames`` chunks while that many frames are left, then chunks of
+    at most ``mel_tail_frames``; the same mel."""
+    items = [AcousticInput(golden), AcousticInput(golden[:12], speed=1.3)]
+    plain = am.synthesize(items)
+    chunks: dict[int, list[np.ndarray]] = {0: [], 1: []}
+    got = am.synthesize(
+        items, on_mel=lambda i, c, n: chunks[i].append(c), mel_chunk_frames=16, mel_tail_frames=5
+    )
+    for i, (a, b) in enumerate(zip(plain, got, strict=True)):
+        total = a.mel.shape[0]
+        sizes = [c.shape[0] for c in chunks[i]]
+        whole = total // 16
+        assert sizes[:whole] == [16] * whole, sizes
+        tail = sizes[whole:]
+        assert (
+            sum(tail) == total % 16 and all(0 < n <= 5 for n in tail) and tail[:-1] == [5] * (len(tail) - 1)
+        )
+        np.testing.assert_array_equal(np.concatenate(chunks[i]), b.mel)
+        np.testing.assert_allclose(b.mel, a.mel, atol=1e-5, rtol=0)
+
+
 @pytest.mark.parametrize("chunk", [1, 4, 7, 30, 10_000])
 def test_stream_concatenation_equals_full(am: AcousticModel, golden: np.ndarray, chunk: int) -> None:
     full = am.synthesize([AcousticInput(golden)])[0]

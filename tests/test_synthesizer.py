@@ -188,6 +188,47 @@ def test_on_two_threads_a_requests_units_decode_on_both_workers_at_once(
     two.close()
 
 
+def test_on_two_threads_a_single_units_tail_is_vocoded_while_it_decodes(
+    synth: Synthesizer, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """threads=2, one unit shorter than a worker's vocoder chunk (170 frames < 256): its mel comes over in
+    the vocoder's tail pieces (64 frames) as they are decoded, so the worker without a batch of its own
+    vocodes the first of them before the decoder is done (its steps slowed here, so the order does not
+    depend on the machine's speed). The audio equals the one-thread path's."""
+    from engine.hifigan.spans import MelSpans
+    from engine.sambert import infer
+
+    text = "您好，请问有什么可以帮您？"
+    two = Synthesizer(tiny_model_dir, threads=2)
+    assert len(two.units(text)) == 1
+    events: list[str] = []
+    step, inner_run = infer._DecoderRun.__next__, MelSpans._run
+
+    def slow_step(run: infer._DecoderRun) -> int:
+        time.sleep(0.002)
+        return step(run)
+
+    def run(spans: MelSpans, span: object) -> None:
+        events.append("vocoding")
+        inner_run(spans, span)  # type: ignore[arg-type]
+
+    def last_step(run: infer._DecoderRun) -> int:
+        s = slow_step(run)
+        if s == run.steps - 1:
+            events.append("last decoder step")
+        return s
+
+    monkeypatch.setattr(infer._DecoderRun, "__next__", last_step)
+    monkeypatch.setattr(MelSpans, "_run", run)
+    res = two.synthesize(text)
+    assert res.units[0].frames < WORKER_CHUNK_FRAMES
+    assert events.index("vocoding") < events.index("last decoder step"), events
+    reference = synth.synthesize(text)
+    assert res.audio.shape == reference.audio.shape
+    np.testing.assert_allclose(res.audio, reference.audio, atol=1e-4, rtol=0)
+    two.close()
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 def test_vocoder_precision_bf16_is_opt_in_and_changes_the_audio_by_rounding_only(
     synth: Synthesizer, tiny_model_dir: Path, threads: int

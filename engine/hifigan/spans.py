@@ -117,12 +117,15 @@ class MelSpans:
 
     def _piece(self, span: _Span) -> tuple[int, int] | None:
         """The next piece of ``span`` that can run now (frames, size zero-padded to), as the vocoder cuts a
-        whole mel; None while its frames have not arrived."""
-        chunk = self._vocoder.chunk_frames
+        whole mel; None while its frames have not arrived. Within the span's last, shorter-than-a-chunk
+        part, the vocoder's tail pieces run as soon as their frames are here."""
+        chunk, tail = self._vocoder.chunk_frames, self._vocoder.tail_frames
         if span.end <= self._arrived:
             return self._vocoder._cuts(span.end - span.pos, final=True)[0]
         if span.pos + chunk <= self._arrived:
             return chunk, chunk
+        if span.end - span.pos < chunk and span.pos + tail <= self._arrived:
+            return tail, tail  # what the whole-mel cut makes here too: the span has more than ``tail`` left
         return None
 
     def split(self) -> Job | None:

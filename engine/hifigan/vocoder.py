@@ -346,10 +346,16 @@ class Vocoder:
             pos += n
         return torch.cat(outs, dim=-1) if len(outs) > 1 else outs[0]
 
+    @property
+    def tail_frames(self) -> int:
+        """The longest piece :meth:`_cuts` makes of what is left after a mel's whole chunks (0: whole
+        utterances)."""
+        return min(self.chunk_frames, TAIL_FRAMES)
+
     def _cuts(self, total: int, final: bool) -> list[tuple[int, int]]:
         """How :meth:`_run_chunked_steps` cuts ``total`` frames: (frames, size zero-padded to) per piece."""
         chunk = self.chunk_frames or total
-        small = min(chunk, TAIL_FRAMES)
+        small = self.tail_frames or min(chunk, TAIL_FRAMES)
         cuts: list[tuple[int, int]] = []
         pos = 0
         while pos < total:

@@ -116,13 +116,15 @@ class AcousticModel:
         on_output: Callable[[int, AcousticOutput], None] | None = None,
         on_mel: Callable[[int, np.ndarray, int], None] | None = None,
         mel_chunk_frames: int = 64,
+        mel_tail_frames: int | None = None,
     ) -> list[AcousticOutput]:
         """Synthesize several utterances at once; each output equals one-by-one synthesis (≤1e-4).
 
         With ``on_output``, ``on_output(index, output)`` hands each utterance over at the decoder step that
         finishes it (the shorter ones long before the batch ends). With ``on_mel``, the postnet runs on each
         utterance as its frames are decoded and ``on_mel(index, chunk, frames)`` hands over every
-        ``mel_chunk_frames`` frames of it as soon as they are final (``frames``: the utterance's length); its
+        ``mel_chunk_frames`` frames of it as soon as they are final (``frames``: the utterance's length; with
+        ``mel_tail_frames``, the frames after its last whole chunk in chunks of at most that many); its
         output's mel is then their concatenation (equal to the whole-utterance postnet to ≤1e-5). Without
         either, one postnet call runs over the whole batch at the end.
         """
@@ -140,7 +142,13 @@ class AcousticModel:
                 mels = self._postnet_batch(decs)
                 return [front.output(i, mels[i]) for i in range(len(inputs))]
             return self._hand_over(
-                front, order, _DecoderRun(self._dec, memories, bands), on_output, on_mel, mel_chunk_frames
+                front,
+                order,
+                _DecoderRun(self._dec, memories, bands),
+                on_output,
+                on_mel,
+                mel_chunk_frames,
+                mel_tail_frames,
             )
 
     def _hand_over(
@@ -151,6 +159,7 @@ class AcousticModel:
         on_output: Callable[[int, AcousticOutput], None] | None,
         on_mel: Callable[[int, np.ndarray, int], None] | None,
         chunk_frames: int,
+        tail_frames: int | None = None,
     ) -> list[AcousticOutput]:
         """:meth:`synthesize` handing utterances (``on_output``) or their mel chunks (``on_mel``) over as the
         decoder finishes them; ``run`` decodes the utterances in ``order`` (longest first)."""
@@ -158,7 +167,11 @@ class AcousticModel:
         for j, steps in enumerate(run.lengths):
             finishing.setdefault(steps - 1, []).append(j)
         frames = [front.frames[i] for i in order]
-        chunkers = [MelChunker(self.model, n, chunk_frames, chunk_frames) for n in frames] if on_mel else []
+        chunkers = (
+            [MelChunker(self.model, n, chunk_frames, chunk_frames, tail_frames) for n in frames]
+            if on_mel
+            else []
+        )
         chunks: list[list[np.ndarray]] = [[] for _ in order]
         outs: dict[int, AcousticOutput] = {}
         for s in itertools.chain([-1], run):
@@ -787,26 +800,43 @@ class MelChunker:
     """Decoder frames of one utterance in (in order, any amounts), postnet mel chunks out.
 
     Chunks are ``chunk_frames`` long, doubling after each up to ``max_chunk_frames``; the last may be shorter.
+    With ``tail_frames``, once fewer frames are left than the next chunk holds, they go in chunks of at most
+    ``tail_frames`` (a vocoder that cuts a mel's tail into such pieces can start on them sooner).
     Frames are buffered until they finish the next chunk (:attr:`needed`: its frames plus the postnet's
     look-ahead), then the postnet runs once on all of them: once per chunk, never per decoder step (its
     per-call cost on 3 frames made streaming 2.2x slower), and a chunk goes out at the first step that can
     finish it.
     """
 
-    def __init__(self, model: KanTtsSAMBERT, frames: int, chunk_frames: int, max_chunk_frames: int) -> None:
+    def __init__(
+        self,
+        model: KanTtsSAMBERT,
+        frames: int,
+        chunk_frames: int,
+        max_chunk_frames: int,
+        tail_frames: int | None = None,
+    ) -> None:
         self._post = _PostnetStream(model, frames)
         self.size = chunk_frames
         self._max = max_chunk_frames
+        self._tail = tail_frames
         self._decoded: list[Tensor] = []  # decoder frames not yet pushed through the postnet
         self._received = 0  # decoder frames received (padding past the utterance's end not counted)
         self._chunked = 0  # postnet frames handed out in chunks
         self._pending: list[Tensor] = []  # postnet frames not yet emitted
         self._ready = 0
 
+    def _next_size(self) -> int:
+        """The next chunk's frames: :attr:`size`, or with ``tail_frames`` at most that once fewer than
+        :attr:`size` frames are left."""
+        if self._tail and self._post.frames - self._chunked < self.size:
+            return min(self._tail, self.size)
+        return self.size
+
     @property
     def needed(self) -> int:
         """Decoder frames (from the utterance's start) that finish the next chunk."""
-        return min(self._post.frames, self._chunked + self.size + self._post.lookahead)
+        return min(self._post.frames, self._chunked + self._next_size() + self._post.lookahead)
 
     def push(self, frames: Tensor, final: bool = False) -> list[np.ndarray]:
         """Add decoder frames (padding past the utterance's end is ignored); returns the finished chunks."""
@@ -821,9 +851,9 @@ class MelChunker:
             self._pending.append(new)
             self._ready += new.size(0)
         chunks: list[np.ndarray] = []
-        while self._ready >= self.size or (final and self._ready):
+        while self._ready >= (size := self._next_size()) or (final and self._ready):
             cat = torch.cat(self._pending) if len(self._pending) > 1 else self._pending[0]
-            take = min(self.size, self._ready)
+            take = min(size, self._ready)
             chunk, rest = cat[:take], cat[take:]
             self._pending = [rest] if rest.size(0) else []
             self._ready -= take
