@@ -290,6 +290,10 @@ class LocalStages:
             concurrent.futures.Future() for _ in inputs
         ]
         streamed = vocoder.causal and vocoder.chunk_frames
+        groups = decode_groups(inputs, workers.size)
+        # a worker with no batch of its own can start on a unit's tail pieces while it decodes (one postnet
+        # call per piece instead of one for the whole tail, so only then)
+        tail = vocoder.tail_frames if len(groups) < workers.size else None
         spans: dict[int, MelSpans] = {}  # each index is only ever touched by its own group's thread
 
         def on_mel(i: int, chunk: np.ndarray, frames: int) -> None:
@@ -316,10 +320,6 @@ class LocalStages:
                 tail,
             )
 
-        groups = decode_groups(inputs, workers.size)
-        # a worker with no batch of its own can start on a unit's tail pieces while it decodes (one postnet
-        # call per piece instead of one for the whole tail, so only then)
-        tail = vocoder.tail_frames if len(groups) < workers.size else None
         for group in groups:
             workers.run(functools.partial(decode, group))
         return futures
