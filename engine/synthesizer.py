@@ -62,10 +62,11 @@ def decode_groups(inputs: Sequence[AcousticInput], workers: int) -> list[list[in
     """
     groups: list[list[int]] = [[] for _ in range(max(1, min(workers, len(inputs))))]
     load = [0.0] * len(groups)
-    for i in sorted(range(len(inputs)), key=lambda i: -len(inputs[i].ids) / inputs[i].speed):
+    work = [len(inp.ids) / inp.speed for inp in inputs]
+    for i in sorted(range(len(inputs)), key=lambda i: -work[i]):
         lightest = load.index(min(load))
         groups[lightest].append(i)
-        load[lightest] += len(inputs[i].ids) / inputs[i].speed
+        load[lightest] += work[i]
     return [g for g in groups if g]
 
 

@@ -355,7 +355,7 @@ class Vocoder:
     def _cuts(self, total: int, final: bool) -> list[tuple[int, int]]:
         """How :meth:`_run_chunked_steps` cuts ``total`` frames: (frames, size zero-padded to) per piece."""
         chunk = self.chunk_frames or total
-        small = self.tail_frames or min(total, TAIL_FRAMES)  # chunk_frames 0: one piece, whatever this is
+        small = self.tail_frames  # 0 for whole utterances: their one piece is never padded
         cuts: list[tuple[int, int]] = []
         pos = 0
         while pos < total:
