@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from serve_app.ray_system import system_config
+
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "loadtests" / "config" / "autoscale-fast.yaml"
 DEPLOYMENTS = ("TTSIngress", "TextFrontend", "SambertAcoustic", "HifiGanVocoder")
@@ -139,7 +141,7 @@ def start_serve(config_path: Path, port: int, metrics_port: int) -> None:
         num_cpus=2,
         include_dashboard=False,
         _metrics_export_port=metrics_port,
-        _system_config={"metrics_report_interval_ms": 1000},
+        _system_config=system_config(metrics_report_interval_ms=1000),
         logging_level="WARNING",
     )
     client = serve_api.serve_start(

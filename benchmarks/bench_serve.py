@@ -189,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     from engine.modeldir import benchmark_model_dir
     from engine.synthesizer import Synthesizer
     from serve_app.graph import build_app
+    from serve_app.ray_system import system_config
 
     model_dir = benchmark_model_dir(args.model_dir, "full")
     print(f"model: {model_dir}  cores: {os.cpu_count()}", flush=True)
@@ -210,7 +211,11 @@ def main(argv: list[str] | None = None) -> int:
     port = _free_port()
     env = {"RAY_AUTH_MODE": "disabled", "PYTHONPATH": os.environ["PYTHONPATH"]}
     ray.init(
-        num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": env}
+        num_cpus=os.cpu_count(),
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": env},
+        _system_config=system_config(),
     )
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})

@@ -20,6 +20,7 @@ from typing import Any
 
 import psutil
 
+from serve_app.ray_system import system_config
 from tests._reliability import free_port
 
 REPO = Path(__file__).resolve().parent.parent
@@ -79,6 +80,7 @@ class LocalCluster:
             "include_dashboard": False,
             "object_store_memory": OBJECT_STORE_BYTES,
             **node_ports(),
+            "_system_config": system_config(),
             **self.head_args,
         }
         self.cluster = Cluster(initialize_head=True, head_node_args=args)

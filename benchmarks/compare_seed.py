@@ -37,6 +37,8 @@ from typing import Any
 
 import numpy as np
 
+from serve_app.ray_system import system_config
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "benchmarks" / "results"
 DEFAULT_CONFIG = ROOT / "serve_app" / "config" / "local.yaml"
@@ -217,7 +219,13 @@ def start_ray(port: int) -> Any:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # private local cluster on 127.0.0.1
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    ray.init(
+        address="local",
+        num_cpus=2,
+        include_dashboard=False,
+        logging_level="WARNING",
+        _system_config=system_config(),
+    )
     return serve_api.serve_start(http_options={"host": "127.0.0.1", "port": port})
 
 

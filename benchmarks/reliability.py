@@ -34,6 +34,8 @@ from typing import Any
 import httpx
 import numpy as np
 
+from serve_app.ray_system import system_config
+
 REPO = Path(__file__).resolve().parent.parent
 SENTENCES = [
     "您好，这里是智能客服中心，请问有什么可以帮您？",
@@ -773,6 +775,7 @@ def _start(model_dir: str) -> str:
         log_to_driver=False,
         namespace="tts-reliability",
         runtime_env={"env_vars": {"RAY_AUTH_MODE": "disabled", "PYTHONPATH": os.environ["PYTHONPATH"]}},
+        _system_config=system_config(),
     )
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     return f"http://127.0.0.1:{port}"

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from benchmarks.bench_serve import REPO, SENTENCES, _free_port, _serve_args
+from serve_app.ray_system import system_config
 
 
 @dataclass
@@ -207,7 +208,13 @@ def main(argv: list[str] | None = None) -> int:
     port = _free_port()
     env = {"RAY_AUTH_MODE": "disabled", "PYTHONPATH": os.environ["PYTHONPATH"]}
     # logical CPUs: both apps' reservations fit; the box's real cores are shared by all replicas
-    ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": env})
+    ray.init(
+        num_cpus=8,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": env},
+        _system_config=system_config(),
+    )
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         apps = {"after": "/", "before": "/before"}

@@ -46,6 +46,8 @@ def start_head(dashboard: bool) -> Any:
     from ray._private.node import Node
     from ray._private.parameter import RayParams
 
+    from serve_app.ray_system import system_config
+
     class ServingHead(Node):  # type: ignore[misc]
         """Without the dashboard, no API server process at all: its minimal mode only reports usage stats
         (off here), for 117 MB RSS."""
@@ -55,6 +57,7 @@ def start_head(dashboard: bool) -> Any:
                 super().start_api_server(include_dashboard=True, raise_on_failure=raise_on_failure)
 
     params = RayParams(
+        _system_config=system_config(),
         include_dashboard=dashboard,
         no_monitor=True,
         include_log_monitor=False,

@@ -115,6 +115,7 @@ def serve_instance(tiny_model_dir: Path) -> Iterator[ServeInstance]:
     from ray import serve
 
     from serve_app.graph import build_app
+    from serve_app.ray_system import system_config
 
     port = _free_port()
     ray.init(
@@ -124,7 +125,7 @@ def serve_instance(tiny_model_dir: Path) -> Iterator[ServeInstance]:
         namespace="tts-tests",
         runtime_env={"env_vars": {"RAY_AUTH_MODE": "disabled", "PYTHONPATH": os.environ["PYTHONPATH"]}},
         # metrics reach the Prometheus endpoint within ~1 s (default 10 s), so scrape tests stay short
-        _system_config={"metrics_report_interval_ms": 1000},
+        _system_config=system_config(metrics_report_interval_ms=1000),
     )
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})

@@ -17,6 +17,7 @@ import pytest
 import ray
 import yaml
 
+from serve_app.ray_system import ray_env
 from tests.k8s.render import CHART_DIR, REPO, VALUE_SETS, HelmFailure, deep_merge, effective_values, lint
 from tests.k8s.render import render_objects as _render_objects
 
@@ -295,6 +296,19 @@ def test_in_cluster_ha_and_capacity_invariants(value_set: str) -> None:
     assert float(resources["limits"]["cpu"]) == float(group["rayStartParams"]["num-cpus"])
     pdbs = {o["metadata"]["name"]: o for o in by_kind(rendered(value_set), "PodDisruptionBudget")}
     assert pdbs["tts-ray-workers"]["spec"]["selector"]["matchLabels"]["tts.example.com/ray-node"] == "worker"
+
+
+@pytest.mark.parametrize("value_set", list(VALUE_SETS))
+def test_ray_pods_run_the_serving_ray_system_config(value_set: str) -> None:
+    """Every Ray container (head and workers) gets serve_app/ray_system.py's settings as RAY_<name> variables:
+    the cluster the chart deploys is the one make run, the benchmarks and the tests measure."""
+    cluster = rayservice(value_set)["spec"]["rayClusterConfig"]
+    pods = [cluster["headGroupSpec"]] + cluster["workerGroupSpecs"]
+    containers = [c for pod in pods for c in pod["template"]["spec"]["containers"]]
+    assert len(containers) >= 2
+    for container in containers:
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert ray_env().items() <= env.items(), container["name"]
 
 
 def test_network_policy_limits_serve_and_ray_ports() -> None:

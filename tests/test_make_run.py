@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import io
 import json
@@ -19,6 +20,7 @@ import psutil
 import pytest
 
 from benchmarks.bench_memory import run_config, wait_ready
+from serve_app.ray_system import RAY_SYSTEM_CONFIG
 from serve_app.run import LogFollower, log_line
 
 REPO = Path(__file__).resolve().parent.parent
@@ -121,6 +123,10 @@ def test_make_run_serves_logs_and_stops_cleanly(tiny_model_dir: Path, tmp_path: 
         assert "raylet" in names and "gcs_server" in names
         for absent in ("monitor.py", "log_monitor.py", "ray.util.client.server", "dashboard.py"):
             assert absent not in names  # what `make run` leaves out (docs/performance.md, Memory)
+        (gcs,) = [p.cmdline() for p in children if "gcs_server" in " ".join(p.cmdline()[:1])]
+        (config_arg,) = [a for a in gcs if a.startswith("--config_list=")]
+        system = json.loads(base64.b64decode(config_arg.split("=", 1)[1]))
+        assert RAY_SYSTEM_CONFIG.items() <= system.items()  # serve_app/ray_system.py reaches the cluster
         deadline = time.monotonic() + 30
         while '"event": "synthesis"' not in log.read_text("utf-8", "replace") and time.monotonic() < deadline:
             time.sleep(0.5)

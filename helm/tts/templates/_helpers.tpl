@@ -122,6 +122,9 @@ Kubernetes overrides: proxy location, http options, app args and per-deployment 
   value: /tmp
 - name: RAY_SERVE_HTTP_KEEP_ALIVE_TIMEOUT_S
   value: "75"
+{{- /* serve_app/ray_system.py RAY_SYSTEM_CONFIG (tested equal): vocoder state inline in calls, not via the object store */}}
+- name: RAY_max_direct_call_object_size
+  value: "1048576"
 {{- if .Values.apiKeys.enabled }}
 - name: TTS_AUTH_ENABLED
   value: "1"
