@@ -42,8 +42,8 @@ def vocoder_info(models: Mapping[str, Vocoder], default: str) -> VocoderInfo:
     return VocoderInfo(
         sample_rate=int(model.sample_rate),
         hop_length=int(model.hop_length),
-        # causal kernels put the whole reach on the left; non-causal split it (measured exact to 1e-6)
-        left_context=2 * radius if causal else radius,
+        # causal: the exact reach on the left (what the engine's spans split by); non-causal: split it
+        left_context=int(model.model.left_context_frames()) if causal else radius,
         lookahead=0 if causal else radius,
         stateful_stream=int(causal and all(m.causal for m in models.values())),
     )
