@@ -192,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
         "--vocoder-precision", choices=["fp32", "bf16"], default=None, help="override the config's (fp32)"
     )
     args = parser.parse_args(argv)
+    if args.rtf_rounds < 1:
+        parser.error(f"--rtf-rounds must be >= 1, got {args.rtf_rounds}")
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
