@@ -114,7 +114,7 @@ class _Conv:
 
     def packed(self, batch: int, bucket: int, width: int | None = None) -> Tensor:
         """The weight prepacked for ``batch`` rows of ``bucket`` frames on this thread count (``width``: for
-        inputs that wide instead, whatever the bucket, as :meth:`add_to`'s context part)."""
+        inputs that wide instead, whatever the bucket, as :meth:`add_to`'s parts)."""
         shape = (torch.get_num_threads(), batch, bucket if width is None else -width)
         with self._lock:  # threads may share a vocoder
             weight = self._packs.get(shape)
@@ -192,7 +192,9 @@ class _Conv:
             new.copy_(y[..., :pad])
             self.keep(y, cache)
             self._add_into(h[..., :pad], small, self.packed(b, bucket, 2 * pad))
-        self._add_into(h[..., pad:], y, self.packed(b, bucket))
+        # the rest reads y alone: outputs narrower by pad than a call's, which on AVX2 can want another
+        # layout (an 8-frame chunk's first stage), so packed for that width
+        self._add_into(h[..., pad:], y, self.packed(b, bucket, bucket * self.scale))
         return h
 
     def _add_into(self, out: Tensor, buf: Tensor, weight: Tensor) -> None:
