@@ -56,8 +56,9 @@ def _nwc(batch: int, channels: int, length: int, dtype: torch.dtype) -> Tensor:
     return torch.empty(batch, length, channels, dtype=dtype).transpose(1, 2).unsqueeze(2)
 
 
-MAX_PACKS = 8
-"""Prepacked copies of a weight kept per (threads, batch, frame bucket); the least recently used goes."""
+MAX_PACKS = 16
+"""Call shapes (threads, batch, input width) a weight keeps a prepacked copy for; the least recently used
+goes (shapes whose kernels want the same layout share one copy)."""
 _DESC_PADDING = slice(108, 112)
 """Bytes of a serialised oneDNN memory descriptor (the raw ``dnnl_memory_desc_t`` of this torch's oneDNN:
 version, ndims, dims[12], data_type) that are struct padding, left uninitialised: not part of the layout."""
@@ -74,9 +75,18 @@ def _layout(packed: Tensor) -> bytes | None:
     return bytes(blob)
 
 
+SMALL_BUCKETS = (8, 16, 32, 48, 64)
+"""Frame buckets up to 64 frames: powers of two and 48, so a mel's last piece of 33-48 frames, zero-padded to
+its bucket, is not run as 64 (a 40-frame unit such as "好的。": 1.6x its frames). Each bucket costs ~100
+oneDNN primitives held in memory (~16 MB a vocoder replica): 24 as well would save ~4x less and cost as much.
+Above 64 frames, powers of two."""
+
+
 def frame_bucket(frames: int) -> int:
-    """The chunk length a weight is prepacked for: the next power of two, at least 8 frames."""
-    return max(8, 1 << (max(frames, 1) - 1).bit_length())
+    """The chunk length a weight is prepacked for (and a final piece padded to): the first of
+    :data:`SMALL_BUCKETS` that holds ``frames``, above those the next power of two."""
+    small = next((b for b in SMALL_BUCKETS if b >= frames), None)
+    return small if small is not None else 1 << (frames - 1).bit_length()
 
 
 class _Conv:
@@ -85,7 +95,7 @@ class _Conv:
     oneDNN picks a convolution kernel, and with it the weight layout, from the thread count, the batch and
     the width. A weight prepacked for another shape is reordered on every call: on AVX2 CPUs the block size
     changes with all three (8, 16 or 24 output channels), and those reorders cost more than the convolutions
-    (1 thread, an 8-frame chunk: 125 -> 39 ms). So each call shape ``(threads, batch, frame bucket)`` gets a
+    (1 thread, an 8-frame chunk: 125 -> 39 ms). So each call shape ``(threads, batch, input width)`` gets a
     prepacked copy, made on first use under the calling thread count, shared with the shapes whose kernels
     want the same layout (on AVX-512 the layout follows the channels only: one copy for every bucket).
     ``dtype`` is the input buffers', weights' and outputs' type (float32 or bfloat16); the bias and the cached
@@ -98,24 +108,23 @@ class _Conv:
         weight: Tensor,
         bias: Tensor | None,
         dilation: int,
-        scale: int,
         dtype: torch.dtype = torch.float32,
     ) -> None:
         self.key = key
         self.cout, self.cin, k = weight.shape
         self.dilation = dilation
         self.pad = (k - 1) * dilation
-        self.scale = scale  # samples of this layer's input per mel frame
         self.dtype = dtype
         self._weight = weight.detach().to(dtype).unsqueeze(2).contiguous()
         self._packs: OrderedDict[tuple[int, int, int], Tensor] = OrderedDict()
         self._lock = threading.Lock()
         self.bias = bias
 
-    def packed(self, batch: int, bucket: int, width: int | None = None) -> Tensor:
-        """The weight prepacked for ``batch`` rows of ``bucket`` frames on this thread count (``width``: for
-        inputs that wide instead, whatever the bucket, as :meth:`add_to`'s parts)."""
-        shape = (torch.get_num_threads(), batch, bucket if width is None else -width)
+    def packed(self, batch: int, width: int) -> Tensor:
+        """The weight prepacked for ``batch`` rows of inputs ``width`` samples wide (context included) on this
+        thread count. Keyed by the width itself, not the chunk's bucket: on AVX2 two widths of one bucket can
+        want different layouts (1 thread, batch 3: 40 frames ``Acdb24a``, 48 frames ``Acdb16a``)."""
+        shape = (torch.get_num_threads(), batch, width)
         with self._lock:  # threads may share a vocoder
             weight = self._packs.get(shape)
             if weight is not None:
@@ -127,7 +136,7 @@ class _Conv:
             [1, 1],
             [1, self.dilation],
             1,
-            [batch, self.cin, 1, self.pad + bucket * self.scale if width is None else width],
+            [batch, self.cin, 1, width],
         )
         layout = _layout(weight)
         with self._lock:
@@ -158,15 +167,13 @@ class _Conv:
         self,
         buf: Tensor,
         cache: Cache,
-        bucket: int,
         slope: float | None = None,
         post: str = "none",
         add: Tensor | None = None,
     ) -> Tensor:
-        """Convolve a filled buffer (keeping its tail as the next context) with an optional fused post-op;
-        ``bucket`` is :func:`frame_bucket` of the chunk's frames."""
+        """Convolve a filled buffer (keeping its tail as the next context) with an optional fused post-op."""
         self.keep(buf, cache)
-        weight = self.packed(buf.shape[0], bucket)
+        weight = self.packed(buf.shape[0], buf.shape[-1])
         d = [1, self.dilation]
         if add is not None:
             return _MKLDNN._convolution_pointwise.binary(
@@ -178,7 +185,7 @@ class _Conv:
             )
         return _MKLDNN._convolution_pointwise(buf, weight, self.bias, [0, 0], [1, 1], d, 1, post, [], "")
 
-    def add_to(self, h: Tensor, y: Tensor, cache: Cache, bucket: int) -> Tensor:
+    def add_to(self, h: Tensor, y: Tensor, cache: Cache) -> Tensor:
         """``h += conv([context | y])`` in place (float32), keeping ``y``'s tail as the next context.
 
         The outputs from ``pad`` on read ``y`` where it lies, so ``y`` is not copied behind its context (a
@@ -191,10 +198,10 @@ class _Conv:
             small, new = self.input(cache, b, pad)
             new.copy_(y[..., :pad])
             self.keep(y, cache)
-            self._add_into(h[..., :pad], small, self.packed(b, bucket, 2 * pad))
+            self._add_into(h[..., :pad], small, self.packed(b, 2 * pad))
         # the rest reads y alone: outputs narrower by pad than a call's, which on AVX2 can want another
         # layout (an 8-frame chunk's first stage), so packed for that width
-        self._add_into(h[..., pad:], y, self.packed(b, bucket, bucket * self.scale))
+        self._add_into(h[..., pad:], y, self.packed(b, y.shape[-1]))
         return h
 
     def _add_into(self, out: Tensor, buf: Tensor, weight: Tensor) -> None:
@@ -205,9 +212,9 @@ class _Conv:
         )
 
 
-def _conv(layer: CausalConv1d, scale: int, dtype: torch.dtype = torch.float32) -> _Conv:
+def _conv(layer: CausalConv1d, dtype: torch.dtype = torch.float32) -> _Conv:
     c = layer.conv1d
-    return _Conv(layer._key(), c.effective_weight(), c.bias, c.dilation, scale, dtype)
+    return _Conv(layer._key(), c.effective_weight(), c.bias, c.dilation, dtype)
 
 
 class _Stage(NamedTuple):
@@ -227,24 +234,22 @@ class OnednnStream:
     def __init__(self, model: Generator, bf16_stages: Sequence[int] = ()) -> None:
         if not model.causal or model.upsamples is None:
             raise ValueError("the oneDNN backend runs causal generators after fuse_upsampling()")
-        self.pre = _conv(model.conv_pre, 1)
+        self.pre = _conv(model.conv_pre)
         self.stages: list[_Stage] = []
-        scale = 1
         for i, up in enumerate(model.upsamples):
-            up_conv = _Conv(up._key(), up.conv1d.weight, up.conv1d.bias, 1, scale)
-            scale *= up.stride
+            up_conv = _Conv(up._key(), up.conv1d.weight, up.conv1d.bias, 1)
             blocks = model.conv_blocks[i * model.num_kernels : (i + 1) * model.num_kernels]
             bf16 = i in bf16_stages
-            units = [self._block(b, scale, torch.bfloat16 if bf16 else torch.float32) for b in blocks]
+            units = [self._block(b, torch.bfloat16 if bf16 else torch.float32) for b in blocks]
             self.stages.append(_Stage(up, up_conv, _slope(up.activation), units, bf16))
-        self.post = _conv(model.conv_post, scale)
+        self.post = _conv(model.conv_post)
         self.num_kernels = model.num_kernels
 
     @staticmethod
-    def _block(block: ResidualBlock, scale: int, dtype: torch.dtype) -> list[tuple[_Conv, _Conv, float]]:
+    def _block(block: ResidualBlock, dtype: torch.dtype) -> list[tuple[_Conv, _Conv, float]]:
         slope = _slope(block.activation)
         return [
-            (_conv(c1, scale, dtype), _conv(c2, scale, dtype), slope)
+            (_conv(c1, dtype), _conv(c2, dtype), slope)
             for c1, c2 in zip(block.convs1, block.convs2, strict=True)
         ]
 
@@ -267,15 +272,14 @@ class OnednnStream:
         The residual blocks of ``bf16_stages`` run bf16 kernels (module docstring); every sum, the cache and
         the output stay float32."""
         b, _, t = mel.shape
-        bucket = frame_bucket(t)
         buf, new = self.pre.input(cache, b, t)
         new.copy_(mel.unsqueeze(2))
-        x = self.pre(buf, cache, bucket)
+        x = self.pre(buf, cache)
         for up, up_conv, slope, blocks, bf16 in self.stages:
             x = torch.sin(x).add_(x)
             buf, new = up_conv.input(cache, b, t)
             torch.ops.aten.leaky_relu.out(x, slope, out=new)
-            y = up_conv(buf, cache, bucket)  # [B, u * cout, 1, T] as [B, T, u, cout] in memory
+            y = up_conv(buf, cache)  # [B, u * cout, 1, T] as [B, T, u, cout] in memory
             t *= up.stride
             x = y.permute(0, 2, 3, 1).reshape(b, 1, t, -1).permute(0, 3, 1, 2)
             acc: Tensor | None = None
@@ -287,18 +291,18 @@ class OnednnStream:
                         new.copy_(F.leaky_relu(h, s))
                     else:
                         torch.ops.aten.leaky_relu.out(h, s, out=new)
-                    y = c1(buf, cache, bucket, slope=s)
+                    y = c1(buf, cache, slope=s)
                     if not bf16 and h is not x and t > c2.pad:  # fp32: added into h (x is the blocks' input)
-                        h = c2.add_to(h, y, cache, bucket)
+                        h = c2.add_to(h, y, cache)
                         continue
                     buf, new = c2.input(cache, b, t)
                     new.copy_(y)
                     # fp32: the residual add fused; bf16: oneDNN adds only a bf16 tensor, so the sum is here
-                    h = torch.add(h, c2(buf, cache, bucket)) if bf16 else c2(buf, cache, bucket, add=h)
+                    h = torch.add(h, c2(buf, cache)) if bf16 else c2(buf, cache, add=h)
                 acc = (h.clone() if h is x else h) if acc is None else acc.add_(h)
                 yield
             assert acc is not None
             x = acc.div_(self.num_kernels)
         buf, new = self.post.input(cache, b, t)
         torch.ops.aten.leaky_relu.out(x, 0.01, out=new)  # F.leaky_relu's default slope, as in KAN-TTS
-        return self.post(buf, cache, bucket, post="tanh").squeeze(2).contiguous()
+        return self.post(buf, cache, post="tanh").squeeze(2).contiguous()

@@ -132,11 +132,8 @@ def _padded(piece: Tensor, size: int) -> Tensor:
 
 
 def _bucket(frames: int, chunk: int) -> int:
-    """The padded size of a final chunk: the next power of two (≥ 8), at most ``chunk``."""
-    size = 8
-    while size < frames:
-        size *= 2
-    return max(frames, min(size, chunk))
+    """The padded size of a final chunk: its :func:`~.onednn.frame_bucket`, at most ``chunk``."""
+    return max(frames, min(frame_bucket(frames), chunk))
 
 
 class VocoderError(ValueError):
@@ -367,7 +364,7 @@ class Vocoder:
 
     def _piece_buckets(self) -> list[int]:
         """The frame buckets (:func:`~engine.hifigan.onednn.frame_bucket`) of every piece :meth:`_cuts` makes
-        (the tails' powers of two up to :data:`TAIL_FRAMES`, and the whole chunk)."""
+        (the tails' buckets up to :data:`TAIL_FRAMES`, and the whole chunk)."""
         longest = self.chunk_frames or TAIL_FRAMES
         return sorted({frame_bucket(size) for n in range(1, longest + 1) for _, size in self._cuts(n, True)})
 
