@@ -4,6 +4,10 @@ served ÷ raw-engine 1-client RTF and throughput, with the full-size random mode
 The 1-client RTF pair is measured in the same minute: the raw engine (this process, ``--raw-threads``) and the
 served request alternate text by text, after Serve is up (its replicas idle between requests).
 
+Where the CPU goes: over each load level, the CPU time of every process of the Ray instance this benchmark
+starts (and of this process, the load generator) is read before and after; the table for the best level (the
+saturation point) lists each role's share of a core and its core-ms per second of audio served.
+
 Usage: ``python -m benchmarks.bench_serve [--model-dir DIR] [--seconds 15] [--clients 1 4 8 16]``.
 The Serve deployment options come from ``serve_app/config/local.yaml`` (the ``make run`` config).
 """
@@ -22,7 +26,10 @@ from typing import Any
 
 import httpx
 import numpy as np
+import psutil
 import yaml
+
+from benchmarks.bench_memory import role
 
 REPO = Path(__file__).resolve().parent.parent
 SENTENCES = [
@@ -113,7 +120,37 @@ async def _ttfa(client: httpx.AsyncClient, url: str, text: str) -> tuple[float, 
     return first or float("nan"), time.perf_counter() - start
 
 
-async def _load(url: str, clients: int, seconds: float) -> dict[str, float]:
+LOAD_GENERATOR = "this benchmark (load generator)"
+
+
+def cpu_seconds() -> dict[tuple[int, str], float]:
+    """CPU seconds (user + system) so far of this process and every process under it (the Ray instance it
+    started: daemons, Serve controller, proxy, replicas), keyed by (pid, role)."""
+    me = psutil.Process()
+    out: dict[tuple[int, str], float] = {}
+    for proc in [me, *me.children(recursive=True)]:
+        try:
+            t = proc.cpu_times()
+            name = LOAD_GENERATOR if proc.pid == me.pid else role(proc)
+            out[(proc.pid, name)] = t.user + t.system
+        except psutil.Error:  # gone meanwhile
+            continue
+    return out
+
+
+def cores_by_role(
+    before: dict[tuple[int, str], float], after: dict[tuple[int, str], float], wall: float
+) -> dict[str, float]:
+    """Cores each role used between two :func:`cpu_seconds` readings ``wall`` seconds apart (processes alive
+    at both; a role's replicas summed), largest first."""
+    used: dict[str, float] = {}
+    for key, t in after.items():
+        if key in before:
+            used[key[1]] = used.get(key[1], 0.0) + (t - before[key]) / wall
+    return dict(sorted(used.items(), key=lambda kv: -kv[1]))
+
+
+async def _load(url: str, clients: int, seconds: float) -> dict[str, Any]:
     lat: list[float] = []
     audio = 0.0
     stop = time.perf_counter() + seconds
@@ -128,11 +165,13 @@ async def _load(url: str, clients: int, seconds: float) -> dict[str, float]:
                 audio += a
                 i += clients
 
+    cpu0 = cpu_seconds()
     start = time.perf_counter()
     await asyncio.gather(*[worker(k) for k in range(clients)])
     wall = time.perf_counter() - start
+    cores = cores_by_role(cpu0, cpu_seconds(), wall)
     return {"clients": clients, "requests": len(lat), "rps": len(lat) / wall, "throughput": audio / wall,
-            "p50": _pct(lat, 50), "p95": _pct(lat, 95)}  # fmt: skip
+            "p50": _pct(lat, 50), "p95": _pct(lat, 95), "cores": cores}  # fmt: skip
 
 
 def rtf_pair(url: str, synth: Any, rounds: int) -> dict[str, float]:
@@ -259,7 +298,25 @@ def main(argv: list[str] | None = None) -> int:
     for lv in res["load"]:
         print(f"| {lv['clients']} | {lv['requests']} | {lv['rps']:.2f} | {lv['throughput']:.2f} | "
               f"{lv['p50']:.2f} | {lv['p95']:.2f} |")  # fmt: skip
+    top = max(res["load"], key=lambda lv: lv["throughput"])
+    print()
+    print(cpu_table(top["cores"], top["throughput"], top["clients"]))
     return 0
+
+
+def cpu_table(cores: dict[str, float], throughput: float, clients: int) -> str:
+    """Markdown: each role's share of a core and core-ms per audio second at one load level."""
+    lines = [
+        f"CPU at {clients} clients ({throughput:.2f} audio-s/s; {os.cpu_count()} cores = "
+        f"{100 * (os.cpu_count() or 1)} %):",
+        "",
+        "| process | % of a core | core-ms per audio s |",
+        "|---|---:|---:|",
+    ]
+    for name, used in [*cores.items(), ("= all", sum(cores.values()))]:
+        per_audio = 1000 * used / throughput if throughput else float("nan")
+        lines.append(f"| {name} | {100 * used:.1f} | {per_audio:.0f} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

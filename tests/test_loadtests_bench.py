@@ -271,3 +271,31 @@ def test_first_audio_marks_each_step_once_in_order(tiny_model_dir: Path) -> None
     np.testing.assert_array_equal(audio, reference)
     times = [marked.marks[m] for m in MARKS]
     assert times == sorted(times) and t0 <= times[0] and times[-1] <= t1
+
+
+def test_bench_serve_cpu_split_attributes_a_busy_child_to_its_role() -> None:
+    """bench-serve's CPU table: a child process that burns CPU during the window shows up under its role
+    with the share of a core it took; the benchmark's own process is the load generator; the table sums."""
+    import subprocess
+    import sys
+
+    from benchmarks import bench_serve
+
+    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.8: pass\ntime.sleep(5)\n"
+    child = subprocess.Popen([sys.executable, "-c", burn])
+    try:
+        before = bench_serve.cpu_seconds()
+        start = time.perf_counter()
+        time.sleep(1.5)
+        after = bench_serve.cpu_seconds()
+        wall = time.perf_counter() - start
+    finally:
+        child.kill()
+        child.wait(timeout=10)
+    cores = bench_serve.cores_by_role(before, after, wall)
+    burner = next(name for (pid, name) in after if pid == child.pid)
+    assert 0.2 < cores[burner] <= 1.05, cores  # ~0.8 CPU s over ~1.5 s (less on a loaded box), not idle
+    assert bench_serve.LOAD_GENERATOR in cores
+    table = bench_serve.cpu_table(cores, throughput=2.0, clients=8)
+    assert f"| {burner} | {100 * cores[burner]:.1f} | {1000 * cores[burner] / 2.0:.0f} |" in table
+    assert "| = all |" in table
