@@ -97,7 +97,7 @@ class _Conv:
     changes with all three (8, 16 or 24 output channels), and those reorders cost more than the convolutions
     (1 thread, an 8-frame chunk: 125 -> 39 ms). So each call shape ``(threads, batch, input width)`` gets a
     prepacked copy, made on first use under the calling thread count, shared with the shapes whose kernels
-    want the same layout (on AVX-512 the layout follows the channels only: one copy for every bucket).
+    want the same layout (on AVX-512 the layout follows the channels only: one copy for every width).
     ``dtype`` is the input buffers', weights' and outputs' type (float32 or bfloat16); the bias and the cached
     context stay float32.
     """
