@@ -228,6 +228,26 @@ def running_replicas(app: str, deployment: str) -> int:
     return int(status.deployments[deployment].replica_states.get("RUNNING", 0))
 
 
+def settled_replicas(app: str, deployment: str, at_least: int = 1, timeout_s: float = 120.0) -> int:
+    """Wait (bounded) until ``deployment`` is settled: every replica Serve reports is RUNNING, at least
+    ``at_least`` of them, and as many replica actors are alive. Right after a kill the controller can still
+    report the dead replica RUNNING (it has not noticed yet): a drill started then kills the only live one.
+    Returns the RUNNING count (possibly short of ``at_least`` when the timeout passed)."""
+    from ray import serve
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        status = serve.status().applications.get(app)
+        found = status is not None and deployment in status.deployments
+        states = status.deployments[deployment].replica_states if found else {}
+        running = int(states.get("RUNNING", 0))
+        alive = len(replica_names(app, deployment))
+        settled = running >= at_least and sum(states.values()) == running == alive
+        if settled or time.monotonic() >= deadline:
+            return running
+        time.sleep(0.2)
+
+
 def _descends_from_us(pid: int, depth: int = 8) -> bool:
     """True when ``pid`` is a child, grandchild... of this process: a worker of the Ray this driver started,
     not of another Ray session on the same machine."""
@@ -539,20 +559,23 @@ def faults(
     warmup_s: float = 3.0,
     gap_s: float = 8.0,
     recover_timeout_s: float = 90.0,
+    tail_s: float = 2.0,
 ) -> Row:
-    """Steady load; kill one replica of each deployment in ``targets`` (``gap_s`` apart; the one with requests
-    in flight, see :func:`kill_busy_replica`); measure failures and recovery (time until Serve reports the
-    deployment back at its replica count)."""
+    """Steady load; kill one replica of each deployment in ``targets`` (the one with requests in flight, see
+    :func:`kill_busy_replica`), each once the previous one has recovered and at least ``gap_s`` after it;
+    measure failures and recovery (time until Serve reports the deployment back at its replica count). The
+    load runs until the last recovery plus ``tail_s``: every kill and every replacement's start (CPU-heavy on
+    a small box) happen under it."""
     stop = threading.Event()
     result: dict[str, LoadStats] = {}
-    total = warmup_s + gap_s * len(targets) + 2.0
+    longest = warmup_s + len(targets) * (gap_s + recover_timeout_s) + tail_s  # the stop event ends it first
     thread = threading.Thread(
         target=lambda: result.setdefault(
-            "s", asyncio.run(drive(url, concurrency, total, body=_fanout, stop=stop))
+            "s", asyncio.run(drive(url, concurrency, longest, body=_fanout, stop=stop))
         ),
         daemon=True,
     )
-    start_counts = {t: running_replicas(app, t) for t in targets}
+    start_counts = {t: settled_replicas(app, t) for t in targets}  # no kill of the only live replica
     retries0 = retry_log_lines(app)
     t0 = time.monotonic()
     thread.start()
@@ -580,8 +603,10 @@ def faults(
         rest = gap_s - (time.monotonic() - t_kill)
         if rest > 0:
             time.sleep(rest)
-    thread.join(total + 120)
+    time.sleep(tail_s)
     stop.set()
+    thread.join(120)  # the requests in flight finish (client timeout 60 s)
+    loaded_s = time.monotonic() - t0
     stats = result["s"]
     failed = stats.failed(allow_rejections=False)
     by_target = {t: 0 for t in targets}  # failures attributed to the most recent kill before them
@@ -593,7 +618,7 @@ def faults(
     short = {"TTSIngress": "ingress", "TextFrontend": "frontend", "SambertAcoustic": "acoustic"}
     return Row(
         "replica kill",
-        f"{concurrency} clients, {total:.0f} s",
+        f"{concurrency} clients, {loaded_s:.0f} s",
         "ray.kill " + ", ".join(short.get(t, "vocoder") for t in targets),
         stats.sent,
         len(failed),
@@ -606,6 +631,14 @@ def faults(
             "killed_in_flight": killed_in_flight,
             "fail_pct": 100.0 * len(failed) / max(1, stats.sent),
             "failed_by_kill": by_target,
+            # answers (200) that arrived while each victim's replacement was starting: the load kept flowing
+            "ok_while_recovering": {
+                t: sum(
+                    x.status == 200 and k < x.start + x.latency <= k + recoveries.get(t, 0)
+                    for x in stats.samples
+                )
+                for t, k in kill_times.items()
+            },
             # failures that started after the kill + recovery: the service had NOT returned to normal
             "late_failures": [
                 round(x.start - t0, 2)
