@@ -20,7 +20,7 @@ import psutil
 import pytest
 
 from benchmarks.bench_memory import run_config, wait_ready
-from serve_app.ray_system import RAY_SYSTEM_CONFIG
+from serve_app.ray_system import RAY_SYSTEM_CONFIG, SERVE_ENV
 from serve_app.run import LogFollower, log_line
 
 REPO = Path(__file__).resolve().parent.parent
@@ -85,6 +85,38 @@ def _node_processes(root: psutil.Process) -> list[psutil.Process]:
     return root.children(recursive=True)
 
 
+def _serve_controllers(processes: list[psutil.Process]) -> list[psutil.Process]:
+    def title(p: psutil.Process) -> str:
+        with contextlib.suppress(psutil.Error):
+            return " ".join(p.cmdline()[:1])
+        return ""
+
+    return [p for p in processes if title(p).startswith("ray::ServeController")]
+
+
+def test_serve_env_names_settings_this_ray_reads() -> None:
+    """SERVE_ENV's variables are the ones this Ray's Serve reads (a renamed one would silently do nothing)."""
+    probe = "from ray.serve._private import constants as c; print(repr(c.CONTROL_LOOP_INTERVAL_S))"
+    out = subprocess.run(
+        [sys.executable, "-c", probe],
+        env={**os.environ, **SERVE_ENV},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert float(out.stdout) == float(SERVE_ENV["RAY_SERVE_CONTROL_LOOP_INTERVAL_S"])  # Ray's default: 0.1
+
+
+@pytest.mark.serve
+def test_the_serve_controller_runs_with_serve_env(serve_instance) -> None:  # type: ignore[no-untyped-def]
+    """The test session's Ray (started like every serving node) runs its Serve controller with SERVE_ENV."""
+    controllers = _serve_controllers(psutil.Process().children(recursive=True))
+    assert controllers
+    for p in controllers:
+        assert SERVE_ENV.items() <= p.environ().items()
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -127,6 +159,8 @@ def test_make_run_serves_logs_and_stops_cleanly(tiny_model_dir: Path, tmp_path: 
         (config_arg,) = [a for a in gcs if a.startswith("--config_list=")]
         system = json.loads(base64.b64decode(config_arg.split("=", 1)[1]))
         assert RAY_SYSTEM_CONFIG.items() <= system.items()  # serve_app/ray_system.py reaches the cluster
+        controllers = _serve_controllers(children)
+        assert controllers and all(SERVE_ENV.items() <= p.environ().items() for p in controllers)
         deadline = time.monotonic() + 30
         while '"event": "synthesis"' not in log.read_text("utf-8", "replace") and time.monotonic() < deadline:
             time.sleep(0.5)

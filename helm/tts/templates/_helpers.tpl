@@ -125,6 +125,9 @@ Kubernetes overrides: proxy location, http options, app args and per-deployment 
 {{- /* serve_app/ray_system.py RAY_SYSTEM_CONFIG (tested equal): vocoder state inline in calls, not via the object store */}}
 - name: RAY_max_direct_call_object_size
   value: "1048576"
+{{- /* serve_app/ray_system.py SERVE_ENV (tested equal): the Serve controller's loop 2x a second, not 10x */}}
+- name: RAY_SERVE_CONTROL_LOOP_INTERVAL_S
+  value: "0.5"
 {{- if .Values.apiKeys.enabled }}
 - name: TTS_AUTH_ENABLED
   value: "1"
