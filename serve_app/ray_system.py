@@ -12,7 +12,7 @@ audio) still use the object store.
 ``SERVE_ENV`` holds Ray Serve's own settings, which only environment variables set (read by the Serve
 controller at import). ``RAY_SERVE_CONTROL_LOOP_INTERVAL_S`` 0.5 (default 0.1): the controller's loop (replica
 states, autoscaling, routing updates) ran 10 times a second and, with the GCS calls it makes, took ~7 % of a
-core on an idle 2-core node, ~2.4 % at 0.5 (docs/performance.md, session 31); its reactions (a dead replica
+core on an idle 2-core node, ~2.7 % at 0.5 (docs/performance.md, session 31); its reactions (a dead replica
 replaced, a scaling decision) come up to 0.4 s later, against replica starts of 10-20 s.
 """
 
