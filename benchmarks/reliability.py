@@ -219,13 +219,18 @@ def kill_busy_replica(actors: dict[str, Any], wait_s: float = 5.0) -> tuple[str,
         time.sleep(0.01)
 
 
-def running_replicas(app: str, deployment: str) -> int:
+def replica_states(app: str, deployment: str) -> dict[str, int]:
+    """How many replicas of ``app``/``deployment`` Serve reports in each state (empty: not deployed)."""
     from ray import serve
 
     status = serve.status().applications.get(app)
     if status is None or deployment not in status.deployments:
-        return 0
-    return int(status.deployments[deployment].replica_states.get("RUNNING", 0))
+        return {}
+    return {k: int(v) for k, v in status.deployments[deployment].replica_states.items()}  # str enum keys
+
+
+def running_replicas(app: str, deployment: str) -> int:
+    return replica_states(app, deployment).get("RUNNING", 0)
 
 
 def settled_replicas(app: str, deployment: str, at_least: int = 1, timeout_s: float = 120.0) -> int:
@@ -233,14 +238,10 @@ def settled_replicas(app: str, deployment: str, at_least: int = 1, timeout_s: fl
     ``at_least`` of them, and as many replica actors are alive. Right after a kill the controller can still
     report the dead replica RUNNING (it has not noticed yet): a drill started then kills the only live one.
     Returns the RUNNING count (possibly short of ``at_least`` when the timeout passed)."""
-    from ray import serve
-
     deadline = time.monotonic() + timeout_s
     while True:
-        status = serve.status().applications.get(app)
-        found = status is not None and deployment in status.deployments
-        states = status.deployments[deployment].replica_states if found else {}
-        running = int(states.get("RUNNING", 0))
+        states = replica_states(app, deployment)
+        running = states.get("RUNNING", 0)
         alive = len(replica_names(app, deployment))
         settled = running >= at_least and sum(states.values()) == running == alive
         if settled or time.monotonic() >= deadline:

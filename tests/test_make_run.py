@@ -19,7 +19,7 @@ import httpx
 import psutil
 import pytest
 
-from benchmarks.bench_memory import run_config, wait_ready
+from benchmarks.bench_memory import role, run_config, wait_ready
 from serve_app.ray_system import RAY_SYSTEM_CONFIG, SERVE_ENV
 from serve_app.run import LogFollower, log_line
 
@@ -86,12 +86,7 @@ def _node_processes(root: psutil.Process) -> list[psutil.Process]:
 
 
 def _serve_controllers(processes: list[psutil.Process]) -> list[psutil.Process]:
-    def title(p: psutil.Process) -> str:
-        with contextlib.suppress(psutil.Error):
-            return " ".join(p.cmdline()[:1])
-        return ""
-
-    return [p for p in processes if title(p).startswith("ray::ServeController")]
+    return [p for p in processes if role(p) == "ray::ServeController"]
 
 
 def test_serve_env_names_settings_this_ray_reads() -> None:
