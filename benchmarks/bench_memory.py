@@ -100,13 +100,14 @@ def run_config(model_dir: str | None, port: int, replicas: int) -> dict[str, Any
 
 
 def role(proc: psutil.Process) -> str:
-    """``ray::<actor>`` title for workers; the executable or script name for Ray's own daemons."""
+    """``ray::<actor>`` title for workers (without the ``.<method>`` Ray appends while one runs, so a process
+    keeps one role); the executable or script name for Ray's own daemons."""
     try:
         cmd = proc.cmdline()
     except psutil.Error:
         return "?"
     if cmd and cmd[0].startswith("ray::"):
-        return cmd[0].split()[0]
+        return cmd[0].split()[0].split(".")[0]
     if "-c" in cmd[:-1]:  # `python -B -c "from multiprocessing.forkserver import main; ..."`
         code = cmd[cmd.index("-c") + 1]
         return code.split(" import ")[0].removeprefix("from ") if code.startswith("from ") else code[:40]
@@ -128,10 +129,14 @@ def measure(proc: psutil.Process) -> ProcMemory | None:
         return None
 
 
+def process_tree(root: psutil.Process) -> list[psutil.Process]:
+    """``root`` and every process under it (for ``make run``: Ray's daemons, which start the workers)."""
+    return [root, *root.children(recursive=True)]
+
+
 def snapshot(root: psutil.Process) -> list[ProcMemory]:
-    """Every process under ``make run``'s process (it starts Ray's daemons, which start the workers)."""
-    procs = [root, *root.children(recursive=True)]
-    rows = [m for m in (measure(p) for p in procs) if m is not None]
+    """Every process under ``make run``'s process."""
+    rows = [m for m in (measure(p) for p in process_tree(root)) if m is not None]
     return sorted(rows, key=lambda r: -r.pss_mb)
 
 
@@ -221,7 +226,7 @@ class PeakRss:
     def _run(self) -> None:
         while not self._stop.wait(self.every_s):
             total = 0.0
-            for p in [self.root, *self.root.children(recursive=True)]:
+            for p in process_tree(self.root):
                 with suppress(psutil.Error):
                     rss = p.memory_info().rss / MB
                     total += rss

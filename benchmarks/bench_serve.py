@@ -29,7 +29,7 @@ import numpy as np
 import psutil
 import yaml
 
-from benchmarks.bench_memory import role
+from benchmarks.bench_memory import process_tree, role
 
 REPO = Path(__file__).resolve().parent.parent
 SENTENCES = [
@@ -128,7 +128,7 @@ def cpu_seconds() -> dict[tuple[int, str], float]:
     started: daemons, Serve controller, proxy, replicas), keyed by (pid, role)."""
     me = psutil.Process()
     out: dict[tuple[int, str], float] = {}
-    for proc in [me, *me.children(recursive=True)]:
+    for proc in process_tree(me):
         try:
             t = proc.cpu_times()
             name = LOAD_GENERATOR if proc.pid == me.pid else role(proc)
@@ -142,11 +142,13 @@ def cores_by_role(
     before: dict[tuple[int, str], float], after: dict[tuple[int, str], float], wall: float
 ) -> dict[str, float]:
     """Cores each role used between two :func:`cpu_seconds` readings ``wall`` seconds apart (processes alive
-    at both; a role's replicas summed), largest first."""
+    at both, under their later role: an idle worker may have become a replica; a role's replicas summed),
+    largest first."""
+    start = {pid: t for (pid, _), t in before.items()}
     used: dict[str, float] = {}
-    for key, t in after.items():
-        if key in before:
-            used[key[1]] = used.get(key[1], 0.0) + (t - before[key]) / wall
+    for (pid, name), t in after.items():
+        if pid in start:
+            used[name] = used.get(name, 0.0) + (t - start[pid]) / wall
     return dict(sorted(used.items(), key=lambda kv: -kv[1]))
 
 

@@ -299,3 +299,38 @@ def test_bench_serve_cpu_split_attributes_a_busy_child_to_its_role() -> None:
     table = bench_serve.cpu_table(cores, throughput=2.0, clients=8)
     assert f"| {burner} | {100 * cores[burner]:.1f} | {1000 * cores[burner] / 2.0:.0f} |" in table
     assert "| = all |" in table
+
+
+def test_bench_role_of_a_busy_ray_worker_drops_the_method_ray_appends() -> None:
+    """Ray retitles a worker ``ray::<actor>.<method>`` while a method runs (the Serve controller, the proxy
+    and the ingress nearly always): the CPU and memory tables keep one role per process, the actor's."""
+    import subprocess
+    import sys
+
+    import psutil
+
+    from benchmarks.bench_memory import role
+
+    titles = ("ray::ServeController.listen_for_change", "ray::ServeReplica:tts:TTSIngress", "ray::IDLE")
+    sleep = "import time; time.sleep(30)"
+    children = [subprocess.Popen([title, "-c", sleep], executable=sys.executable) for title in titles]
+    try:
+        deadline = time.monotonic() + 10
+        while any(len(psutil.Process(c.pid).cmdline()) < 3 for c in children) and time.monotonic() < deadline:
+            time.sleep(0.05)  # the child has not exec'd yet
+        roles = [role(psutil.Process(c.pid)) for c in children]
+    finally:
+        for c in children:
+            c.kill()
+            c.wait(timeout=10)
+    assert roles == ["ray::ServeController", "ray::ServeReplica:tts:TTSIngress", "ray::IDLE"]
+
+
+def test_bench_serve_cpu_split_follows_a_process_whose_role_changed() -> None:
+    """A worker that was idle at the first reading and a replica at the second counts under the replica."""
+    from benchmarks import bench_serve
+
+    before = {(7, "ray::IDLE"): 1.0, (8, "raylet"): 3.0, (9, "gone"): 5.0}
+    after = {(7, "ray::ServeReplica:tts:HifiGanVocoder"): 2.5, (8, "raylet"): 3.5, (10, "new"): 1.0}
+    cores = bench_serve.cores_by_role(before, after, wall=2.0)
+    assert cores == {"ray::ServeReplica:tts:HifiGanVocoder": 0.75, "raylet": 0.25}

@@ -86,8 +86,7 @@ def _node_processes(root: psutil.Process) -> list[psutil.Process]:
 
 
 def _serve_controllers(processes: list[psutil.Process]) -> list[psutil.Process]:
-    """Ray titles a busy actor ``ray::<Class>.<method>`` (the controller is always in its control loop)."""
-    return [p for p in processes if role(p).split(".")[0] == "ray::ServeController"]
+    return [p for p in processes if role(p) == "ray::ServeController"]
 
 
 def test_serve_env_names_settings_this_ray_reads() -> None:
