@@ -313,11 +313,9 @@ def test_bench_role_of_a_busy_ray_worker_drops_the_method_ray_appends() -> None:
 
     titles = ("ray::ServeController.listen_for_change", "ray::ServeReplica:tts:TTSIngress", "ray::IDLE")
     sleep = "import time; time.sleep(30)"
+    # Popen returns once the child has exec'd: its argv (title first) is in place
     children = [subprocess.Popen([title, "-c", sleep], executable=sys.executable) for title in titles]
     try:
-        deadline = time.monotonic() + 10
-        while any(len(psutil.Process(c.pid).cmdline()) < 3 for c in children) and time.monotonic() < deadline:
-            time.sleep(0.05)  # the child has not exec'd yet
         roles = [role(psutil.Process(c.pid)) for c in children]
     finally:
         for c in children:
