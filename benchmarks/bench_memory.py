@@ -99,6 +99,12 @@ def run_config(model_dir: str | None, port: int, replicas: int) -> dict[str, Any
     return cfg
 
 
+def actor_title(title: str) -> str:
+    """A Ray worker's title without the ``.<method>`` Ray appends while one runs and without its arguments:
+    ``ray::ServeReplica:tts:Vocoder.handle_request x`` -> ``ray::ServeReplica:tts:Vocoder``."""
+    return title.split()[0].split(".")[0] if title else title
+
+
 def role(proc: psutil.Process) -> str:
     """``ray::<actor>`` title for workers (without the ``.<method>`` Ray appends while one runs, so a process
     keeps one role); the executable or script name for Ray's own daemons."""
@@ -107,7 +113,7 @@ def role(proc: psutil.Process) -> str:
     except psutil.Error:
         return "?"
     if cmd and cmd[0].startswith("ray::"):
-        return cmd[0].split()[0].split(".")[0]
+        return actor_title(cmd[0])
     if "-c" in cmd[:-1]:  # `python -B -c "from multiprocessing.forkserver import main; ..."`
         code = cmd[cmd.index("-c") + 1]
         return code.split(" import ")[0].removeprefix("from ") if code.startswith("from ") else code[:40]

@@ -34,6 +34,7 @@ from typing import Any
 import httpx
 import numpy as np
 
+from benchmarks.bench_memory import actor_title
 from serve_app.ray_system import system_config
 
 REPO = Path(__file__).resolve().parent.parent
@@ -230,6 +231,7 @@ def replica_states(app: str, deployment: str) -> dict[str, int]:
 
 
 def running_replicas(app: str, deployment: str) -> int:
+    """How many of ``deployment``'s replicas Serve reports RUNNING right now."""
     return replica_states(app, deployment).get("RUNNING", 0)
 
 
@@ -277,7 +279,7 @@ def replica_pids(app: str) -> dict[str, int]:
         except OSError:
             continue
         if title.startswith(f"ray::ServeReplica:{app}:"):
-            deployment = title.split(":", 3)[-1].split()[0].split(".")[0]  # title may carry ".method"
+            deployment = actor_title(title).split(":", 3)[-1]
             out[f"{deployment}:{proc.name}"] = int(proc.name)
     return out
 

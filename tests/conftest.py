@@ -93,16 +93,20 @@ def test_apps(model_dir: str) -> list[tuple[str, str, dict[str, Any]]]:
 LIMITED_SLOW_TEXT = "这是一个很长的句子，用来测试请求超时的处理是否正确。" * 30
 
 
-def post_past_limited_deadline(url: str, attempts: int = 3) -> httpx.Response:
-    """A request that outlives the ``limited`` app's 0.25 s deadline (expect 504). Its tiny stage queues may
-    refuse it first (429/503 overloaded) while calls of earlier timed-out requests still occupy them: then
-    wait a second and try again (bounded)."""
+def post_limited(url: str, body: dict[str, object], attempts: int = 3) -> httpx.Response:
+    """POST ``body`` to the ``limited`` app. Its tiny stage queues may refuse it (429/503 overloaded) while
+    calls of earlier timed-out requests still occupy them: then wait a second and try again (bounded)."""
     for _ in range(attempts):
-        r = httpx.post(url + "/limited/api/tts", json={"text": LIMITED_SLOW_TEXT}, timeout=60)
+        r = httpx.post(url + "/limited/api/tts", json=body, timeout=60)
         if r.status_code not in (429, 503):
             break
         time.sleep(1.0)
     return r
+
+
+def post_past_limited_deadline(url: str) -> httpx.Response:
+    """A request that outlives the ``limited`` app's 0.25 s deadline (expect 504)."""
+    return post_limited(url, {"text": LIMITED_SLOW_TEXT})
 
 
 @pytest.fixture(scope="session")

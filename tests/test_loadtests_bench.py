@@ -332,3 +332,13 @@ def test_bench_serve_cpu_split_follows_a_process_whose_role_changed() -> None:
     after = {(7, "ray::ServeReplica:tts:HifiGanVocoder"): 2.5, (8, "raylet"): 3.5, (10, "new"): 1.0}
     cores = bench_serve.cores_by_role(before, after, wall=2.0)
     assert cores == {"ray::ServeReplica:tts:HifiGanVocoder": 0.75, "raylet": 0.25}
+
+
+def test_actor_title_keeps_the_actor_of_a_replica_title() -> None:
+    """The one rule both the memory/CPU tables and `make reliability`'s replica lookup read titles with."""
+    from benchmarks.bench_memory import actor_title
+
+    busy = "ray::ServeReplica:tts:Vocoder.handle_request_streaming"
+    assert actor_title(busy) == "ray::ServeReplica:tts:Vocoder"
+    assert actor_title("ray::ServeReplica:tts:Acoustic") == "ray::ServeReplica:tts:Acoustic"
+    assert actor_title("ray::IDLE") == "ray::IDLE"

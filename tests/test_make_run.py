@@ -19,7 +19,7 @@ import httpx
 import psutil
 import pytest
 
-from benchmarks.bench_memory import role, run_config, wait_ready
+from benchmarks.bench_memory import process_tree, role, run_config, wait_ready
 from serve_app.ray_system import RAY_SYSTEM_CONFIG, SERVE_ENV
 from serve_app.run import LogFollower, log_line
 
@@ -79,10 +79,6 @@ def test_a_missing_config_is_a_cli_error_before_ray_starts(tmp_path: Path) -> No
     )  # fmt: skip
     assert done.returncode == 2
     assert f"error: no such config file: {tmp_path / 'nope.yaml'}" in done.stderr
-
-
-def _node_processes(root: psutil.Process) -> list[psutil.Process]:
-    return root.children(recursive=True)
 
 
 def _serve_controllers(processes: list[psutil.Process]) -> list[psutil.Process]:
@@ -145,7 +141,7 @@ def test_make_run_serves_logs_and_stops_cleanly(tiny_model_dir: Path, tmp_path: 
             pytest.fail(f"{exc}\n{log.read_text('utf-8', 'replace')[-3000:]}")
         r = httpx.post(f"{url}/api/tts", json={"text": "你好，世界。"}, timeout=60)
         assert r.status_code == 200 and r.content[:4] == b"RIFF"
-        children = _node_processes(root)
+        children = process_tree(root)[1:]
         names = " ".join(" ".join(p.cmdline()[:2]) for p in children)
         assert "raylet" in names and "gcs_server" in names
         for absent in ("monitor.py", "log_monitor.py", "ray.util.client.server", "dashboard.py"):
@@ -177,7 +173,7 @@ def test_make_run_serves_logs_and_stops_cleanly(tiny_model_dir: Path, tmp_path: 
         assert not alive, alive  # the whole node went with it
     finally:
         if proc.poll() is None:
-            children += _node_processes(root)
+            children += process_tree(root)[1:]
             proc.kill()
             proc.wait(30)
         for p in children:

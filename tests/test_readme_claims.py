@@ -22,7 +22,7 @@ import soundfile as sf
 from benchmarks import reliability as rel
 from tests._observe import batch_counts, post_chunks, scrape, serve_log_text, settled, total, wait_for
 from tests._reliability import stage_options, undeploy
-from tests.conftest import post_past_limited_deadline
+from tests.conftest import post_limited, post_past_limited_deadline
 
 pytestmark = pytest.mark.serve
 
@@ -252,7 +252,7 @@ def test_cache_key_parts_each_miss(url: str, part: str) -> None:
 def test_cache_zero_entries_is_off(url: str) -> None:
     """The ``limited`` app has cache_max_entries 0: the same request is synthesised every time."""
     body = {"text": "你好。", "format": "wav"}
-    got = [httpx.post(url + "/limited/api/tts", json=body, timeout=60) for _ in range(3)]
+    got = [post_limited(url, body) for _ in range(3)]
     ok = [r for r in got if r.status_code == 200]
     assert ok, [r.status_code for r in got]  # the short deadline may 504 one on a busy box
     assert all(r.headers["x-cache"] == "miss" for r in ok)

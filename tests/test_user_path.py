@@ -18,6 +18,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from tests.conftest import post_limited
+
 pytestmark = pytest.mark.serve
 
 REPO = Path(__file__).resolve().parent.parent
@@ -78,7 +80,7 @@ def test_unknown_audio_is_404(url: str, name: str) -> None:
 
 
 def test_stored_audio_expires(url: str) -> None:
-    r = httpx.post(url + "/limited/api/tts", json={"text": "你好", "response": "url"}, timeout=60)
+    r = post_limited(url, {"text": "你好", "response": "url"})
     assert r.status_code == 200, r.text
     link = url + "/limited" + r.json()["wav_url"]
     assert httpx.get(link, timeout=30).status_code == 200
