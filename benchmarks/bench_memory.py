@@ -140,6 +140,13 @@ def process_tree(root: psutil.Process) -> list[psutil.Process]:
     return [root, *root.children(recursive=True)]
 
 
+def app_replicas(root: psutil.Process, app: str) -> list[tuple[str, int]]:
+    """``(deployment, pid)`` of every replica process of Serve app ``app`` under ``root`` (for a driver that
+    started its own Ray: ``psutil.Process()``; another Ray session's workers are not under it)."""
+    prefix = f"ray::ServeReplica:{app}:"
+    return [(r[len(prefix) :], p.pid) for p in process_tree(root) if (r := role(p)).startswith(prefix)]
+
+
 def snapshot(root: psutil.Process) -> list[ProcMemory]:
     """Every process under ``make run``'s process."""
     rows = [m for m in (measure(p) for p in process_tree(root)) if m is not None]

@@ -123,32 +123,31 @@ async def _ttfa(client: httpx.AsyncClient, url: str, text: str) -> tuple[float, 
 LOAD_GENERATOR = "this benchmark (load generator)"
 
 
-def cpu_seconds() -> dict[tuple[int, str], float]:
-    """CPU seconds (user + system) so far of this process and every process under it (the Ray instance it
-    started: daemons, Serve controller, proxy, replicas), keyed by (pid, role)."""
+CpuReading = dict[int, tuple[str, float]]
+
+
+def cpu_seconds() -> CpuReading:
+    """``{pid: (role, CPU seconds so far)}`` (user + system) of this process and every process under it (the
+    Ray instance it started: daemons, Serve controller, proxy, replicas)."""
     me = psutil.Process()
-    out: dict[tuple[int, str], float] = {}
+    out: CpuReading = {}
     for proc in process_tree(me):
         try:
             t = proc.cpu_times()
-            name = LOAD_GENERATOR if proc.pid == me.pid else role(proc)
-            out[(proc.pid, name)] = t.user + t.system
+            out[proc.pid] = (LOAD_GENERATOR if proc.pid == me.pid else role(proc), t.user + t.system)
         except psutil.Error:  # gone meanwhile
             continue
     return out
 
 
-def cores_by_role(
-    before: dict[tuple[int, str], float], after: dict[tuple[int, str], float], wall: float
-) -> dict[str, float]:
+def cores_by_role(before: CpuReading, after: CpuReading, wall: float) -> dict[str, float]:
     """Cores each role used between two :func:`cpu_seconds` readings ``wall`` seconds apart (processes alive
     at both, under their later role: an idle worker may have become a replica; a role's replicas summed),
     largest first."""
-    start = {pid: t for (pid, _), t in before.items()}
     used: dict[str, float] = {}
-    for (pid, name), t in after.items():
-        if pid in start:
-            used[name] = used.get(name, 0.0) + (t - start[pid]) / wall
+    for pid, (name, t) in after.items():
+        if pid in before:
+            used[name] = used.get(name, 0.0) + (t - before[pid][1]) / wall
     return dict(sorted(used.items(), key=lambda kv: -kv[1]))
 
 

@@ -33,8 +33,9 @@ from typing import Any
 
 import httpx
 import numpy as np
+import psutil
 
-from benchmarks.bench_memory import actor_title
+from benchmarks.bench_memory import app_replicas, process_tree, role
 from serve_app.ray_system import system_config
 
 REPO = Path(__file__).resolve().parent.parent
@@ -251,37 +252,9 @@ def settled_replicas(app: str, deployment: str, at_least: int = 1, timeout_s: fl
         time.sleep(0.2)
 
 
-def _descends_from_us(pid: int, depth: int = 8) -> bool:
-    """True when ``pid`` is a child, grandchild... of this process: a worker of the Ray this driver started,
-    not of another Ray session on the same machine."""
-    me = os.getpid()
-    for _ in range(depth):
-        try:
-            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            return False
-        if pid == me:
-            return True
-        if pid <= 1:
-            return False
-    return False
-
-
 def replica_pids(app: str) -> dict[str, int]:
-    """``{process title: pid}`` for this app's replica processes (Linux /proc; Ray sets the title) in the
-    Ray this driver started."""
-    out: dict[str, int] = {}
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or not _descends_from_us(int(proc.name)):
-            continue
-        try:
-            title = (proc / "cmdline").read_bytes().split(b"\0")[0].decode("utf-8", "replace")
-        except OSError:
-            continue
-        if title.startswith(f"ray::ServeReplica:{app}:"):
-            deployment = actor_title(title).split(":", 3)[-1]
-            out[f"{deployment}:{proc.name}"] = int(proc.name)
-    return out
+    """``{"<deployment>:<pid>": pid}`` for this app's replica processes in the Ray this driver started."""
+    return {f"{deployment}:{pid}": pid for deployment, pid in app_replicas(psutil.Process(), app)}
 
 
 def rss_mb(pid: int) -> float:
@@ -406,14 +379,11 @@ def table(rows: list[Row]) -> str:
 # ------------------------------------------------------------------------------------------ scenarios
 def serving_pids(app: str) -> dict[str, int]:
     """The processes every HTTP request of ``app`` passes through: the Serve proxy, the ingress replicas."""
-    out = {f"ingress:{v}": v for k, v in replica_pids(app).items() if k.split(":")[-2] == "TTSIngress"}
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            with contextlib.suppress(OSError):
-                title = (proc / "cmdline").read_bytes()
-                if title.startswith(b"ray::ProxyActor") and _descends_from_us(int(proc.name)):
-                    out[f"proxy:{proc.name}"] = int(proc.name)
-    return out
+    proxies = [p.pid for p in process_tree(psutil.Process()) if role(p) == "ray::ProxyActor"]
+    replicas = app_replicas(psutil.Process(), app)
+    return {f"ingress:{pid}": pid for dep, pid in replicas if dep == "TTSIngress"} | {
+        f"proxy:{pid}": pid for pid in proxies
+    }
 
 
 def cpu_s(pid: int) -> float:

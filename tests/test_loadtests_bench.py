@@ -293,7 +293,7 @@ def test_bench_serve_cpu_split_attributes_a_busy_child_to_its_role() -> None:
         child.kill()
         child.wait(timeout=10)
     cores = bench_serve.cores_by_role(before, after, wall)
-    burner = next(name for (pid, name) in after if pid == child.pid)
+    burner = after[child.pid][0]
     assert 0.2 < cores[burner] <= 1.05, cores  # ~0.8 CPU s over ~1.5 s (less on a loaded box), not idle
     assert bench_serve.LOAD_GENERATOR in cores
     table = bench_serve.cpu_table(cores, throughput=2.0, clients=8)
@@ -328,8 +328,8 @@ def test_bench_serve_cpu_split_follows_a_process_whose_role_changed() -> None:
     """A worker that was idle at the first reading and a replica at the second counts under the replica."""
     from benchmarks import bench_serve
 
-    before = {(7, "ray::IDLE"): 1.0, (8, "raylet"): 3.0, (9, "gone"): 5.0}
-    after = {(7, "ray::ServeReplica:tts:HifiGanVocoder"): 2.5, (8, "raylet"): 3.5, (10, "new"): 1.0}
+    before = {7: ("ray::IDLE", 1.0), 8: ("raylet", 3.0), 9: ("gone", 5.0)}
+    after = {7: ("ray::ServeReplica:tts:HifiGanVocoder", 2.5), 8: ("raylet", 3.5), 10: ("new", 1.0)}
     cores = bench_serve.cores_by_role(before, after, wall=2.0)
     assert cores == {"ray::ServeReplica:tts:HifiGanVocoder": 0.75, "raylet": 0.25}
 

@@ -13,7 +13,10 @@ import sys
 import textwrap
 from pathlib import Path
 
+import psutil
 import pytest
+
+from benchmarks.bench_memory import app_replicas
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # Every module the ingress and text-frontend replicas import. Not serve_app.graph: it builds the app in the
@@ -117,19 +120,10 @@ def test_frontend_replica_work_path_imports_no_torch(tiny_model_dir: Path) -> No
 
 
 def _replica_pids(app: str) -> dict[str, list[int]]:
-    """``{deployment: [pid, ...]}`` of ``app``'s live replicas (titled ``ray::ServeReplica:<app>:<Dep>``)."""
+    """``{deployment: [pid, ...]}`` of ``app``'s live replicas in the Ray this session started."""
     out: dict[str, list[int]] = {}
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            title = (proc / "cmdline").read_bytes().split(b"\0")[0].decode("utf-8", "replace")
-        except OSError:
-            continue
-        prefix = f"ray::ServeReplica:{app}:"
-        if title.startswith(prefix):
-            deployment = title[len(prefix) :].split()[0].split(".")[0]  # the title may carry ".method"
-            out.setdefault(deployment, []).append(int(proc.name))
+    for deployment, pid in app_replicas(psutil.Process(), app):
+        out.setdefault(deployment, []).append(pid)
     return out
 
 
