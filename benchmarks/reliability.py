@@ -36,6 +36,8 @@ import numpy as np
 import psutil
 
 from benchmarks.bench_memory import app_replicas, process_tree, role
+from engine.orchestrator import StreamSettings
+from serve_app.models import Limits
 from serve_app.ray_system import system_config
 
 REPO = Path(__file__).resolve().parent.parent
@@ -322,15 +324,14 @@ def gateway(serve_url: str, prefix: str) -> Iterator[Gateway]:
     and run real nginx with it. The standby is a closed loopback port: a replay that leaves the primary fails,
     so only the same-cluster replay (another ingress replica) can save a request. Needs /usr/sbin/nginx."""
     from tests._reliability import free_port
-    from tests.k8s.failover import Nginx, gateway_nginx_conf
+    from tests.k8s.failover import gateway_nginx_conf, start_nginx
 
     if not (shutil.which("nginx") or Path("/usr/sbin/nginx").exists()):
         raise RuntimeError("nginx is not installed (apt-get install -y nginx): the gateway runs real nginx")
     port = int(serve_url.rsplit(":", 1)[1])
-    listen, closed = free_port(), free_port()
-    conf = gateway_nginx_conf(port, closed, listen, {"idempotentPaths": [f"{prefix}/api/tts"]})
-    nginx = Nginx(conf)
-    nginx.start(listen)
+    closed = free_port()
+    extra = {"idempotentPaths": [f"{prefix}/api/tts"]}
+    nginx, listen = start_nginx(lambda listen: gateway_nginx_conf(port, closed, listen, extra))
     try:
         yield Gateway(f"http://127.0.0.1:{listen}{prefix}", nginx)
     finally:
@@ -725,8 +726,14 @@ OVERLOAD_CAPACITIES = (1, 2)  # syntheses admitted per ingress in the overload r
 
 
 def overload_args(model_dir: str, capacity: int = OVERLOAD_CAPACITIES[0]) -> dict[str, Any]:
-    """Deliberately small capacity: ``capacity`` syntheses admitted per ingress, short stage queues."""
-    small = {"max_ongoing_requests": 2, "max_queued_requests": 4}
+    """Deliberately small capacity: ``capacity`` syntheses admitted per ingress, short stage queues.
+
+    Each stage replica takes every call the admitted syntheses can make at once (units × vocoder lanes each),
+    so only the door refuses: a call beyond a replica's ``max_ongoing_requests`` waits in Serve's router,
+    which retries with exponential backoff (25 ms doubling up to 0.5 s) and leaves the stage idle meanwhile
+    (with room for 2 calls, an admitted synthesis lost 10-20 % of its latency to it, docs/performance.md)."""
+    per_synthesis = Limits().max_concurrent_units * StreamSettings().vocoder_lanes
+    small = {"max_ongoing_requests": capacity * per_synthesis, "max_queued_requests": 4}
     return {
         "model_dir": model_dir,
         "threads": {"frontend": 1, "acoustic": 1, "vocoder": 1},

@@ -20,7 +20,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.k8s.failover import Nginx, free_port, gateway_nginx_conf
+from tests.k8s.failover import gateway_nginx_conf, start_nginx
 from tests.k8s.render import CHART_DIR
 
 PRIMARY_ATTEMPTS = int(yaml.safe_load((CHART_DIR / "values.yaml").read_text())["gateway"]["primaryAttempts"])
@@ -87,10 +87,13 @@ class Scripted:
 def gw() -> Iterator[tuple[str, Scripted, Scripted]]:
     """Chart-rendered nginx (default gateway values) in front of a scripted primary and standby."""
     primary, standby = Scripted("P"), Scripted("S")
-    listen = free_port()
-    nginx = Nginx(gateway_nginx_conf(primary.port, standby.port, listen))
     try:
-        nginx.start(listen)
+        nginx, listen = start_nginx(lambda port: gateway_nginx_conf(primary.port, standby.port, port))
+    except RuntimeError:
+        primary.close()
+        standby.close()
+        raise
+    try:
         yield f"http://127.0.0.1:{listen}/api/tts", primary, standby
     finally:
         nginx.stop()
@@ -138,3 +141,22 @@ def test_no_replay_once_bytes_reached_the_client(gw: tuple[str, Scripted, Script
     with httpx.Client(timeout=10) as client, pytest.raises(httpx.HTTPError):
         client.post(url, json={"text": "你好"}).read()
     assert primary.hits == ["partial"] and standby.hits == []
+
+
+def test_gateway_start_takes_a_fresh_port_when_its_pick_was_taken(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A port picked free can be bound by another process before nginx binds it: the start picks again."""
+    from tests.k8s import failover
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        picks = iter([busy])
+        real = failover.free_port
+        monkeypatch.setattr(failover, "free_port", lambda: next(picks, None) or real())
+        nginx, port = failover.start_nginx(lambda p: gateway_nginx_conf(1, 2, p))
+        try:
+            assert port != busy
+            assert httpx.get(f"http://127.0.0.1:{port}/gateway/healthz", timeout=5).status_code == 200
+        finally:
+            nginx.stop()

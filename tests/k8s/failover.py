@@ -28,6 +28,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -93,7 +94,9 @@ class Nginx:
             raise RuntimeError(f"nginx -t failed: {check.stderr}")
         self.proc = subprocess.Popen([*cmd, "-g", "daemon off;"], user=user, start_new_session=True)
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        while (
+            time.monotonic() < deadline and self.proc.poll() is None
+        ):  # nginx exits at once if it can't bind
             try:
                 if httpx.get(f"http://127.0.0.1:{port}/gateway/healthz", timeout=1).status_code == 200:
                     return
@@ -132,6 +135,23 @@ class Nginx:
                     }
                 )
         return out
+
+
+def start_nginx(conf_for: Callable[[int], str], attempts: int = 3) -> tuple[Nginx, int]:
+    """nginx running ``conf_for(port)`` on a free loopback port. A port picked free can be taken before nginx
+    binds it (another process's outgoing connection gets it as its ephemeral port): then a fresh pick
+    (bounded)."""
+    for attempt in range(attempts):
+        port = free_port()
+        nginx = Nginx(conf_for(port))
+        try:
+            nginx.start(port)
+            return nginx, port
+        except RuntimeError as e:
+            nginx.stop()
+            if "Address already in use" not in str(e) or attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
 
 
 class ClusterExited(RuntimeError):
