@@ -94,9 +94,8 @@ class Nginx:
             raise RuntimeError(f"nginx -t failed: {check.stderr}")
         self.proc = subprocess.Popen([*cmd, "-g", "daemon off;"], user=user, start_new_session=True)
         deadline = time.monotonic() + timeout
-        while (
-            time.monotonic() < deadline and self.proc.poll() is None
-        ):  # nginx exits at once if it can't bind
+        # nginx exits at once when it cannot bind: no need to wait out the deadline then
+        while time.monotonic() < deadline and self.proc.poll() is None:
             try:
                 if httpx.get(f"http://127.0.0.1:{port}/gateway/healthz", timeout=1).status_code == 200:
                     return
