@@ -111,12 +111,12 @@ def chart_gateway(serve_url: str, overlay: dict[str, Any]) -> Iterator[Gateway]:
     """Real nginx with the gateway config the chart renders (values-primary.yaml + ``overlay``'s
     ``gateway``), the Serve proxies as the primary, a closed port as the standby (only same-cluster replays
     can save a request)."""
-    from tests.k8s.failover import Nginx, gateway_nginx_conf
+    from tests.k8s.failover import gateway_nginx_conf, start_nginx
 
-    listen, closed = ch.free_port(), ch.free_port()
+    closed = ch.free_port()
     port = int(serve_url.rsplit(":", 1)[1])
-    nginx = Nginx(gateway_nginx_conf(port, closed, listen, overlay.get("gateway")))
-    nginx.start(listen)
+    extra = overlay.get("gateway")
+    nginx, listen = start_nginx(lambda listen: gateway_nginx_conf(port, closed, listen, extra))
     try:
         yield Gateway(f"http://127.0.0.1:{listen}", nginx)
     finally:
