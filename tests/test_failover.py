@@ -7,10 +7,11 @@ restart, failback, no replay of non-idempotent routes). Slow: the real drill wit
 
 from __future__ import annotations
 
+import functools
 import shutil
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -20,12 +21,12 @@ import pytest
 
 from tests.k8s.failover import (
     ClusterExited,
-    Nginx,
     RayCluster,
     check,
     drill,
     free_port,
     gateway_nginx_conf,
+    start_nginx,
 )
 
 pytestmark = pytest.mark.skipif(
@@ -83,21 +84,29 @@ class Backend:
 
 
 @pytest.fixture(scope="module")
-def rendered_gateway() -> tuple[str, int, int, int]:
-    """The chart's nginx.conf (rendered once per module) for three free loopback ports."""
-    ports = free_port(), free_port(), free_port()
-    conf = gateway_nginx_conf(*ports, {"failTimeout": "1s", "connectTimeout": "1s"})
-    return (conf, *ports)
+def rendered_gateway() -> tuple[Callable[[int], str], int, int, int]:
+    """The chart's nginx.conf for two free backend ports, by listen port (each rendered once per module),
+    and the listen port to try first."""
+    primary_port, standby_port = free_port(), free_port()
+    conf_for = functools.cache(
+        lambda listen: gateway_nginx_conf(
+            primary_port, standby_port, listen, {"failTimeout": "1s", "connectTimeout": "1s"}
+        )
+    )
+    listen = free_port()
+    conf_for(listen)
+    return conf_for, primary_port, standby_port, listen
 
 
 @pytest.fixture
-def gateway(rendered_gateway: tuple[str, int, int, int]) -> Iterator[tuple[str, Backend, Backend]]:
-    conf, primary_port, standby_port, listen = rendered_gateway
+def gateway(
+    rendered_gateway: tuple[Callable[[int], str], int, int, int],
+) -> Iterator[tuple[str, Backend, Backend]]:
+    conf_for, primary_port, standby_port, first_listen = rendered_gateway
     a, b = Backend("primary", primary_port), Backend("standby", standby_port)
-    nginx = Nginx(conf)
     a.up()
     b.up()
-    nginx.start(listen)
+    nginx, listen = start_nginx(conf_for, port=first_listen)
     try:
         yield f"http://127.0.0.1:{listen}", a, b
     finally:

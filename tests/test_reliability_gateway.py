@@ -143,18 +143,24 @@ def test_no_replay_once_bytes_reached_the_client(gw: tuple[str, Scripted, Script
     assert primary.hits == ["partial"] and standby.hits == []
 
 
-def test_gateway_start_takes_a_fresh_port_when_its_pick_was_taken(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A port picked free can be bound by another process before nginx binds it: the start picks again."""
+@pytest.mark.parametrize("how", ["picked", "given"])
+def test_gateway_start_takes_a_fresh_port_when_its_pick_was_taken(
+    monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    """A port picked free (or given, picked earlier) can be bound by another process before nginx binds it:
+    the start picks again."""
     from tests.k8s import failover
 
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         busy = taken.getsockname()[1]
-        picks = iter([busy])
-        real = failover.free_port
-        monkeypatch.setattr(failover, "free_port", lambda: next(picks, None) or real())
-        nginx, port = failover.start_nginx(lambda p: gateway_nginx_conf(1, 2, p))
+        if how == "picked":
+            picks = iter([busy])
+            real = failover.free_port
+            monkeypatch.setattr(failover, "free_port", lambda: next(picks, None) or real())
+        given = busy if how == "given" else None
+        nginx, port = failover.start_nginx(lambda p: gateway_nginx_conf(1, 2, p), port=given)
         try:
             assert port != busy
             assert httpx.get(f"http://127.0.0.1:{port}/gateway/healthz", timeout=5).status_code == 200

@@ -136,12 +136,14 @@ class Nginx:
         return out
 
 
-def start_nginx(conf_for: Callable[[int], str], attempts: int = 3) -> tuple[Nginx, int]:
-    """nginx running ``conf_for(port)`` on a free loopback port. A port picked free can be taken before nginx
-    binds it (another process's outgoing connection gets it as its ephemeral port): then a fresh pick
-    (bounded)."""
+def start_nginx(
+    conf_for: Callable[[int], str], attempts: int = 3, port: int | None = None
+) -> tuple[Nginx, int]:
+    """nginx running ``conf_for(port)`` on ``port`` (default: a free loopback port). A port picked free can be
+    taken before nginx binds it (another process's outgoing connection gets it as its ephemeral port): then a
+    fresh pick (bounded)."""
     for attempt in range(attempts):
-        port = free_port()
+        port = port if attempt == 0 and port is not None else free_port()
         nginx = Nginx(conf_for(port))
         try:
             nginx.start(port)
@@ -338,21 +340,21 @@ def make_tiny_model(workdir: Path) -> Path:
 
 def drill(steady_s: float, after_kill_s: float, after_failback_s: float, workers: int, keep: bool) -> Report:
     workdir = Path(tempfile.mkdtemp(prefix="tts-failover-", dir="/tmp"))
-    p_port, s_port, g_port = free_port(), free_port(), free_port()
+    p_port, s_port = free_port(), free_port()
     primary = RayCluster("primary", p_port, workdir, Path())
     standby = RayCluster("standby", s_port, workdir, Path())
-    nginx = Nginx(gateway_nginx_conf(p_port, s_port, g_port))
-    load = Load(f"http://127.0.0.1:{g_port}{SYNTH_PATH}", workers=workers)
-    fail_timeout = float(re.search(r"fail_timeout=(\d+)s", nginx.conf_path.read_text()).group(1))
+    nginx: Nginx | None = None
+    load: Load | None = None
     try:
         model = make_tiny_model(workdir)
         primary.model_dir = standby.model_dir = model
-        print(
-            f"[drill] workdir {workdir}; primary :{p_port}, standby :{s_port}, gateway :{g_port}", flush=True
-        )
+        print(f"[drill] workdir {workdir}; primary :{p_port}, standby :{s_port}", flush=True)
         primary.start()
         standby.start()
-        nginx.start(g_port)
+        nginx, g_port = start_nginx(lambda port: gateway_nginx_conf(p_port, s_port, port))
+        print(f"[drill] gateway :{g_port}", flush=True)
+        fail_timeout = float(re.search(r"fail_timeout=(\d+)s", nginx.conf_path.read_text()).group(1))
+        load = Load(f"http://127.0.0.1:{g_port}{SYNTH_PATH}", workers=workers)
         t0 = time.time()
         primary.start_ready()
         standby.start_ready()
@@ -371,10 +373,12 @@ def drill(steady_s: float, after_kill_s: float, after_failback_s: float, workers
         time.sleep(0.5)
         return _report(load.samples, nginx.log_entries(), t_kill, t_ready, p_port, s_port)
     finally:
-        load.stop()
+        if load is not None:
+            load.stop()
         primary.kill()
         standby.kill()
-        nginx.stop(keep)
+        if nginx is not None:
+            nginx.stop(keep)
         if not keep:
             shutil.rmtree(workdir, ignore_errors=True)
 
