@@ -166,6 +166,12 @@ def acoustic_input(unit: SynthesisUnit) -> AcousticInput:
     )
 
 
+# A laned unit's mel comes in items of one vocoder piece (the first lane starts after it), then of this many
+# pieces: fewer acoustic stream items (hops), and a later lane whose start has been decoded takes all it can.
+# (~300-frame units, 1 client, alternated: served RTF 6 % lower with 64- then 128-frame items than with 64
+# throughout; 32- or 16-frame items 7-9 % higher; an earlier first piece, 16 or 32 frames, 3-6 % higher.)
+_LANE_ITEM_PIECES = 2
+
 # Each later lane gets this fraction of the previous lane's frames: it starts once the decoder has reached its
 # range, so equal finishing times need shorter later lanes (2 lanes: the split falls at ~69 % of the frames).
 _LANE_RATIO = 0.45
@@ -351,7 +357,7 @@ class Orchestrator:
         cfg = self.settings
         # mel in whole vocoder pieces: no first-audio latency to win here, and fewer stream items (hops)
         piece = cfg.max_chunk_frames
-        gen = self.stages.acoustic_stream(voice, acoustic_input(unit), piece, piece)
+        gen = self.stages.acoustic_stream(voice, acoustic_input(unit), piece, piece * _LANE_ITEM_PIECES)
         tasks: list[asyncio.Future[Any]] = []
         try:
             items = gen.__aiter__()

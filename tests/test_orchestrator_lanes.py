@@ -42,6 +42,23 @@ class Recording:
         self.inner = inner
         self.chunks: list[VocodeChunk] = []
         self.fail_at = fail_at
+        self.items: list[list[int]] = []  # mel frames per acoustic stream item, per stream
+
+    def acoustic_stream(self, voice: str | None, inp: Any, chunk_frames: int, max_chunk_frames: int) -> Any:
+        gen = self.inner.acoustic_stream(voice, inp, chunk_frames, max_chunk_frames)
+        items: list[int] = []
+        self.items.append(items)
+
+        class Recorded:
+            async def __aiter__(self) -> Any:
+                async for item in gen:
+                    items.append(item.mel.shape[0])
+                    yield item
+
+            def cancel(self) -> None:
+                gen.cancel()
+
+        return Recorded()
 
     async def vocode_chunk(self, chunk: VocodeChunk) -> VocodeChunkResult:
         self.chunks.append(chunk)
@@ -74,6 +91,11 @@ def test_laned_units_equal_whole_units(stages: LocalStages, lanes: int) -> None:
     units = len(asyncio.run(stages.units(SynthesisRequest(TEXT))))
     assert len(starts) > units  # at least one unit really ran more than one chain
     assert all(c.mel.shape[0] % 8 == 0 for c in rec.chunks if not c.final)  # whole pieces only
+    # the mel comes as one piece (the first lane starts after it), then in items of two: fewer hops
+    for items in rec.items:
+        frames = [n for n in items if n]
+        assert frames[0] == min(8, sum(frames)) and all(n <= 16 for n in frames)
+        assert all(n == 16 for n in frames[1:-1])
 
 
 def test_one_lane_is_the_single_stateful_chain(stages: LocalStages) -> None:
