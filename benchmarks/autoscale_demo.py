@@ -18,7 +18,6 @@ import json
 import math
 import os
 import re
-import socket
 import subprocess
 import sys
 import threading
@@ -28,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from compat.ports import free_port
 from serve_app.ray_system import system_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,12 +35,6 @@ CONFIG = ROOT / "loadtests" / "config" / "autoscale-fast.yaml"
 DEPLOYMENTS = ("TTSIngress", "TextFrontend", "SambertAcoustic", "HifiGanVocoder")
 METRIC_RE = re.compile(r"^(?P<name>[a-zA-Z_:][\w:]*)\{(?P<labels>[^}]*)\}\s+(?P<value>\S+)")
 LABEL_RE = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def parse_prometheus(text: str, names: set[str]) -> dict[str, dict[str, float]]:

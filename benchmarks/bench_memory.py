@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -40,6 +39,8 @@ from typing import Any
 import httpx
 import psutil
 import yaml
+
+from compat.ports import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIG = REPO / "serve_app" / "config" / "local.yaml"
@@ -77,12 +78,6 @@ class ProcMemory:
     pss_mb: float
     uss_mb: float
     torch_libs_mb: float  # RSS of mapped torch shared objects (0 when the process never imported torch)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def run_config(model_dir: str | None, port: int, replicas: int) -> dict[str, Any]:
@@ -387,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
         print(breakdown(benchmark_model_dir(args.model_dir)))
         return 0
 
-    cfg = run_config(args.model_dir, _free_port(), args.replicas)
+    cfg = run_config(args.model_dir, free_port(), args.replicas)
     print(f"starting the app (log: {args.log}) ...", file=sys.stderr, flush=True)
     with served(cfg, args.dashboard, args.log, args.timeout_s) as (url, root):
         with PeakRss(root) as peak:

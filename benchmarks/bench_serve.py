@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import statistics
 import sys
 import time
@@ -30,6 +29,7 @@ import psutil
 import yaml
 
 from benchmarks.bench_memory import process_tree, role
+from compat.ports import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 SENTENCES = [
@@ -50,12 +50,6 @@ LONG_200 = (
 
 def _pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def raw_engine(synth: Any, seconds: float) -> dict[str, float]:
@@ -260,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     import ray
     from ray import serve
 
-    port = _free_port()
+    port = free_port()
     env = {"RAY_AUTH_MODE": "disabled", "PYTHONPATH": os.environ["PYTHONPATH"]}
     ray.init(
         num_cpus=os.cpu_count(),

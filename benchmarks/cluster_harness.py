@@ -20,8 +20,8 @@ from typing import Any
 
 import psutil
 
+from compat.ports import free_port
 from serve_app.ray_system import system_config
-from tests._reliability import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 APP = "tts"

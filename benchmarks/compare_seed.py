@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from compat.ports import free_port
 from serve_app.ray_system import system_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -169,14 +170,6 @@ def wait_http(
     raise TimeoutError(f"http://{url_host}:{port}{path} not ready after {timeout:.0f} s")
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def measure_variant(
     variant: str, port: int, path: str, make_body: Callable[[str], dict[str, Any]],
     texts: list[str], levels: list[int], duration: float,
@@ -197,10 +190,16 @@ def measure_variant(
 
 
 def run_seed(
-    model_dir: str, texts: list[str], levels: list[int], duration: float, main_thread: bool = False
+    model_dir: str,
+    texts: list[str],
+    levels: list[int],
+    duration: float,
+    main_thread: bool = False,
+    precision: str = "fp32",
 ) -> list[LevelResult]:
     port = free_port()
     cmd = [sys.executable, "-m", "benchmarks.seed_server", "--model-dir", model_dir, "--port", str(port)]
+    cmd += ["--vocoder-precision", precision]
     proc = subprocess.Popen(cmd + (["--main-thread"] if main_thread else []), cwd=ROOT)
     try:
         wait_http("127.0.0.1", port, "/health", 600, proc)
@@ -229,27 +228,44 @@ def start_ray(port: int) -> Any:
     return serve_api.serve_start(http_options={"host": "127.0.0.1", "port": port})
 
 
-def deploy_pipeline(model_dir: str, port: int, config: Path = DEFAULT_CONFIG) -> dict[str, Any]:
-    """Start a 2-CPU Ray and deploy our app from ``config`` on ``port`` with the result cache off and the
-    admission limit lifted (this measures saturation throughput and latency, not shedding); returns the
-    application's config entry once ``/ready`` answers."""
+def pipeline_config(config: Path, model_dir: str, port: int, precision: str | None = None) -> dict[str, Any]:
+    """The Serve config file ``config`` as bench-compare deploys it: on 127.0.0.1:``port``, ``model_dir``, the
+    result cache off and the admission limit lifted (this measures saturation throughput and latency, not
+    shedding), and the vocoder in ``precision`` if given (else the config's)."""
     import yaml
-    from ray.serve.schema import ServeDeploySchema
 
-    client = start_ray(port)
     raw = yaml.safe_load(config.read_text())
     raw["http_options"] = {**raw.get("http_options", {}), "host": "127.0.0.1", "port": port}
     app = raw["applications"][0]
     args = app.get("args") or {}
     ingress = {**(args.get("ingress") or {}), "cache_max_entries": 0, "max_inflight": 1024}
     app["args"] = {**args, "model_dir": model_dir, "ingress": ingress}
+    if precision is not None:
+        app["args"]["vocoder_precision"] = precision
+    return raw
+
+
+def deploy_pipeline(
+    model_dir: str, port: int, config: Path = DEFAULT_CONFIG, precision: str | None = None
+) -> dict[str, Any]:
+    """Start a 2-CPU Ray and deploy :func:`pipeline_config`; returns the application's config entry once
+    ``/ready`` answers."""
+    from ray.serve.schema import ServeDeploySchema
+
+    client = start_ray(port)
+    raw = pipeline_config(config, model_dir, port, precision)
     client.deploy_apps(ServeDeploySchema.model_validate(raw), _blocking=False)
     wait_http("127.0.0.1", port, "/ready", 900)
-    return app
+    return raw["applications"][0]
 
 
 def run_ray_variants(
-    model_dir: str, texts: list[str], levels: list[int], duration: float, config: Path
+    model_dir: str,
+    texts: list[str],
+    levels: list[int],
+    duration: float,
+    config: Path,
+    precision: str = "fp32",
 ) -> list[LevelResult]:
     import ray
     from ray import serve
@@ -259,7 +275,7 @@ def run_ray_variants(
     port = free_port()
     results: list[LevelResult] = []
     try:
-        app = deploy_pipeline(model_dir, port, config)
+        app = deploy_pipeline(model_dir, port, config, precision)
 
         def body(stream: bool) -> Callable[[str], dict[str, Any]]:
             return lambda text: {
@@ -273,7 +289,7 @@ def run_ray_variants(
         results += measure_variant("pipeline", port, "/api/tts", body(False), texts, levels, duration)
         results += measure_variant("pipeline-stream", port, "/api/tts", body(True), texts, levels, duration)
         serve.delete(app["name"])
-        serve.run(build_monolith(model_dir), name="monolith", route_prefix="/")
+        serve.run(build_monolith(model_dir, vocoder_precision=precision), name="monolith", route_prefix="/")
         body_seed = lambda text: {"text": text, "emotion": "neutral", "speed": 1.0}  # noqa: E731
         results += measure_variant("monolith", port, "/", body_seed, texts, levels, duration)
     finally:
@@ -351,6 +367,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--duration", type=float, default=20.0, help="seconds per concurrency level")
     p.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     p.add_argument(
+        "--vocoder-precision",
+        default="fp32",
+        choices=("fp32", "bf16"),
+        help="every variant's vocoder (bf16: opt-in, quality-gated; gains only with AVX512-BF16 or AMX)",
+    )
+    p.add_argument(
         "--variants",
         default="seed,seed-main,ray",
         help="comma list of: seed, seed-main, ray (pipeline, monolith)",
@@ -377,11 +399,15 @@ def main(argv: list[str] | None = None) -> int:
     started = dt.datetime.now(dt.UTC)
     results: list[LevelResult] = []
     if "seed" in variants:
-        results += run_seed(model_dir, texts, levels, args.duration)
+        results += run_seed(model_dir, texts, levels, args.duration, precision=args.vocoder_precision)
     if "seed-main" in variants:
-        results += run_seed(model_dir, texts, levels, args.duration, main_thread=True)
+        results += run_seed(
+            model_dir, texts, levels, args.duration, main_thread=True, precision=args.vocoder_precision
+        )
     if "ray" in variants:
-        results += run_ray_variants(model_dir, texts, levels, args.duration, args.config)
+        results += run_ray_variants(
+            model_dir, texts, levels, args.duration, args.config, args.vocoder_precision
+        )
     tables = format_tables(results)
     print("\n" + tables)
     out = args.out or RESULTS_DIR / f"compare_seed-{started:%Y-%m-%d}.md"
@@ -390,7 +416,7 @@ def main(argv: list[str] | None = None) -> int:
     out.write_text(
         f"# Seed design vs pipeline vs monolith — {started:%Y-%m-%d %H:%M} UTC\n\n"
         f"Command: `python -m benchmarks.compare_seed --levels {args.levels} "
-        f"--duration {args.duration:g}`\n\n"
+        f"--duration {args.duration:g} --vocoder-precision {args.vocoder_precision}`\n\n"
         f"Machine: {machine}; load average at end {os.getloadavg()[0]:.2f}\n\n"
         f"Model: `{model_dir}` (full-size random weights unless TTS_MODEL_DIR is set). Texts: {len(texts)} "
         f"medium customer-service sentences, cycled identically for every variant. Pipeline config: "

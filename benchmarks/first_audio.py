@@ -24,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.compare_seed import deploy_pipeline, free_port, post, run_level
+from benchmarks.compare_seed import deploy_pipeline, post, run_level
+from compat.ports import free_port
 
 MARKS = ("units", "header", "first mel", "first audio")
 

@@ -19,10 +19,10 @@ from starlette.responses import Response
     name="MonolithTTS", num_replicas=2, max_ongoing_requests=4, ray_actor_options={"num_cpus": 1}
 )
 class MonolithTTS:
-    def __init__(self, model_dir: str, threads: int = 1) -> None:
+    def __init__(self, model_dir: str, threads: int = 1, vocoder_precision: str = "fp32") -> None:
         from engine.synthesizer import Synthesizer
 
-        self.synth = Synthesizer(model_dir, threads=threads)
+        self.synth = Synthesizer(model_dir, threads=threads, vocoder_precision=vocoder_precision)
         self.lock = threading.Lock()  # the models are not re-entrant: one synthesis per replica at a time
         # warm up off the replica's event loop (Serve runs constructors inside it; the engine's sync API
         # starts its own loop)
@@ -43,5 +43,5 @@ class MonolithTTS:
         return Response(wav, media_type="audio/wav")
 
 
-def build(model_dir: str, replicas: int = 2, threads: int = 1) -> Any:
-    return MonolithTTS.options(num_replicas=replicas).bind(model_dir, threads)
+def build(model_dir: str, replicas: int = 2, threads: int = 1, vocoder_precision: str = "fp32") -> Any:
+    return MonolithTTS.options(num_replicas=replicas).bind(model_dir, threads, vocoder_precision)

@@ -323,7 +323,7 @@ def gateway(serve_url: str, prefix: str) -> Iterator[Gateway]:
     """Render the chart's gateway nginx.conf (values-primary.yaml) with the local Serve proxy as the primary
     and run real nginx with it. The standby is a closed loopback port: a replay that leaves the primary fails,
     so only the same-cluster replay (another ingress replica) can save a request. Needs /usr/sbin/nginx."""
-    from tests._reliability import free_port
+    from compat.ports import free_port
     from tests.k8s.failover import gateway_nginx_conf, start_nginx
 
     if not (shutil.which("nginx") or Path("/usr/sbin/nginx").exists()):
@@ -779,7 +779,7 @@ def _start(model_dir: str) -> str:
     import ray
     from ray import serve
 
-    from tests._reliability import free_port
+    from compat.ports import free_port
 
     port = free_port()
     ray.init(

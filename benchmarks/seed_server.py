@@ -70,10 +70,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--port", type=int, default=5000)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, all cores)")
     p.add_argument("--main-thread", action="store_true", help="serve requests one by one on the main thread")
+    p.add_argument("--vocoder-precision", default="fp32", choices=("fp32", "bf16"))
     args = p.parse_args(argv)
     from engine.synthesizer import Synthesizer
 
-    synth = Synthesizer(args.model_dir, threads=args.threads)
+    synth = Synthesizer(args.model_dir, threads=args.threads, vocoder_precision=args.vocoder_precision)
     synth.synthesize_bytes("您好。", "wav")  # warm up before accepting traffic
     server_class = HTTPServer if args.main_thread else ThreadingHTTPServer
     server_class.request_queue_size = 128  # werkzeug's (Flask's) listen backlog; stdlib default is 5

@@ -25,7 +25,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from benchmarks.bench_serve import REPO, SENTENCES, _free_port, _serve_args
+from benchmarks.bench_serve import REPO, SENTENCES, _serve_args
+from compat.ports import free_port
 from serve_app.ray_system import system_config
 
 
@@ -205,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     raw = Synthesizer(model_dir, threads=2)
     local_stages = LocalStages(model_dir, threads=1)
 
-    port = _free_port()
+    port = free_port()
     env = {"RAY_AUTH_MODE": "disabled", "PYTHONPATH": os.environ["PYTHONPATH"]}
     # logical CPUs: both apps' reservations fit; the box's real cores are shared by all replicas
     ray.init(

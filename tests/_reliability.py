@@ -13,13 +13,9 @@ from typing import Any
 
 import pytest
 
+from compat.ports import free_port
+
 REDIS_BIN = shutil.which("redis-server")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

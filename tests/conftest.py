@@ -8,7 +8,6 @@ Apps on the shared instance (each with its own route prefix, all on the tiny ran
 from __future__ import annotations
 
 import os
-import socket
 import sys
 import time
 from collections.abc import Iterator
@@ -19,6 +18,8 @@ from typing import Any
 import httpx
 import pytest
 
+from compat.ports import free_port
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -28,12 +29,6 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from engine.testing.make_model_dir import write_model_dir
 
     return write_model_dir(tmp_path_factory.mktemp("models") / "tiny", size="tiny")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass(frozen=True)
@@ -121,7 +116,7 @@ def serve_instance(tiny_model_dir: Path) -> Iterator[ServeInstance]:
     from serve_app.graph import build_app
     from serve_app.ray_system import system_config
 
-    port = _free_port()
+    port = free_port()
     ray.init(
         num_cpus=8,  # logical slots for fractional replicas; the box has 2 real cores
         include_dashboard=False,

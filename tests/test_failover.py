@@ -19,12 +19,12 @@ from typing import Any
 import httpx
 import pytest
 
+from compat.ports import free_port
 from tests.k8s.failover import (
     ClusterExited,
     RayCluster,
     check,
     drill,
-    free_port,
     gateway_nginx_conf,
     start_nginx,
 )

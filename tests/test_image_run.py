@@ -15,7 +15,6 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from compat.ports import free_port
 from scripts.image import imagectl
 
 pytestmark = pytest.mark.slow
@@ -72,12 +72,6 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for path in [root, *root.rglob("*")]:
         path.chmod(0o755 if path.is_dir() else 0o644)
     return out
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _run(image: str, *cmd: str, flags: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
@@ -173,7 +167,7 @@ def standalone(image: str, model_dir: Path) -> Iterator[tuple[str, str, float]]:
 
     Yields (container name, base URL, seconds from `podman run` to the first 200 from /ready).
     """
-    port = _free_port()
+    port = free_port()
     flags = (
         "--network", "slirp4netns", "-p", f"127.0.0.1:{port}:8000",
         "--shm-size", "512m",

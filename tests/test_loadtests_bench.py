@@ -220,6 +220,22 @@ def test_autoscale_summary_and_plot(tmp_path: Path) -> None:
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_bench_compare_deploys_the_shipped_config_with_the_asked_vocoder_precision() -> None:
+    """bench-compare measures the shipped config with only the cache off, admission lifted and, when asked,
+    the vocoder precision every variant runs in; the result is a config Serve accepts."""
+    from ray.serve.schema import ServeDeploySchema
+
+    default = cmp.pipeline_config(cmp.DEFAULT_CONFIG, "/m", 8123)
+    bf16 = cmp.pipeline_config(cmp.DEFAULT_CONFIG, "/m", 8123, "bf16")
+    for raw in (default, bf16):
+        ServeDeploySchema.model_validate(raw)
+        args = raw["applications"][0]["args"]
+        assert args["model_dir"] == "/m" and raw["http_options"]["port"] == 8123
+        assert args["ingress"]["cache_max_entries"] == 0 and args["ingress"]["max_inflight"] == 1024
+    assert default["applications"][0]["args"]["vocoder_precision"] == "fp32"  # the shipped default
+    assert bf16["applications"][0]["args"]["vocoder_precision"] == "bf16"
+
+
 @pytest.mark.serve
 def test_monolith_variant_deploys_and_answers_a_wav(serve_instance) -> None:  # type: ignore[no-untyped-def]
     """bench-compare's one-deployment variant must run on the Serve we ship (its sync constructor runs inside

@@ -9,7 +9,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ import psutil
 import pytest
 
 from benchmarks.bench_memory import process_tree, role, run_config, wait_ready
+from compat.ports import free_port
 from serve_app.ray_system import RAY_SYSTEM_CONFIG, SERVE_ENV
 from serve_app.run import LogFollower, log_line
 
@@ -108,19 +108,13 @@ def test_the_serve_controller_runs_with_serve_env(serve_instance) -> None:  # ty
         assert SERVE_ENV.items() <= p.environ().items()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.mark.slow
 def test_make_run_serves_logs_and_stops_cleanly(tiny_model_dir: Path, tmp_path: Path) -> None:
     """The command `make run` runs: /ready, a synthesis, its log line on the console; Ctrl-C: the replicas
     drain and the whole node is gone."""
     import yaml
 
-    port = _free_port()
+    port = free_port()
     cfg = run_config(str(tiny_model_dir), port, replicas=1)
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump(cfg, sort_keys=False), "utf-8")

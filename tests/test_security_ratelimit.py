@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from compat.ports import free_port
 from serve_app.security.ratelimit import (
     MemoryRateLimiter,
     RateLimit,
@@ -14,7 +15,7 @@ from serve_app.security.ratelimit import (
     RedisRateLimiter,
     build_rate_limiter,
 )
-from tests._reliability import RedisServer, free_port, start_redis
+from tests._reliability import RedisServer, start_redis
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,6 @@ import pwd
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -36,16 +35,11 @@ from typing import Any
 import httpx
 import yaml
 
+from compat.ports import free_port
 from tests.k8s.render import REPO, render_manifest
 
 SERVE_CONFIG = REPO / "serve_app" / "config" / "local.yaml"
 SYNTH_PATH = "/api/tts"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def gateway_nginx_conf(
@@ -143,11 +137,11 @@ def start_nginx(
     taken before nginx binds it (another process's outgoing connection gets it as its ephemeral port): then a
     fresh pick (bounded)."""
     for attempt in range(attempts):
-        port = port if attempt == 0 and port is not None else free_port()
-        nginx = Nginx(conf_for(port))
+        listen = port if attempt == 0 and port is not None else free_port()
+        nginx = Nginx(conf_for(listen))
         try:
-            nginx.start(port)
-            return nginx, port
+            nginx.start(listen)
+            return nginx, listen
         except RuntimeError as e:
             nginx.stop()
             if "Address already in use" not in str(e) or attempt == attempts - 1:
