@@ -80,6 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model-dir", default=None, help="default: $TTS_MODEL_DIR, else the generated full voice")
     p.add_argument("--clients", type=int, default=8, help="concurrent streaming clients (>= 1)")
     p.add_argument("--duration", type=float, default=25.0, help="seconds of load")
+    p.add_argument(
+        "--vocoder-precision", default=None, choices=("fp32", "bf16"), help="default: the config's"
+    )
     args = p.parse_args(argv)
     if args.clients < 1 or args.duration <= 0:
         p.error("--clients must be >= 1 and --duration > 0")
@@ -96,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     texts = [s.text for s in load_corpus().of("medium")]
     port = free_port()
     try:
-        app = deploy_pipeline(benchmark_model_dir(args.model_dir, "full"), port)
+        model_dir = benchmark_model_dir(args.model_dir, "full")
+        app = deploy_pipeline(model_dir, port, precision=args.vocoder_precision)
         ingress = app["args"]["ingress"]
 
         def body(text: str) -> dict[str, Any]:
