@@ -30,6 +30,7 @@ import yaml
 
 from benchmarks.bench_memory import process_tree, role
 from compat.ports import free_port
+from engine.modeldir import VOCODER_PRECISIONS, benchmark_model_dir
 
 REPO = Path(__file__).resolve().parent.parent
 SENTENCES = [
@@ -223,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         "--rtf-rounds", type=int, default=4, help="1-client RTF: passes over its texts (served, raw)"
     )
     parser.add_argument(
-        "--vocoder-precision", choices=["fp32", "bf16"], default=None, help="override the config's (fp32)"
+        "--vocoder-precision", choices=VOCODER_PRECISIONS, default=None, help="override the config's (fp32)"
     )
     args = parser.parse_args(argv)
     if args.rtf_rounds < 1:
@@ -232,7 +233,6 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
     sys.path.insert(0, str(REPO))
-    from engine.modeldir import benchmark_model_dir
     from engine.synthesizer import Synthesizer
     from serve_app.graph import build_app
     from serve_app.ray_system import system_config

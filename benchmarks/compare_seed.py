@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from compat.ports import free_port
+from engine.modeldir import VOCODER_PRECISIONS, benchmark_model_dir
 from serve_app.ray_system import system_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -369,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--vocoder-precision",
         default="fp32",
-        choices=("fp32", "bf16"),
+        choices=VOCODER_PRECISIONS,
         help="every variant's vocoder (bf16: opt-in, quality-gated; gains only with AVX512-BF16 or AMX)",
     )
     p.add_argument(
@@ -388,7 +389,6 @@ def main(argv: list[str] | None = None) -> int:
     if not levels or min(levels) < 1:
         p.error("--levels must be positive integers")
 
-    from engine.modeldir import benchmark_model_dir
     from loadtests.corpus import load_corpus
 
     model_dir = benchmark_model_dir(args.model_dir, "full")

@@ -26,6 +26,7 @@ import numpy as np
 
 from benchmarks.compare_seed import deploy_pipeline, post, run_level
 from compat.ports import free_port
+from engine.modeldir import VOCODER_PRECISIONS, benchmark_model_dir
 
 MARKS = ("units", "header", "first mel", "first audio")
 
@@ -81,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--clients", type=int, default=8, help="concurrent streaming clients (>= 1)")
     p.add_argument("--duration", type=float, default=25.0, help="seconds of load")
     p.add_argument(
-        "--vocoder-precision", default=None, choices=("fp32", "bf16"), help="default: the config's"
+        "--vocoder-precision", default=None, choices=VOCODER_PRECISIONS, help="default: the config's"
     )
     args = p.parse_args(argv)
     if args.clients < 1 or args.duration <= 0:
@@ -91,7 +92,6 @@ def main(argv: list[str] | None = None) -> int:
     from ray import serve
 
     from engine.messages import SynthesisRequest
-    from engine.modeldir import benchmark_model_dir
     from engine.orchestrator import Orchestrator, StreamSettings
     from loadtests.corpus import load_corpus
     from serve_app.stages import ServeStages
@@ -99,8 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     texts = [s.text for s in load_corpus().of("medium")]
     port = free_port()
     try:
-        model_dir = benchmark_model_dir(args.model_dir, "full")
-        app = deploy_pipeline(model_dir, port, precision=args.vocoder_precision)
+        app = deploy_pipeline(
+            benchmark_model_dir(args.model_dir, "full"), port, precision=args.vocoder_precision
+        )
         ingress = app["args"]["ingress"]
 
         def body(text: str) -> dict[str, Any]:

@@ -20,6 +20,8 @@ import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer, ThreadingHTTPServer
 from typing import Any
 
+from engine.modeldir import VOCODER_PRECISIONS
+
 LOCK = threading.Lock()  # the seeds' design: every request serialises on one model lock
 
 
@@ -70,7 +72,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--port", type=int, default=5000)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, all cores)")
     p.add_argument("--main-thread", action="store_true", help="serve requests one by one on the main thread")
-    p.add_argument("--vocoder-precision", default="fp32", choices=("fp32", "bf16"))
+    p.add_argument("--vocoder-precision", default="fp32", choices=VOCODER_PRECISIONS)
     args = p.parse_args(argv)
     from engine.synthesizer import Synthesizer
 
