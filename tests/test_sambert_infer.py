@@ -419,6 +419,27 @@ def test_the_compiled_step_does_not_depend_on_the_other_rows(am: AcousticModel, 
         torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("inputs", [128, 1025, 3])
+def test_the_compiled_product_rounds_each_row_as_one_row_alone(inputs: int) -> None:
+    """``kernels._product`` over ``UNROLL_ROWS`` or more rows (four weight rows per pass) gives each row the
+    bits of that row alone (the plain loop), for input widths with and without a remainder of four, and
+    ``a @ w`` to float rounding."""
+    from engine.sambert.kernels import UNROLL_ROWS, _product
+
+    assert 1 < UNROLL_ROWS <= 5
+    rng = np.random.default_rng(inputs)
+    a = rng.standard_normal((5, inputs)).astype(np.float32)
+    w = (rng.standard_normal((inputs, 37)) / np.sqrt(inputs)).astype(np.float32)
+    start = rng.standard_normal((5, 37)).astype(np.float32)
+    together = start.copy()
+    _product(a, w, together)
+    for r in range(5):
+        alone = start[r : r + 1].copy()
+        _product(a[r : r + 1], w, alone)
+        np.testing.assert_array_equal(together[r : r + 1], alone)
+    np.testing.assert_allclose(together, start + a.astype(np.float64) @ w, rtol=0, atol=1e-5)
+
+
 def test_the_compiled_duration_predictor_gives_pytorchs_durations(am: AcousticModel) -> None:
     """The duration predictor's compiled loop (kernels.py) predicts PyTorch's LSTM cells' log-durations to
     float rounding, for a padded batch (rows of different lengths) and for one row."""

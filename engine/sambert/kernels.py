@@ -34,6 +34,10 @@ KERNEL_ROWS = 8
 """Steps over at most this many rows run :meth:`DecoderKernel.step` (more: ``infer.decoder_step`` runs
 PyTorch's batched products)."""
 
+UNROLL_ROWS = 4
+"""Products over at least this many rows add four weight rows per pass over the output (:func:`_product`);
+over fewer rows the plain loop is as fast (bound by reading the weights)."""
+
 F = TypeVar("F", bound=Callable[..., None])
 
 
@@ -65,15 +69,36 @@ def _layer_norm(x: np.ndarray, out: np.ndarray) -> None:
 
 
 @_compiled
-def _product(a: np.ndarray, w: np.ndarray, out: np.ndarray) -> None:
-    """``out += a @ w`` for ``a`` [rows, in] and ``w`` [in, out]: every row reads each weight row in turn."""
+def _product_plain(a: np.ndarray, w: np.ndarray, out: np.ndarray, start: int) -> None:
+    """``out += a[:, start:] @ w[start:]``, one weight row per pass over ``out``."""
     rows, k = a.shape
     m = w.shape[1]
-    for i in range(k):
+    for i in range(start, k):
         for r in range(rows):
             ai = a[r, i]
             for j in range(m):
                 out[r, j] += ai * w[i, j]
+
+
+@_compiled
+def _product(a: np.ndarray, w: np.ndarray, out: np.ndarray) -> None:
+    """``out += a @ w`` for ``a`` [rows, in] and ``w`` [in, out]: every row reads each weight row in turn.
+
+    From :data:`UNROLL_ROWS` rows on, four weight rows per pass over ``out``: each output still adds its
+    products one at a time in input order (the roundings of one weight row per pass, bit for bit, so a row's
+    result does not depend on its batch) but is loaded and stored a quarter as often, which bounds the plain
+    loop once each weight is reused across rows (Zen 4, 1 thread, the full-size decoder step: 4 rows 1.2-1.35
+    -> 1.1-1.25 ms, 6 rows 2.0-2.15 -> 1.55-1.65, 8 rows 2.7-3.2 -> 2.0-2.7)."""
+    rows, k = a.shape
+    m = w.shape[1]
+    k4 = k - k % 4 if rows >= UNROLL_ROWS else 0
+    for i in range(0, k4, 4):
+        for r in range(rows):
+            a0, a1, a2, a3 = a[r, i], a[r, i + 1], a[r, i + 2], a[r, i + 3]
+            for j in range(m):
+                s = (out[r, j] + a0 * w[i, j]) + a1 * w[i + 1, j]
+                out[r, j] = (s + a2 * w[i + 2, j]) + a3 * w[i + 3, j]
+    _product_plain(a, w, out, k4)
 
 
 @_compiled
