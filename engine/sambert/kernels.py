@@ -88,7 +88,7 @@ def _product(a: np.ndarray, w: np.ndarray, out: np.ndarray) -> None:
     products one at a time in input order (the roundings of one weight row per pass, bit for bit, so a row's
     result does not depend on its batch) but is loaded and stored a quarter as often, which bounds the plain
     loop once each weight is reused across rows (Zen 4, 1 thread, the full-size decoder step: 4 rows 1.2-1.35
-    -> 1.1-1.25 ms, 6 rows 2.0-2.15 -> 1.55-1.65, 8 rows 2.7-3.2 -> 2.0-2.7)."""
+    -> 1.1-1.25 ms, 6 rows 2.0-2.15 -> 1.55-1.65, 8 rows 2.7-3.2 -> 2.0-2.5)."""
     rows, k = a.shape
     m = w.shape[1]
     k4 = k - k % 4 if rows >= UNROLL_ROWS else 0
