@@ -101,7 +101,6 @@ class TorchWorker:
     """
 
     IDLE = math.inf  # due: after everything else
-    FIRST = -math.inf  # due: before everything else (a live stream's first audio), in arrival order
 
     def __init__(self, threads: int, name: str, trim_idle_s: float | None = TRIM_IDLE_S) -> None:
         import torch

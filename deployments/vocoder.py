@@ -23,20 +23,9 @@ from engine.modeldir import load_model_dir
 from engine.stages import vocode_request_steps, vocoder_info
 from engine.steps import Steps
 
-__all__ = ["HifiGanVocoder", "chunk_due"]
+__all__ = ["HifiGanVocoder"]
 
 log = logging.getLogger("tts.vocoder")
-
-
-def chunk_due(chunk: VocodeChunk) -> float:
-    """When a chunk is due on the torch thread (:class:`TorchWorker` order). A live stream's first chunk (no
-    state yet: a few frames, ~10 ms of work) goes before every other chunk, late ones included: a new listener
-    waits for nothing but it, and a late stream loses ~10 ms (8 streams in fp32 at 8 clients: first audio
-    p50 483-524 -> 220-266 ms, docs/performance.md session 38). The others by when their listener needs them.
-    """
-    if chunk.state is None and chunk.due_in_s is not None:
-        return TorchWorker.FIRST
-    return TorchWorker.due_in(chunk.due_in_s)
 
 
 @serve.deployment(name="HifiGanVocoder", max_ongoing_requests=8, max_queued_requests=32)
@@ -106,7 +95,7 @@ class HifiGanVocoder:
         # on the torch thread instead, and pause between residual blocks: a stream's first audio (due now)
         # or a stream about to run dry passes streams that are seconds ahead and whole units nobody listens
         # to yet, and waits at most one block (a few ms) of the chunk that is running.
-        due = chunk_due(req)
+        due = TorchWorker.due_in(req.due_in_s)
         metrics, run = self.metrics, self._chunk_steps
         return await timed_batch(self.worker, metrics, "vocode_chunk_batch", run, [req], due, True)
 

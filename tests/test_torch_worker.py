@@ -6,7 +6,6 @@ import asyncio
 import threading
 import time
 
-import numpy as np
 import pytest
 
 from deployments import common
@@ -79,8 +78,6 @@ def test_queued_calls_run_earliest_due_first_then_in_arrival_order() -> None:
             worker.run(record, "dry-0.2s", due=TorchWorker.due_in(0.2)),
             worker.run(record, "first-2", due=now),
             worker.run(record, "late", due=TorchWorker.due_in(-0.1)),
-            worker.run(record, "first-audio", due=TorchWorker.FIRST),
-            worker.run(record, "first-audio-2", due=TorchWorker.FIRST),
         ]
         tasks = [asyncio.ensure_future(c) for c in calls]
         await asyncio.sleep(0.05)
@@ -89,18 +86,7 @@ def test_queued_calls_run_earliest_due_first_then_in_arrival_order() -> None:
         return await asyncio.gather(*tasks, return_exceptions=True)
 
     results = asyncio.run(scenario())
-    assert order == [
-        "first-audio",
-        "first-audio-2",
-        "late",
-        "first-1",
-        "first-2",
-        "dry-0.2s",
-        "a",
-        "b",
-        "c",
-        "ahead-3s",
-    ]
+    assert order == ["late", "first-1", "first-2", "dry-0.2s", "a", "b", "c", "ahead-3s"]
     assert isinstance(results[2], ValueError) and results[0] == "a" and results[3] == "first-1"
     assert worker.run_sync(record, "sync") == "sync"
 
@@ -146,19 +132,3 @@ def test_steppable_call_lets_a_more_urgent_call_pass_at_its_next_step() -> None:
     assert order.index("normal") == 11, order  # the long call kept its place ahead of the later bulk call
     assert [x for x in order if x.startswith("long")] == [f"long-{k}" for k in range(10)]
     assert worker.preemptions >= 1
-
-
-def test_a_live_streams_first_chunk_is_due_before_late_chunks_and_bulk() -> None:
-    """The vocoder's order: a live stream's first chunk (no state) before everything; a later chunk by when
-    its listener needs it; a chunk nobody listens to yet (no due) after BULK_SLACK_S, first or not."""
-    from deployments.vocoder import chunk_due
-    from engine.messages import VocodeChunk
-
-    mel = np.zeros((8, 80), np.float32)
-    state = {"x": np.zeros(1, np.float32)}
-    now = time.monotonic()
-    assert chunk_due(VocodeChunk(mel, None, due_in_s=0.0)) == TorchWorker.FIRST
-    late = chunk_due(VocodeChunk(mel, state, due_in_s=-5.0))
-    assert TorchWorker.FIRST < late <= now - 4.9
-    for unheard in (VocodeChunk(mel, None), VocodeChunk(mel, state)):
-        assert chunk_due(unheard) >= now + common.BULK_SLACK_S
