@@ -75,7 +75,6 @@ class Recorder:
         self.events: dict[str, list[object]] = {}
         self.order: list[tuple[str, str]] = []
         self.done = threading.Event()
-        self.on_start: dict[str, Callable[[], None]] = {}  # run at a stream's StreamStart, by name
         self.expected = 0
         self._finished = 0
 
@@ -88,8 +87,6 @@ class Recorder:
             got = self.events[name]
             got.append(event)
             self.order.append((name, type(event).__name__))
-            if isinstance(event, StreamStart) and name in self.on_start:
-                self.on_start.pop(name)()
             chunks = sum(isinstance(e, np.ndarray) for e in got)
             if isinstance(event, np.ndarray) and chunks in actions:
                 actions.pop(chunks)()
@@ -240,45 +237,6 @@ def test_streams_waiting_for_first_chunk_are_admitted_first(am: AcousticModel, g
     names = [n for n, _ in rec.order]
     assert names.index("long") < names.index("stream") < names.index("whole"), rec.order
     assert rec.order[-1] == ("whole", "AcousticOutput")
-
-
-@pytest.mark.parametrize("priority_steps", [1000, 0])
-def test_a_stream_awaiting_its_first_chunk_goes_before_newcomers_and_playing_chunks(
-    am: AcousticModel, golden: np.ndarray, priority_steps: int
-) -> None:
-    """While a stream awaits its first chunk, a stream that arrives is not prefilled and a stream already
-    playing keeps its ready chunks (for at most ``priority_steps`` steps; 0 turns both off); every mel still
-    equals one-by-one synthesis."""
-    rec = Recorder()
-    settings = BatcherSettings(max_batch=8, priority_steps=priority_steps)
-    kw = {"stream": True, "chunk_frames": 2, "max_chunk_frames": 2}
-    inputs = {
-        "playing": AcousticInput(golden),
-        "new": AcousticInput(golden[:12]),
-        "later": AcousticInput(golden[:6]),
-    }
-    with ContinuousBatcher({"v": am}, settings, threads=1) as cb:
-
-        def submit_new() -> None:
-            cb.submit(None, inputs["new"], sink=rec.sink("new"), **kw)  # type: ignore[arg-type]
-            rec.on_start["new"] = lambda: cb.submit(  # type: ignore[arg-type]
-                None, inputs["later"], sink=rec.sink("later"), **kw
-            )
-
-        cb.submit(None, inputs["playing"], sink=rec.sink("playing", {2: submit_new}), **kw)  # type: ignore[arg-type]
-        rec.wait()
-    order = [(n, kind) for n, kind in rec.order]
-    new_start, new_first = order.index(("new", "StreamStart")), order.index(("new", "ndarray"))
-    between = order[new_start + 1 : new_first]
-    if priority_steps:
-        assert ("playing", "ndarray") not in between, order  # the playing stream's chunks waited
-        assert order.index(("later", "StreamStart")) > new_first, order  # the newcomer was not prefilled
-    else:
-        assert ("playing", "ndarray") in between, order
-        assert order.index(("later", "StreamStart")) < new_first, order
-    for name, inp in inputs.items():
-        _, chunks = rec.streamed(name)
-        np.testing.assert_allclose(np.concatenate(chunks), am.synthesize([inp])[0].mel, atol=1e-4, rtol=0)
 
 
 def test_an_urgent_probe_runs_at_once_with_a_full_batch(am: AcousticModel, golden: np.ndarray) -> None:

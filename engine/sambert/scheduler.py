@@ -77,8 +77,7 @@ class BatcherSettings:
     max_batch: int = 8  # utterances decoding at once (all voices together); more wait for a free slot
     max_pending: int = 256  # utterances waiting for a slot; beyond this, submit raises queue.Full
     step_timeout_s: float = 30.0  # a step or prefill running longer than this makes check() raise
-    priority_steps: int = 16  # what waits for a stream's first chunk (others' prefill, chunks) waits this
-    # many decoder steps at most
+    priority_steps: int = 16  # whole utterances wait at most this many steps for a stream's first chunk
     max_events: int = 1024  # events buffered for a slow reader of one utterance; beyond, it is dropped
 
     def __post_init__(self) -> None:
@@ -166,7 +165,6 @@ class _Active:
     s: int = 0  # next step
     handed: int = 0  # steps already pushed to the chunker
     first_sent: bool = False
-    held: int = 0  # steps its ready chunk waited for another stream's first chunk
 
     @property
     def awaiting_first(self) -> bool:
@@ -369,10 +367,9 @@ class ContinuousBatcher:
     """Owns the acoustic models of a replica (or process) and decodes every submitted utterance on one thread.
 
     ``submit`` is thread-safe and returns at once; results go to the ``sink`` (called on the worker thread: it
-    must not block) or, without one, to the returned :class:`Ticket`. A stream's first chunk comes first:
-    while an admitted stream awaits it (a few decoder steps), newcomers are not admitted (their prefill,
-    25-80 ms, would delay it) and streams already playing keep their ready chunks (a chunk's postnet,
-    10-40 ms), each for at most ``priority_steps`` steps; queued streams are admitted before whole ones.
+    must not block) or, without one, to the returned :class:`Ticket`. Streamed utterances waiting for their
+    first chunk are admitted first, and whole ones are not admitted while a stream awaits its first chunk (for
+    at most ``priority_steps`` boundaries): their prefill would delay it.
     """
 
     def __init__(
@@ -552,16 +549,9 @@ class ContinuousBatcher:
         streams = [j for j in self._pending if j.stream and not j.urgent]
         whole = [j for j in self._pending if not j.stream and not j.urgent]
         waiting_first = any(a.awaiting_first for b in self._batches.values() for a in b.items)
-        limit = self.settings.priority_steps
-        chosen = []
-        if streams:
-            if waiting_first and streams[0].deferred < limit:
-                for j in streams:
-                    j.deferred += 1
-            else:
-                chosen = streams[:room]
+        chosen = streams[:room]
         if whole and len(chosen) < room:
-            if (waiting_first or streams) and whole[0].deferred < limit:
+            if (waiting_first or streams) and whole[0].deferred < self.settings.priority_steps:
                 for j in whole:
                     j.deferred += 1
             else:
@@ -690,8 +680,7 @@ class ContinuousBatcher:
                     gone.append(b)
                     continue
                 try:
-                    hold = any(x.awaiting_first for x in batch.items)
-                    if self._emit(batch, b, a, hold):
+                    if self._emit(batch, b, a):
                         gone.append(b)
                 except Exception as exc:
                     self._deliver(a.job, exc)
@@ -701,18 +690,11 @@ class ContinuousBatcher:
         finally:
             self._busy_since = None
 
-    def _emit(self, batch: _Batch, b: int, a: _Active, hold: bool = False) -> bool:
-        """Deliver what slot ``b`` has ready; True when the utterance is finished. ``hold`` (a stream of the
-        batch awaits its first chunk): a stream already playing keeps a ready chunk that is not its last
-        (its postnet: 10-40 ms) for up to ``priority_steps`` steps."""
+    def _emit(self, batch: _Batch, b: int, a: _Active) -> bool:
+        """Deliver what slot ``b`` has ready; True when the utterance is finished."""
         final = a.s >= a.steps
         if a.chunker is not None:
-            ready = final or a.s * batch.model.r >= a.chunker.needed
-            if ready and hold and a.first_sent and not final and a.held < self.settings.priority_steps:
-                a.held += 1
-                return False
-            if ready:
-                a.held = 0
+            if final or a.s * batch.model.r >= a.chunker.needed:
                 chunks = a.chunker.push(batch.frames(b, a.handed, a.s), final=final)
                 a.handed = a.s
                 for chunk in chunks:
