@@ -419,25 +419,28 @@ def test_the_compiled_step_does_not_depend_on_the_other_rows(am: AcousticModel, 
         torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("outputs", [37, 128])
 @pytest.mark.parametrize("inputs", [128, 1025, 3])
-def test_the_compiled_product_rounds_each_row_as_one_row_alone(inputs: int) -> None:
-    """``kernels._product`` over ``UNROLL_ROWS`` or more rows (four weight rows per pass) gives each row the
-    bits of that row alone (the plain loop), for input widths with and without a remainder of four, and
-    ``a @ w`` to float rounding."""
-    from engine.sambert.kernels import UNROLL_ROWS, _product
+def test_the_compiled_product_rounds_each_row_as_one_row_alone(inputs: int, outputs: int) -> None:
+    """``kernels._product`` gives each row the bits of the plain loop over that row alone, whatever the batch:
+    over ``UNROLL_ROWS`` or more rows (four weight rows per pass, input widths with and without a remainder
+    of four) and, ``NARROW_COLS`` outputs wide, over one or two rows (a local block); and ``a @ w`` to float
+    rounding."""
+    from engine.sambert.kernels import NARROW_COLS, NARROW_ROWS, UNROLL_ROWS, _product, _product_plain
 
-    assert 1 < UNROLL_ROWS <= 5
+    assert 1 < UNROLL_ROWS <= 5 and NARROW_COLS == 128 and 1 <= NARROW_ROWS < UNROLL_ROWS
     rng = np.random.default_rng(inputs)
     a = rng.standard_normal((5, inputs)).astype(np.float32)
-    w = (rng.standard_normal((inputs, 37)) / np.sqrt(inputs)).astype(np.float32)
-    start = rng.standard_normal((5, 37)).astype(np.float32)
-    together = start.copy()
-    _product(a, w, together)
-    for r in range(5):
-        alone = start[r : r + 1].copy()
-        _product(a[r : r + 1], w, alone)
-        np.testing.assert_array_equal(together[r : r + 1], alone)
-    np.testing.assert_allclose(together, start + a.astype(np.float64) @ w, rtol=0, atol=1e-5)
+    w = (rng.standard_normal((inputs, outputs)) / np.sqrt(inputs)).astype(np.float32)
+    start = rng.standard_normal((5, outputs)).astype(np.float32)
+    plain = start.copy()
+    _product_plain(a, w, plain, 0)
+    for rows in (1, 2, 3, 5):
+        for r0 in range(0, 5 - rows + 1):
+            got = start[r0 : r0 + rows].copy()
+            _product(a[r0 : r0 + rows], w, got)
+            np.testing.assert_array_equal(got, plain[r0 : r0 + rows])
+    np.testing.assert_allclose(plain, start + a.astype(np.float64) @ w, rtol=0, atol=1e-5)
 
 
 def test_the_compiled_duration_predictor_gives_pytorchs_durations(am: AcousticModel) -> None:

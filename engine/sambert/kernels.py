@@ -38,6 +38,13 @@ UNROLL_ROWS = 4
 """Products over at least this many rows add four weight rows per pass over the output (:func:`_product`);
 over fewer rows the plain loop is as fast (bound by reading the weights)."""
 
+NARROW_COLS = 128
+"""Products exactly this many outputs wide (the decoder's ``d``: the attention output and the FFN's second
+layer) over at most :data:`NARROW_ROWS` rows keep each row's outputs in a local block across every input
+(:func:`_product_narrow`)."""
+
+NARROW_ROWS = 2
+
 F = TypeVar("F", bound=Callable[..., None])
 
 
@@ -81,16 +88,39 @@ def _product_plain(a: np.ndarray, w: np.ndarray, out: np.ndarray, start: int) ->
 
 
 @_compiled
+def _product_narrow(a: np.ndarray, w: np.ndarray, out: np.ndarray) -> None:
+    """``out += a @ w`` for ``w`` [in, :data:`NARROW_COLS`]: each row's outputs are copied into a local block,
+    every input added into it, then copied back. The same additions in the same order as the plain loop (bit
+    for bit), but LLVM keeps the block in registers across the inputs instead of loading and storing the
+    output row once per input, which bounds the plain loop when the row is this short (Zen 4, 1 thread,
+    1025 x 128: 11.6-15.3 -> 7.0-8.2 us at one row, a little faster at two, slower from four)."""
+    rows, k = a.shape
+    acc = np.empty(NARROW_COLS, np.float32)
+    for r in range(rows):
+        for j in range(NARROW_COLS):
+            acc[j] = out[r, j]
+        for i in range(k):
+            ai = a[r, i]
+            for j in range(NARROW_COLS):
+                acc[j] = acc[j] + ai * w[i, j]
+        for j in range(NARROW_COLS):
+            out[r, j] = acc[j]
+
+
+@_compiled
 def _product(a: np.ndarray, w: np.ndarray, out: np.ndarray) -> None:
     """``out += a @ w`` for ``a`` [rows, in] and ``w`` [in, out]: every row reads each weight row in turn.
 
     From :data:`UNROLL_ROWS` rows on, four weight rows per pass over ``out``: each output still adds its
     products one at a time in input order (the roundings of one weight row per pass, bit for bit, so a row's
     result does not depend on its batch) but is loaded and stored a quarter as often, which bounds the plain
-    loop once each weight is reused across rows (Zen 4, 1 thread, the full-size decoder step: 4 rows 1.2-1.35
-    -> 1.1-1.25 ms, 6 rows 2.0-2.15 -> 1.55-1.65, 8 rows 2.7-3.2 -> 2.0-2.5)."""
+    loop once each weight is reused across rows (Zen 4, 1 thread, the full-size decoder step: 4 rows 1.20-1.35
+    -> 1.06-1.23 ms, 8 rows 2.7-3.2 -> 2.0-2.5 ms; docs/performance.md, session 37)."""
     rows, k = a.shape
     m = w.shape[1]
+    if m == NARROW_COLS and rows <= NARROW_ROWS:
+        _product_narrow(a, w, out)
+        return
     k4 = k - k % 4 if rows >= UNROLL_ROWS else 0
     for i in range(0, k4, 4):
         for r in range(rows):
