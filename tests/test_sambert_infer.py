@@ -424,8 +424,8 @@ def test_the_compiled_step_does_not_depend_on_the_other_rows(am: AcousticModel, 
 def test_the_compiled_product_rounds_each_row_as_one_row_alone(inputs: int, outputs: int) -> None:
     """``kernels._product`` gives each row the bits of the plain loop over that row alone, whatever the batch:
     over ``UNROLL_ROWS`` or more rows (four weight rows per pass, input widths with and without a remainder
-    of four) and, ``NARROW_COLS`` outputs wide, over one or two rows (a local block); and ``a @ w`` to float
-    rounding."""
+    of four) and, ``NARROW_COLS`` outputs wide, over up to ``NARROW_ROWS`` rows (a local block); and ``a @ w``
+    to float rounding."""
     from engine.sambert.kernels import NARROW_COLS, NARROW_ROWS, UNROLL_ROWS, _product, _product_plain
 
     assert 1 < UNROLL_ROWS <= 5 and NARROW_COLS == 128 and 1 <= NARROW_ROWS < UNROLL_ROWS

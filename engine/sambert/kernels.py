@@ -44,6 +44,8 @@ layer) over at most :data:`NARROW_ROWS` rows keep each row's outputs in a local 
 (:func:`_product_narrow`)."""
 
 NARROW_ROWS = 3
+"""Rows up to which a :data:`NARROW_COLS`-wide product takes the local block; from :data:`UNROLL_ROWS` rows
+the four-weight-rows-per-pass loop is faster (it reads each weight once for every row)."""
 
 F = TypeVar("F", bound=Callable[..., None])
 
