@@ -481,6 +481,67 @@ def test_bf16_runs_on_either_backend() -> None:
     assert err_mix < 2 * max(err_on, err_pt), (err_mix, err_on, err_pt)
 
 
+def _channels_last(values: torch.Tensor, pad: int = 0) -> torch.Tensor:
+    """``values`` [B, C, T] as a [B, C, 1, T] view stored [B, T, C]; with ``pad`` the view of a wider buffer
+    past its first ``pad`` steps (as a convolution's input buffer behind its context)."""
+    b, c, t = values.shape
+    buf = torch.empty(b, pad + t, c, dtype=values.dtype).transpose(1, 2).unsqueeze(2)
+    view = buf[..., pad:]
+    view.copy_(values.unsqueeze(2))
+    return view
+
+
+def _bits(t: torch.Tensor) -> torch.Tensor:
+    """The bits of each value, every NaN as one pattern (PyTorch's own conversions write different ones)."""
+    t = torch.where(t.isnan(), torch.tensor(math.nan, dtype=t.dtype), t)
+    return t.contiguous().view(torch.int16 if t.dtype == torch.bfloat16 else torch.int32)
+
+
+def test_bf16_sums_round_as_pytorch() -> None:
+    """The bf16 units' compiled sums (:mod:`engine.hifigan.bf16`) write what PyTorch's add, leaky ReLU and
+    bf16 conversion write, bit for bit (NaN as NaN): rounding ties both ways, negatives, zeros, infinities,
+    the largest floats (rounded up to infinity), on strided buffers of two rows."""
+    from engine.hifigan import bf16
+
+    gen = torch.Generator().manual_seed(5)
+    b, c, t = 2, 16, 96
+    h = torch.randn(b, c, t, generator=gen) * torch.logspace(-30, 30, t)
+    ties = torch.tensor(
+        [0x3F808000, 0x3F818000, -0x40800000 + 0x8000, 0x7F7FFFFF, 0x7F7F8000], dtype=torch.int32
+    )
+    specials = torch.cat([ties.view(torch.float32), torch.tensor([0.0, -0.0, math.inf, -math.inf, math.nan])])
+    h[0, 0, : len(specials)] = specials
+    y = (torch.randn(b, c, t, generator=gen) * 4).to(torch.bfloat16)
+    y[1, 1, :3] = torch.tensor([math.inf, -math.inf, math.nan], dtype=torch.bfloat16)
+    slope = 0.1
+    total_ref = torch.add(h, y)
+    out_ref = torch.nn.functional.leaky_relu(total_ref, slope).to(torch.bfloat16)
+
+    x, out = _channels_last(h), _channels_last(torch.zeros(b, c, t, dtype=torch.bfloat16), pad=7)
+    bf16.leaky(x, out, slope)
+    assert torch.equal(
+        _bits(out.squeeze(2)), _bits(torch.nn.functional.leaky_relu(h, slope).to(torch.bfloat16))
+    )
+
+    for in_place in (False, True):
+        hh, yy = _channels_last(h), _channels_last(y)
+        total = hh if in_place else _channels_last(torch.zeros(b, c, t))
+        out = _channels_last(torch.zeros(b, c, t, dtype=torch.bfloat16), pad=3)
+        bf16.add_then_leaky(hh, yy, total, out, slope)
+        assert torch.equal(_bits(total.squeeze(2)), _bits(total_ref)), in_place
+        assert torch.equal(_bits(out.squeeze(2)), _bits(out_ref)), in_place
+
+        hh = _channels_last(h)
+        total = hh if in_place else _channels_last(torch.zeros(b, c, t))
+        bf16.add(hh, _channels_last(y), total)
+        assert torch.equal(_bits(total.squeeze(2)), _bits(total_ref)), in_place
+
+    acc_start = torch.randn(b, c, t, generator=gen)
+    acc = _channels_last(acc_start)
+    bf16.add(_channels_last(h), _channels_last(y), acc, accumulate=True)
+    assert torch.equal(_bits(acc.squeeze(2)), _bits(acc_start.clone().add_(total_ref)))
+
+
 def test_onednn_weights_are_packed_for_every_call_shape(capfd: pytest.CaptureFixture[str]) -> None:
     """oneDNN picks a kernel, and with it a weight layout, from the thread count, batch and width (on AVX2
     CPUs the block size changes with each): a chunk of any of those shapes, after its first call, runs with no

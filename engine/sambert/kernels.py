@@ -19,13 +19,11 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
 
-import numba
 import numpy as np
 
+from engine.jit import compiled
 from engine.sambert.layers import LN_EPS
 
 log = logging.getLogger("tts.acoustic")
@@ -35,8 +33,10 @@ KERNEL_ROWS = 8
 PyTorch's batched products)."""
 
 UNROLL_ROWS = 4
-"""Products over at least this many rows add four weight rows per pass over the output (:func:`_product`);
-over fewer rows the plain loop is as fast (bound by reading the weights)."""
+"""Products over at least this many rows add four weight rows per pass over the output (:func:`_product`).
+Over fewer rows an unrolled pass is no faster than one weight row per pass (both bound by reading the
+weights; 2 rows measured up to 5 % slower), except for :data:`NARROW_COLS`-wide products, which take the
+local block of :func:`_product_narrow` there."""
 
 NARROW_COLS = 128
 """Products exactly this many outputs wide (the decoder's ``d``: the attention output and the FFN's second
@@ -47,19 +47,8 @@ NARROW_ROWS = 3
 """Rows up to which a :data:`NARROW_COLS`-wide product takes the local block; from :data:`UNROLL_ROWS` rows
 the four-weight-rows-per-pass loop is faster (it reads each weight once for every row)."""
 
-F = TypeVar("F", bound=Callable[..., None])
 
-
-def _compiled(fn: F) -> F:
-    """``numba.njit`` without the GIL, cached on disk (in ``$NUMBA_CACHE_DIR``, else next to this file, else
-    in the user's cache directory); where none is writable it is compiled in every process (~3 s at load)."""
-    try:
-        return numba.njit(nogil=True, cache=True)(fn)
-    except RuntimeError:  # numba: "cannot cache function ...: no locator available"
-        return numba.njit(nogil=True)(fn)
-
-
-@_compiled
+@compiled
 def _layer_norm(x: np.ndarray, out: np.ndarray) -> None:
     """``out[r] = (x[r] - mean) / sqrt(var + eps)`` per row (the affine is folded into the next product)."""
     rows, d = x.shape
@@ -77,7 +66,7 @@ def _layer_norm(x: np.ndarray, out: np.ndarray) -> None:
             out[r, i] = (x[r, i] - mean) * inv
 
 
-@_compiled
+@compiled
 def _product_plain(a: np.ndarray, w: np.ndarray, out: np.ndarray, start: int) -> None:
     """``out += a[:, start:] @ w[start:]``, one weight row per pass over ``out``."""
     rows, k = a.shape
@@ -89,7 +78,7 @@ def _product_plain(a: np.ndarray, w: np.ndarray, out: np.ndarray, start: int) ->
                 out[r, j] += ai * w[i, j]
 
 
-@_compiled
+@compiled
 def _product_narrow(a: np.ndarray, w: np.ndarray, out: np.ndarray) -> None:
     """``out += a @ w`` for ``w`` [in, :data:`NARROW_COLS`]: each row's outputs are copied into a local block,
     every input added into it, then copied back. The same additions in the same order as the plain loop (bit
@@ -109,7 +98,7 @@ def _product_narrow(a: np.ndarray, w: np.ndarray, out: np.ndarray) -> None:
             out[r, j] = acc[j]
 
 
-@_compiled
+@compiled
 def _product(a: np.ndarray, w: np.ndarray, out: np.ndarray) -> None:
     """``out += a @ w`` for ``a`` [rows, in] and ``w`` [in, out]: every row reads each weight row in turn.
 
@@ -133,7 +122,7 @@ def _product(a: np.ndarray, w: np.ndarray, out: np.ndarray) -> None:
     _product_plain(a, w, out, k4)
 
 
-@_compiled
+@compiled
 def _affine(bias: np.ndarray, a: np.ndarray, w: np.ndarray, out: np.ndarray, relu: bool) -> None:
     """``out = bias + a @ w`` (then ``max(·, 0)`` with ``relu``)."""
     rows, m = out.shape
@@ -147,7 +136,7 @@ def _affine(bias: np.ndarray, a: np.ndarray, w: np.ndarray, out: np.ndarray, rel
             out[r, j] = max(v, 0.0) if relu else v
 
 
-@_compiled
+@compiled
 def _attend(
     qkv: np.ndarray,
     kv: np.ndarray,
@@ -197,7 +186,7 @@ def _attend(
                 out[r, h * e + t] = acc[t] / total
 
 
-@_compiled
+@compiled
 def _step(
     prev: np.ndarray,
     mem_rows: np.ndarray,
@@ -246,7 +235,7 @@ def _step(
     _affine(out_b, ln, out_w, out, False)
 
 
-@_compiled
+@compiled
 def _lstm_cell(gates: np.ndarray, h: np.ndarray, c: np.ndarray) -> None:
     """PyTorch's LSTM cell update from its gate pre-activations ``[rows, 4H]`` (order i, f, g, o)."""
     rows, hidden = h.shape
@@ -260,7 +249,7 @@ def _lstm_cell(gates: np.ndarray, h: np.ndarray, c: np.ndarray) -> None:
             h[r, j] = o * math.tanh(c[r, j])
 
 
-@_compiled
+@compiled
 def _durations(
     cond_gates: np.ndarray,
     pre0_w: np.ndarray,
