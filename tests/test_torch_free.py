@@ -1,4 +1,5 @@
-"""Stages that run no model never load torch (≈190 MB per process): the ingress and the text frontend.
+"""Stages that run no model never load torch (≈190 MB per process): the ingress and the text frontend; an
+fp32 vocoder never loads numba.
 
 Three views of the same rule: the modules those replicas import, the frontend's whole work path run in a fresh
 interpreter, and the live replicas of the shared Serve instance (no libtorch mapped in their address space,
@@ -117,6 +118,27 @@ def test_frontend_replica_work_path_imports_no_torch(tiny_model_dir: Path) -> No
         assert directory.version and directory.provenance()["random_weights"]
         """
     )
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_fp32_vocoder_replica_loads_no_numba(tiny_model_dir: Path, precision: str) -> None:
+    """The HifiGanVocoder deployment's class built outside Ray, vocoding: in fp32 (the default) it loads no
+    numba (~40 MB a replica); in bf16 on a CPU with bf16 instructions its residual sums are numba loops."""
+    from engine.hifigan.layers import bf16_hardware
+
+    code = f"""
+        import asyncio
+        from deployments.vocoder import HifiGanVocoder
+
+        stage = HifiGanVocoder.func_or_class({str(tiny_model_dir)!r}, 1, {precision!r})
+        assert stage.models[stage.default_voice].backend == "onednn"
+        asyncio.run(stage.check_health())  # a real inference (Serve's batching needs a replica)
+        """
+    if precision == "bf16" and bf16_hardware():
+        with pytest.raises(AssertionError, match=r"imported: .*numba"):
+            _run(code, ("numba",))
+    else:
+        _run(code, ("numba", "llvmlite"))
 
 
 def _replica_pids(app: str) -> dict[str, list[int]]:
