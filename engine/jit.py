@@ -11,8 +11,9 @@ F = TypeVar("F", bound=Callable[..., object])
 
 
 def compiled(fn: F) -> F:
-    """``numba.njit`` without the GIL, cached on disk (in ``$NUMBA_CACHE_DIR``, else next to this file, else
-    in the user's cache directory); where none is writable it is compiled in every process (~3 s at load)."""
+    """``numba.njit`` without the GIL, cached on disk (in ``$NUMBA_CACHE_DIR``, else beside ``fn``'s source
+    file, else in the user's cache directory); where none is writable it is compiled in every process (seconds
+    at load)."""
     try:
         return numba.njit(nogil=True, cache=True)(fn)
     except RuntimeError:  # numba: "cannot cache function ...: no locator available"
