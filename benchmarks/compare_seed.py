@@ -5,7 +5,12 @@ latency, time to first audio (TTFA: first body byte past the 44-byte WAV header)
 the audio fell behind a player that starts at the first byte with no buffer (0: every byte came before it
 was due). A streamed response that starts early and then stalls plays with gaps.
 
-    python -m benchmarks.compare_seed [--duration 20] [--levels 1,4,8,16] [--model-dir DIR]
+Each level measures steady state: its clients all start at once and run ``--warmup`` seconds uncounted (the
+start burst: every client's first request arriving in the same millisecond), then ``--duration`` seconds
+counted. Throughput is the audio (and the responses) that arrived inside that window; latency, TTFA and
+stall are those of the requests that started inside it (they may finish after it).
+
+    python -m benchmarks.compare_seed [--duration 20] [--warmup 10] [--levels 1,4,8,16] [--model-dir DIR]
 
 Variants
   seed             one process, threaded HTTP server, ONE global lock (benchmarks/seed_server.py)
@@ -31,7 +36,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +62,17 @@ class Measured:
     nbytes: int
     error: str = ""
     stall: float = 0.0  # longest lag of the audio behind playback from its first byte, no client buffer
+    started: float = 0.0  # time.perf_counter() when the request was sent
+    arrivals: list[tuple[float, int]] = field(default_factory=list)  # (s after start, bytes so far)
+
+    def audio_bytes_until(self, when: float) -> int:
+        """Audio bytes (past the WAV header) that had arrived by ``when`` (a ``time.perf_counter()``)."""
+        n = 0
+        for at, total in self.arrivals:
+            if self.started + at > when:
+                break
+            n = total
+        return max(n - WAV_HEADER, 0)
 
 
 @dataclass
@@ -88,6 +104,7 @@ def post(conn: http.client.HTTPConnection, path: str, body: dict[str, Any]) -> M
     n = 0
     stall = 0.0
     error = ""
+    arrivals: list[tuple[float, int]] = []
     try:
         conn.request(
             "POST", path, body=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
@@ -98,6 +115,7 @@ def post(conn: http.client.HTTPConnection, path: str, body: dict[str, Any]) -> M
             if ttfa is not None:  # the audio before this chunk has played out by ttfa + its duration
                 stall = max(stall, now - ttfa - (n - WAV_HEADER) / AUDIO_BYTES_PER_S)
             n += len(chunk)
+            arrivals.append((now, n))
             if ttfa is None and n > WAV_HEADER:
                 ttfa = now
         resp.close()  # read1 leaves a fully read Content-Length response open: close it to reuse conn
@@ -108,22 +126,24 @@ def post(conn: http.client.HTTPConnection, path: str, body: dict[str, Any]) -> M
         conn.close()
         ok, error = False, f"{type(exc).__name__}: {exc}"
     end = time.perf_counter() - start
-    return Measured(ok, end, ttfa if ttfa is not None else end, n, error, stall)
+    return Measured(ok, end, ttfa if ttfa is not None else end, n, error, stall, start, arrivals)
 
 
 def run_level(
     host: str, port: int, path: str, make_body: Callable[[str], dict[str, Any]], texts: list[str],
-    variant: str, clients: int, duration: float,
+    variant: str, clients: int, duration: float, warmup: float = 0.0,
 ) -> LevelResult:  # fmt: skip
-    """``clients`` closed-loop clients for ``duration`` seconds (requests in flight at the end complete)."""
+    """``clients`` closed-loop clients, all started at once: ``warmup`` seconds not counted, then ``duration``
+    seconds counted (module docstring). No new request starts after the window; those in flight complete."""
     counter = itertools.count()
     lock = threading.Lock()
     results: list[Measured] = []
-    deadline = time.perf_counter() + duration
+    t0 = time.perf_counter()
+    window = (t0 + warmup, t0 + warmup + duration)
 
     def client() -> None:
         conn = http.client.HTTPConnection(host, port, timeout=300)
-        while time.perf_counter() < deadline:
+        while time.perf_counter() < window[1]:
             with lock:
                 text = texts[next(counter) % len(texts)]
             m = post(conn, path, make_body(text))
@@ -131,24 +151,24 @@ def run_level(
                 results.append(m)
         conn.close()
 
-    t0 = time.perf_counter()
     threads = [threading.Thread(target=client, daemon=True) for _ in range(clients)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    seconds = time.perf_counter() - t0
-    good = [m for m in results if m.ok]
-    errors = sorted({m.error for m in results if not m.ok})
+    counted = [m for m in results if window[0] <= m.started < window[1]]
+    good = [m for m in counted if m.ok]
+    errors = sorted({m.error for m in results if not m.ok})  # the warm-up's too
     if errors:
         print(f"  {variant} @{clients}: errors seen: {errors[:3]}", flush=True)
     lat = np.array([m.latency for m in good]) * 1000 if good else np.array([np.nan])
     ttfa = np.array([m.ttfa for m in good]) * 1000 if good else np.array([np.nan])
     stall = np.array([m.stall for m in good]) * 1000 if good else np.array([np.nan])
-    audio_s = sum(max(m.nbytes - WAV_HEADER, 0) for m in good) / AUDIO_BYTES_PER_S
+    audio = sum(m.audio_bytes_until(window[1]) - m.audio_bytes_until(window[0]) for m in results if m.ok)
+    done = sum(1 for m in results if m.ok and window[0] <= m.started + m.latency < window[1])
     return LevelResult(
-        variant, clients, len(good), len(results) - len(good), seconds, len(good) / seconds,
-        audio_s / seconds, *np.percentile(lat, [50, 95, 99]).tolist(),
+        variant, clients, len(good), len(counted) - len(good), duration, done / duration,
+        audio / AUDIO_BYTES_PER_S / duration, *np.percentile(lat, [50, 95, 99]).tolist(),
         *np.percentile(ttfa, [50, 95]).tolist(), *np.percentile(stall, [50, 95]).tolist(),
     )  # fmt: skip
 
@@ -173,13 +193,13 @@ def wait_http(
 
 def measure_variant(
     variant: str, port: int, path: str, make_body: Callable[[str], dict[str, Any]],
-    texts: list[str], levels: list[int], duration: float,
+    texts: list[str], levels: list[int], duration: float, warmup: float,
 ) -> list[LevelResult]:  # fmt: skip
     for text in texts[:3]:  # warm-up: first-call allocations, JIT-free but cache-cold
         post(http.client.HTTPConnection("127.0.0.1", port, timeout=300), path, make_body(text))
     out = []
     for clients in levels:
-        r = run_level("127.0.0.1", port, path, make_body, texts, variant, clients, duration)
+        r = run_level("127.0.0.1", port, path, make_body, texts, variant, clients, duration, warmup)
         print(
             f"{variant:<16}{clients:>3} clients: {r.rps:6.2f} req/s  p50 {r.p50:7.0f}  p95 {r.p95:7.0f}  "
             f"p99 {r.p99:7.0f}  TTFA p50 {r.ttfa50:7.0f} ms  stall p95 {r.stall95:5.0f} ms  "
@@ -195,6 +215,7 @@ def run_seed(
     texts: list[str],
     levels: list[int],
     duration: float,
+    warmup: float,
     main_thread: bool = False,
     precision: str = "fp32",
 ) -> list[LevelResult]:
@@ -206,7 +227,7 @@ def run_seed(
         wait_http("127.0.0.1", port, "/health", 600, proc)
         body = lambda text: {"text": text, "emotion": "neutral", "speed": 1.0}  # noqa: E731
         name = "seed-main" if main_thread else "seed"
-        return measure_variant(name, port, "/tts", body, texts, levels, duration)
+        return measure_variant(name, port, "/tts", body, texts, levels, duration, warmup)
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -265,6 +286,7 @@ def run_ray_variants(
     texts: list[str],
     levels: list[int],
     duration: float,
+    warmup: float,
     config: Path,
     precision: str = "fp32",
 ) -> list[LevelResult]:
@@ -287,12 +309,13 @@ def run_ray_variants(
                 "stream": stream,
             }
 
-        results += measure_variant("pipeline", port, "/api/tts", body(False), texts, levels, duration)
-        results += measure_variant("pipeline-stream", port, "/api/tts", body(True), texts, levels, duration)
+        window = (levels, duration, warmup)
+        results += measure_variant("pipeline", port, "/api/tts", body(False), texts, *window)
+        results += measure_variant("pipeline-stream", port, "/api/tts", body(True), texts, *window)
         serve.delete(app["name"])
         serve.run(build_monolith(model_dir, vocoder_precision=precision), name="monolith", route_prefix="/")
         body_seed = lambda text: {"text": text, "emotion": "neutral", "speed": 1.0}  # noqa: E731
-        results += measure_variant("monolith", port, "/", body_seed, texts, levels, duration)
+        results += measure_variant("monolith", port, "/", body_seed, texts, *window)
     finally:
         ray.shutdown()
     return results
@@ -365,7 +388,8 @@ def main(argv: list[str] | None = None) -> int:
         "--model-dir", default=None, help="default: $TTS_MODEL_DIR, else the generated full random voice"
     )
     p.add_argument("--levels", default="1,4,8,16")
-    p.add_argument("--duration", type=float, default=20.0, help="seconds per concurrency level")
+    p.add_argument("--duration", type=float, default=20.0, help="seconds counted per concurrency level")
+    p.add_argument("--warmup", type=float, default=10.0, help="seconds run before each level's count starts")
     p.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     p.add_argument(
         "--vocoder-precision",
@@ -388,6 +412,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--levels must be comma-separated integers, got {args.levels!r}")
     if not levels or min(levels) < 1:
         p.error("--levels must be positive integers")
+    if args.duration <= 0 or args.warmup < 0:
+        p.error("--duration must be > 0 and --warmup >= 0")
 
     from loadtests.corpus import load_corpus
 
@@ -399,14 +425,15 @@ def main(argv: list[str] | None = None) -> int:
     started = dt.datetime.now(dt.UTC)
     results: list[LevelResult] = []
     if "seed" in variants:
-        results += run_seed(model_dir, texts, levels, args.duration, precision=args.vocoder_precision)
+        window = (levels, args.duration, args.warmup)
+        results += run_seed(model_dir, texts, *window, precision=args.vocoder_precision)
     if "seed-main" in variants:
         results += run_seed(
-            model_dir, texts, levels, args.duration, main_thread=True, precision=args.vocoder_precision
+            model_dir, texts, levels, args.duration, args.warmup, True, args.vocoder_precision
         )
     if "ray" in variants:
         results += run_ray_variants(
-            model_dir, texts, levels, args.duration, args.config, args.vocoder_precision
+            model_dir, texts, levels, args.duration, args.warmup, args.config, args.vocoder_precision
         )
     tables = format_tables(results)
     print("\n" + tables)
@@ -416,7 +443,8 @@ def main(argv: list[str] | None = None) -> int:
     out.write_text(
         f"# Seed design vs pipeline vs monolith — {started:%Y-%m-%d %H:%M} UTC\n\n"
         f"Command: `python -m benchmarks.compare_seed --levels {args.levels} "
-        f"--duration {args.duration:g} --vocoder-precision {args.vocoder_precision}`\n\n"
+        f"--duration {args.duration:g} --warmup {args.warmup:g} "
+        f"--vocoder-precision {args.vocoder_precision}`\n\n"
         f"Machine: {machine}; load average at end {os.getloadavg()[0]:.2f}\n\n"
         f"Model: `{model_dir}` (full-size random weights unless TTS_MODEL_DIR is set). Texts: {len(texts)} "
         f"medium customer-service sentences, cycled identically for every variant. Pipeline config: "

@@ -1,11 +1,13 @@
 """Where a streamed request's first audio goes under load (docs/performance.md "First audio under load").
 
-    python -m benchmarks.first_audio [--clients 8] [--duration 25] [--model-dir DIR]
+    python -m benchmarks.first_audio [--clients 8] [--duration 25] [--warmup 10] [--model-dir DIR]
 
 Deploys the app as ``make bench-compare`` does (serve_app/config/local.yaml, result cache off, admission
 limit lifted) on a 2-CPU Ray, then runs ``clients - 1`` of its closed-loop HTTP clients streaming wav (medium
 corpus sentences) and one more client in this process: the same :class:`~engine.orchestrator.Orchestrator`
-the ingress runs, over the app's stage handles, with the stage calls of its first audio timestamped.
+the ingress runs, over the app's stage handles, with the stage calls of its first audio timestamped. As in
+``make bench-compare``, the first ``--warmup`` seconds (the start burst) are not counted: only requests that
+start in the ``--duration`` seconds after them.
 Prints the HTTP clients' time to first audio and, for the in-process client, when each step of the first
 audio was reached (ms after the request started): the frontend's units, the acoustic stream's header
 (durations; prefill done), its first mel chunk, the first vocoder chunk's return (= first audio).
@@ -80,13 +82,14 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model-dir", default=None, help="default: $TTS_MODEL_DIR, else the generated full voice")
     p.add_argument("--clients", type=int, default=8, help="concurrent streaming clients (>= 1)")
-    p.add_argument("--duration", type=float, default=25.0, help="seconds of load")
+    p.add_argument("--duration", type=float, default=25.0, help="seconds of load counted")
+    p.add_argument("--warmup", type=float, default=10.0, help="seconds of load before the count starts")
     p.add_argument(
         "--vocoder-precision", default=None, choices=VOCODER_PRECISIONS, help="default: the config's"
     )
     args = p.parse_args(argv)
-    if args.clients < 1 or args.duration <= 0:
-        p.error("--clients must be >= 1 and --duration > 0")
+    if args.clients < 1 or args.duration <= 0 or args.warmup < 0:
+        p.error("--clients must be >= 1, --duration > 0 and --warmup >= 0")
 
     import ray
     from ray import serve
@@ -111,9 +114,11 @@ def main(argv: list[str] | None = None) -> int:
             post(http.client.HTTPConnection("127.0.0.1", port, timeout=300), "/api/tts", body(text))
         pool = ThreadPoolExecutor(1)  # the HTTP clients beside this process's own
         others = pool.submit(
-            run_level, "127.0.0.1", port, "/api/tts", body, texts, "http", args.clients - 1, args.duration
+            run_level, "127.0.0.1", port, "/api/tts", body, texts, "http", args.clients - 1, args.duration,
+            args.warmup,
         ) if args.clients > 1 else None  # fmt: skip
-        stop = time.monotonic() + args.duration
+        count_from = time.perf_counter() + args.warmup
+        stop = count_from + args.duration
         names = ("TextFrontend", "SambertAcoustic", "HifiGanVocoder")
         stages = ServeStages(*(serve.get_deployment_handle(n, "tts") for n in names))
         settings = StreamSettings(**ingress.get("stream", {}))
@@ -121,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
 
         async def own_client() -> None:
             k = 0
-            while time.monotonic() < stop:
+            while time.perf_counter() < stop:
                 marked = _MarkedStages(stages)
                 orchestrator = Orchestrator(marked, settings)
                 request = SynthesisRequest(texts[k % len(texts)], stream=True, format="pcm")
@@ -129,14 +134,16 @@ def main(argv: list[str] | None = None) -> int:
                 t0 = time.perf_counter()
                 async for _ in orchestrator.stream(request, await orchestrator.units(request)):
                     pass
-                rows.append({m: (t - t0) * 1000 for m, t in marked.marks.items()})
+                if t0 >= count_from:
+                    rows.append({m: (t - t0) * 1000 for m, t in marked.marks.items()})
 
         asyncio.run(own_client())
         loaded = others.result() if others is not None else None
         pool.shutdown()
     finally:
         ray.shutdown()
-    print(f"\n{args.clients} streaming clients, {args.duration:g} s, load average {os.getloadavg()[0]:.1f}")
+    counted = f"{args.duration:g} s counted after {args.warmup:g} s"
+    print(f"\n{args.clients} streaming clients, {counted}, load average {os.getloadavg()[0]:.1f}")
     if loaded is not None:
         h = loaded
         print(f"HTTP clients: {h.ok} requests, TTFA p50 {h.ttfa50:.0f} ms, p95 {h.ttfa95:.0f} ms")

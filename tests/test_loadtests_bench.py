@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import itertools
 import json
 import threading
 import time
@@ -150,6 +151,71 @@ def test_the_stall_is_how_far_a_stream_falls_behind_its_playback(
     finally:
         server.shutdown()
         server.server_close()
+
+
+def _paced_server(first_delay_s: float, chunks: int, interval_s: float) -> ThreadingHTTPServer:
+    """Answers every POST with a chunked WAV: the header, then ``chunks`` pieces of 0.1 s of audio (16-bit
+    mono, 16 kHz), ``interval_s`` apart; the server's first response starts ``first_delay_s`` late."""
+    from http.server import BaseHTTPRequestHandler
+
+    served = itertools.count()
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            if next(served) == 0:
+                time.sleep(first_delay_s)
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for i in range(chunks):
+                part = bytes((44 if i == 0 else 0) + 3200)
+                self.wfile.write(f"{len(part):x}\r\n".encode() + part + b"\r\n")
+                self.wfile.flush()
+                time.sleep(interval_s)
+            self.wfile.write(b"0\r\n\r\n")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def test_a_level_counts_only_requests_started_after_its_warmup() -> None:
+    """The start burst is not measured: a slow first request (0.6 s to its first audio), started during
+    the 0.3 s warm-up, is in no percentile; the fast ones after it are."""
+    server = _paced_server(first_delay_s=0.6, chunks=2, interval_s=0.005)
+    try:
+        port = server.server_address[1]
+        res = cmp.run_level("127.0.0.1", port, "/tts", lambda t: {"text": t}, ["您好。"], "x", 1, 0.5, 0.3)
+        assert res.ok >= 3 and res.errors == 0
+        assert res.ttfa95 < 300 and res.p99 < 300, res  # the 600 ms one is not among them
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_level_throughput_is_the_audio_that_arrived_inside_its_window() -> None:
+    """One stream delivering 0.1 s of audio every 50 ms (2x real time) for 2 s, started in the warm-up and
+    finishing after the window: the window's throughput is ~2 audio-s/s, and no request started in it."""
+    server = _paced_server(first_delay_s=0.0, chunks=40, interval_s=0.05)
+    try:
+        port = server.server_address[1]
+        res = cmp.run_level("127.0.0.1", port, "/tts", lambda t: {"text": t}, ["您好。"], "x", 1, 1.0, 0.5)
+        assert res.ok == 0 and res.rps == 0
+        assert 1.3 < res.audio_x < 2.7, res
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_audio_bytes_until_counts_what_had_arrived_past_the_header() -> None:
+    m = cmp.Measured(True, 1.0, 0.1, 3244, started=10.0, arrivals=[(0.1, 1644), (0.5, 3244)])
+    assert [m.audio_bytes_until(t) for t in (10.05, 10.1, 10.3, 10.5, 11.0)] == [0, 1600, 1600, 3200, 3200]
 
 
 def _level(variant: str, clients: int, rps: float, p95: float) -> cmp.LevelResult:
