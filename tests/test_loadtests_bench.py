@@ -106,21 +106,26 @@ def test_seed_main_thread_serves_every_client_in_turn_on_one_thread() -> None:
         server.server_close()
 
 
-def _streaming_server(first_s: float, pause_s: float) -> ThreadingHTTPServer:
-    """Answers every POST with a chunked WAV: the header and ``first_s`` of audio, a ``pause_s`` pause, then
-    one more second of audio (16-bit mono, 16 kHz)."""
+def _chunked_wav_server(parts: list[tuple[int, float]], first_delay_s: float = 0.0) -> ThreadingHTTPServer:
+    """Answers every POST with a chunked response: per ``(size, wait)`` of ``parts``, ``size`` bytes (the
+    first part includes the 44-byte WAV header), then a ``wait`` pause; the server's first response starts
+    ``first_delay_s`` late."""
     from http.server import BaseHTTPRequestHandler
+
+    served = itertools.count()
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
         def do_POST(self) -> None:
             self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            if next(served) == 0:
+                time.sleep(first_delay_s)
             self.send_response(200)
             self.send_header("Transfer-Encoding", "chunked")
             self.end_headers()
-            for part, wait in ((bytes(44 + int(first_s * 32000)), pause_s), (bytes(32000), 0.0)):
-                self.wfile.write(f"{len(part):x}\r\n".encode() + part + b"\r\n")
+            for size, wait in parts:
+                self.wfile.write(f"{size:x}\r\n".encode() + bytes(size) + b"\r\n")
                 self.wfile.flush()
                 time.sleep(wait)
             self.wfile.write(b"0\r\n\r\n")
@@ -131,6 +136,12 @@ def _streaming_server(first_s: float, pause_s: float) -> ThreadingHTTPServer:
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
+
+
+def _streaming_server(first_s: float, pause_s: float) -> ThreadingHTTPServer:
+    """The header and ``first_s`` of audio, a ``pause_s`` pause, then one more second of audio (16-bit mono,
+    16 kHz)."""
+    return _chunked_wav_server([(44 + int(first_s * 32000), pause_s), (32000, 0.0)])
 
 
 @pytest.mark.parametrize(("first_s", "pause_s", "stalled"), [(0.1, 0.4, True), (0.6, 0.2, False)])
@@ -154,35 +165,10 @@ def test_the_stall_is_how_far_a_stream_falls_behind_its_playback(
 
 
 def _paced_server(first_delay_s: float, chunks: int, interval_s: float) -> ThreadingHTTPServer:
-    """Answers every POST with a chunked WAV: the header, then ``chunks`` pieces of 0.1 s of audio (16-bit
-    mono, 16 kHz), ``interval_s`` apart; the server's first response starts ``first_delay_s`` late."""
-    from http.server import BaseHTTPRequestHandler
-
-    served = itertools.count()
-
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def do_POST(self) -> None:
-            self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            if next(served) == 0:
-                time.sleep(first_delay_s)
-            self.send_response(200)
-            self.send_header("Transfer-Encoding", "chunked")
-            self.end_headers()
-            for i in range(chunks):
-                part = bytes((44 if i == 0 else 0) + 3200)
-                self.wfile.write(f"{len(part):x}\r\n".encode() + part + b"\r\n")
-                self.wfile.flush()
-                time.sleep(interval_s)
-            self.wfile.write(b"0\r\n\r\n")
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
+    """The header, then ``chunks`` pieces of 0.1 s of audio (16-bit mono, 16 kHz) ``interval_s`` apart; the
+    server's first response starts ``first_delay_s`` late."""
+    parts = [(3200 + (44 if i == 0 else 0), interval_s) for i in range(chunks)]
+    return _chunked_wav_server(parts, first_delay_s)
 
 
 def test_a_level_counts_only_requests_started_after_its_warmup() -> None:
