@@ -309,13 +309,14 @@ def run_ray_variants(
                 "stream": stream,
             }
 
-        window = (levels, duration, warmup)
-        results += measure_variant("pipeline", port, "/api/tts", body(False), texts, *window)
-        results += measure_variant("pipeline-stream", port, "/api/tts", body(True), texts, *window)
+        results += measure_variant("pipeline", port, "/api/tts", body(False), texts, levels, duration, warmup)
+        results += measure_variant(
+            "pipeline-stream", port, "/api/tts", body(True), texts, levels, duration, warmup
+        )
         serve.delete(app["name"])
         serve.run(build_monolith(model_dir, vocoder_precision=precision), name="monolith", route_prefix="/")
         body_seed = lambda text: {"text": text, "emotion": "neutral", "speed": 1.0}  # noqa: E731
-        results += measure_variant("monolith", port, "/", body_seed, texts, *window)
+        results += measure_variant("monolith", port, "/", body_seed, texts, levels, duration, warmup)
     finally:
         ray.shutdown()
     return results
@@ -425,11 +426,18 @@ def main(argv: list[str] | None = None) -> int:
     started = dt.datetime.now(dt.UTC)
     results: list[LevelResult] = []
     if "seed" in variants:
-        window = (levels, args.duration, args.warmup)
-        results += run_seed(model_dir, texts, *window, precision=args.vocoder_precision)
+        results += run_seed(
+            model_dir, texts, levels, args.duration, args.warmup, precision=args.vocoder_precision
+        )
     if "seed-main" in variants:
         results += run_seed(
-            model_dir, texts, levels, args.duration, args.warmup, True, args.vocoder_precision
+            model_dir,
+            texts,
+            levels,
+            args.duration,
+            args.warmup,
+            main_thread=True,
+            precision=args.vocoder_precision,
         )
     if "ray" in variants:
         results += run_ray_variants(
